@@ -1,0 +1,142 @@
+"""Compute accounting: params and multiply-adds per layer, from shapes alone.
+
+`account(model, input_shape)` traces `model.init` under `jax.eval_shape`
+(nothing is compiled or allocated) and records one row for every layer that
+defines `layer_type()` and `macs()` (see models/layers.py): conv blocks, the
+pointwise core, pools, the dense head. A layer nested in a counted layer
+(the PointwiseConv inside a ConvBlock) is part of its parent's row.
+
+MACs per conv are H_out * W_out * k * k * C_in * C_out, per image.
+
+`xla_flops(...)` compiles the forward pass and reads XLA's own
+`cost_analysis()`. It is close to 2 * MACs but not equal (measured in
+tests/test_accounting.py):
+- XLA counts a multiply and an add per MAC, and then also every elementwise
+  op: bias adds, batch-norm scale and shift, ReLU, the max-pool comparisons,
+  the global mean, so it is a bit above 2 * MACs;
+- for a padded ('SAME') conv XLA counts only the window taps that land
+  inside the image, while H_out*W_out*k*k counts the zero-padding taps too,
+  which pulls XLA below 2 * MACs on small feature maps (7x7 with a 5x5
+  kernel loses about 30% of the taps).
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+@dataclasses.dataclass
+class Row:
+  name: str        # Module path, e.g. 'inception_3a/b3x3'.
+  type: str        # e.g. 'conv3x3', 'sep_conv5x5', 'maxpool3x3/2', 'dense'.
+  in_shape: tuple  # Per image, no batch axis.
+  out_shape: tuple
+  params: int
+  macs: int        # Per image.
+
+  @property
+  def group(self) -> str:  # 'inception_3a', 'conv2', 'head', ...
+    return self.name.split('/')[0]
+
+
+@dataclasses.dataclass
+class Accounting:
+  rows: list[Row]
+  params: int  # Every parameter of the model (equals the sum over rows).
+  macs: int    # Per image.
+  out_shapes: dict[str, tuple]  # Top-level module -> output shape per image.
+
+  def groups(self) -> dict[str, dict]:
+    """Per-module sums in network order: name -> {params, macs, out_shape}."""
+    out: dict[str, dict] = {}
+    for r in self.rows:
+      g = out.setdefault(r.group, {'params': 0, 'macs': 0,
+                                   'out_shape': self.out_shapes.get(r.group)})
+      g['params'] += r.params
+      g['macs'] += r.macs
+    return out
+
+
+def _size(tree) -> int:
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def _subtree(tree, path):
+  for key in path:
+    tree = tree.get(key, {}) if hasattr(tree, 'get') else {}
+  return tree
+
+
+def account(model: nn.Module, input_shape: tuple[int, ...]) -> Accounting:
+  """Rows for one image of `input_shape` (H, W, C); shapes only, no compile."""
+  records = []
+  out_shapes = {}  # Top-level module name -> its output shape.
+  active = []  # Counted layers currently being called (to skip nested ones).
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name != '__call__':
+      return next_fun(*args, **kwargs)
+    counted = not active and hasattr(module, 'macs')
+    active.extend([module] if counted else [])
+    try:
+      y = next_fun(*args, **kwargs)
+    finally:
+      del active[len(active) - counted:]
+    path, x = module.scope.path, args[0]
+    if len(path) == 1:
+      out_shapes[path[0]] = y.shape[1:]
+    if counted:
+      records.append((path, module.layer_type(x.shape), x.shape, y.shape,
+                      module.macs(x.shape, y.shape)))
+    return y
+
+  x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+  with nn.intercept_methods(interceptor):
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  params = variables['params']
+  rows = [Row('/'.join(path), kind, tuple(i[1:]), tuple(o[1:]),
+              _size(_subtree(params, path)), macs)
+          for path, kind, i, o, macs in records]
+  return Accounting(rows, _size(params), sum(r.macs for r in rows), out_shapes)
+
+
+def xla_flops(model: nn.Module, input_shape: tuple[int, ...],
+              batch: int = 1) -> float:
+  """XLA's cost_analysis() flops of the compiled forward pass, per image."""
+  x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  compiled = jax.jit(model.apply).lower(variables, x).compile()
+  return cost_flops(compiled) / batch
+
+
+def cost_flops(compiled: Any) -> float:
+  """The 'flops' entry of a compiled computation's cost analysis."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops'])
+
+
+def input_shape(config) -> tuple[int, int, int]:
+  return (config.image_size, config.image_size, 3)
+
+
+def summarize(config, with_xla: bool = True) -> dict:
+  """The accounting of a config as plain JSON-able data.
+
+  {'layers': [row, ...], 'groups': {name: {params, macs}},
+   'total': {'params', 'macs', 'xla_flops'}}; MACs and FLOPs per image.
+  """
+  from models import build_model  # Local: keeps this module model-agnostic.
+  model = build_model(config.model)
+  acc = account(model, input_shape(config))
+  total = {'params': acc.params, 'macs': acc.macs}
+  if with_xla:
+    total['xla_flops'] = xla_flops(model, input_shape(config))
+    total['xla_flops_over_2macs'] = total['xla_flops'] / (2 * acc.macs)
+  return {'layers': [dataclasses.asdict(r) for r in acc.rows],
+          'groups': acc.groups(), 'total': total}

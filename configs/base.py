@@ -1,0 +1,71 @@
+"""Base config: every key, documented. Model configs import it and change a few.
+
+  python train.py --config=configs/base.py --workdir=/tmp/run
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # Model: `name` picks the network from models.MODELS; every other key is a
+  # field of that network or an Inception knob (models.InceptionOptions).
+  config.model = ml_collections.ConfigDict(dict(
+      name='googlenet',
+      num_classes=10,
+      width=1.0,               # Global width multiplier (> 0).
+      dropout=0.0,             # Before the dense head.
+      module='reduced',        # naive | reduced.
+      reduce_act='relu',       # After the 1x1 reductions: relu | linear.
+      branch3='standard',      # standard | separable (depthwise 3x3 + 1x1).
+      branch5='5x5',           # 5x5 | 3x3x2 (two 3x3s) | separable.
+      pool='max',              # Pool branch: max | avg | none.
+      norm='batch',            # batch | none.
+      use_bias=False,          # Conv bias.
+      fuse_pointwise=True,     # 1x1 siblings reading one input: one GEMM.
+      dtype='float32',         # Compute dtype: float32 | bfloat16.
+  ))
+  config.image_size = 32       # Network input is image_size x image_size x 3.
+
+  # Data: `source` is 'tfds' or a path to `<split>/<class>/*.jpg` (a folder,
+  # .tar.gz or .zip), e.g. ../shared/data/cifar10-train-jpeg.tar.gz.
+  config.data = ml_collections.ConfigDict(dict(
+      source='tfds',
+      dataset='cifar10',       # TFDS name.
+      data_dir=None,           # TFDS data dir; None = TFDS's default.
+      cache_dir=None,          # Decoded local images; None = ~/.cache/pointwise.
+      train_split='train',     # e.g. 'train[:90%]' for a local train-only copy.
+      eval_split='test',       # e.g. 'train[90%:]'.
+      num_workers=2,           # Parallel JPEG decoding.
+      random_crop=True,        # Random crop after reflect padding.
+      crop_padding=4,
+      flip=True,               # Random horizontal flip.
+      normalize=True,          # Per-channel mean / std of the train split.
+  ))
+
+  # Optimisation.
+  config.seed = 0
+  config.batch_size = 128      # Global; must divide by the device count.
+  config.num_epochs = 30.0
+  config.num_train_steps = -1  # > 0 overrides num_epochs.
+  config.optimizer = 'sgd'     # sgd (Nesterov momentum) | adamw.
+  config.learning_rate = 0.1   # Peak, for a batch of 128; not rescaled.
+  config.momentum = 0.9
+  config.weight_decay = 5e-4
+  config.label_smoothing = 0.0
+  config.schedule = 'cosine'   # cosine | step.
+  config.warmup_epochs = 1.0
+  config.step_epochs = (0.5, 0.75)  # step: fractions of training, lr x0.1 each.
+  config.grad_clip_norm = 0.0  # 0 = off.
+
+  # Evaluation, checkpoints and logging (in steps).
+  config.eval_every_steps = 1000
+  config.eval_batch_size = 500
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.log_every_steps = 50
+
+  # Multi-host: call jax.distributed.initialize() (also --distributed).
+  config.distributed = False
+  return config

@@ -1,0 +1,35 @@
+"""Helpers for config files: the `file.py:key=value,...` argument."""
+
+from typing import Any
+
+import ml_collections
+
+_TRUE, _FALSE = ('true', '1', 'yes'), ('false', '0', 'no')
+
+
+def _cast(key: str, value: str, default: Any) -> Any:
+  if isinstance(default, bool):
+    if value.lower() not in _TRUE + _FALSE:
+      raise ValueError(f'Config arg {key}={value!r} must be True or False.')
+    return value.lower() in _TRUE
+  try:
+    return type(default)(value)
+  except ValueError:
+    raise ValueError(f'Config arg {key}={value!r} must be a '
+                     f'{type(default).__name__}.') from None
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses 'k=v,k=v' into a ConfigDict; keys and types come from defaults.
+
+  parse_arg('module=naive,width=0.5', module='reduced', width=1.0)
+    -> {'module': 'naive', 'width': 0.5}
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, _, value = item.partition('=')
+    if key not in defaults:
+      raise ValueError(f'Unknown config arg {key!r}; valid args: '
+                       f'{", ".join(sorted(defaults))}.')
+    out[key] = _cast(key, value, defaults[key])
+  return ml_collections.ConfigDict(out)

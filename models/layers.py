@@ -1,0 +1,107 @@
+"""Building blocks shared by every network: conv blocks and pools.
+
+Layers that appear as one row of the compute accounting (accounting.py)
+define `layer_type(in_shape)` and `macs(in_shape, out_shape)`. Multiply-adds of a
+convolution are counted as H_out * W_out * k * k * C_in * C_out (/ groups),
+per the input's batch.
+"""
+
+import math
+from typing import Any, Callable
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from models.pointwise import PointwiseConv
+
+NORMS = ('batch', 'none')
+ACTIVATIONS: dict[str, Callable] = {'relu': nn.relu, 'linear': lambda x: x}
+POOLS = ('max', 'avg')
+
+
+def check_choice(name: str, value: Any, valid) -> None:
+  """Raises a ValueError naming the field and listing the valid values."""
+  if value not in valid:
+    raise ValueError(f'{name}={value!r} is not valid; choose one of '
+                     f'{", ".join(repr(v) for v in valid)}.')
+
+
+def _spatial(shape) -> int:
+  """Number of output positions, batch included: N * H * W."""
+  return math.prod(shape[:-1])
+
+
+class ConvBlock(nn.Module):
+  """Convolution -> optional batch norm -> activation.
+
+  kernel == 1 goes through the pointwise core (strided 1x1 = subsample, then
+  pointwise). `separable` makes a depthwise kxk conv followed by a pointwise
+  1x1 (no nonlinearity in between, as in Xception).
+  """
+  features: int
+  kernel: int = 1
+  stride: int = 1
+  padding: str = 'SAME'
+  separable: bool = False
+  norm: str = 'batch'
+  act: str = 'relu'
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+
+  def layer_type(self, in_shape) -> str:
+    k = f'{self.kernel}x{self.kernel}'
+    kind = 'sep_conv' if self.separable and self.kernel > 1 else 'conv'
+    return kind + k + (f'/{self.stride}' if self.stride > 1 else '')
+
+  def macs(self, in_shape, out_shape) -> int:
+    c_in, c_out, kk = in_shape[-1], out_shape[-1], self.kernel**2
+    if self.kernel == 1:
+      return _spatial(out_shape) * c_in * c_out
+    if self.separable:  # depthwise kxk on C_in, then 1x1 C_in -> C_out.
+      return _spatial(out_shape) * (kk * c_in + c_in * c_out)
+    return _spatial(out_shape) * kk * c_in * c_out
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    check_choice('norm', self.norm, NORMS)
+    check_choice('act', self.act, tuple(ACTIVATIONS))
+    if self.kernel == 1:
+      x = x[:, ::self.stride, ::self.stride] if self.stride > 1 else x
+      y = PointwiseConv(self.features, self.use_bias, self.dtype,
+                        name='pointwise')(x)
+    else:
+      window, strides = (self.kernel, self.kernel), (self.stride, self.stride)
+      if self.separable:
+        y = nn.Conv(x.shape[-1], window, strides, self.padding,
+                    feature_group_count=x.shape[-1], use_bias=False,
+                    dtype=self.dtype, name='depthwise')(x)
+        y = PointwiseConv(self.features, self.use_bias, self.dtype,
+                          name='pointwise')(y)
+      else:
+        y = nn.Conv(self.features, window, strides, self.padding,
+                    use_bias=self.use_bias, dtype=self.dtype, name='conv')(x)
+    if self.norm == 'batch':
+      y = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                       epsilon=1e-5, dtype=self.dtype, name='bn')(y)
+    return ACTIVATIONS[self.act](y)
+
+
+class Pool(nn.Module):
+  """Max or average pooling; a zero-MAC row in the accounting."""
+  kind: str = 'max'
+  window: int = 3
+  stride: int = 1
+  padding: str = 'SAME'
+
+  def layer_type(self, in_shape) -> str:
+    return f'{self.kind}pool{self.window}x{self.window}/{self.stride}'
+
+  def macs(self, in_shape, out_shape) -> int:
+    return 0
+
+  @nn.compact
+  def __call__(self, x):
+    check_choice('pool', self.kind, POOLS)
+    pool = nn.max_pool if self.kind == 'max' else nn.avg_pool
+    return pool(x, (self.window, self.window), (self.stride, self.stride),
+                self.padding)

@@ -1,0 +1,121 @@
+"""Compute accounting: the paper's Table 1, the seed ratio, XLA cross-check."""
+
+import fractions
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+import accounting
+from configs import googlenet, small_inception
+from models import ConvBlock, InceptionOptions, PointwiseConv, ReducedConv, build_model
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+K, M = 1024, 1e6
+
+
+@pytest.fixture(scope='module')
+def paper_table():
+  config = googlenet.get_config('stem=imagenet,module=reduced')
+  return accounting.account(build_model(config.model),
+                            accounting.input_shape(config))
+
+
+@pytest.mark.parametrize('group,params_k,macs_m', [
+    ('inception_3a', 159, 128),
+    ('inception_3b', 380, 304),
+    ('conv2', 112, 360),  # The 3x3 conv with its 64-wide 1x1 reduce.
+])
+def test_googlenet_matches_table1_rows(paper_table, group, params_k, macs_m):
+  g = paper_table.groups()[group]
+  assert g['params'] / K == pytest.approx(params_k, rel=0.01)
+  assert g['macs'] / M == pytest.approx(macs_m, rel=0.01)
+
+
+def test_googlenet_totals_within_7_percent_of_paper(paper_table):
+  assert paper_table.params == pytest.approx(6.8e6, rel=0.07)
+  assert paper_table.macs == pytest.approx(1.5e9, rel=0.07)
+  groups = paper_table.groups()
+  assert list(groups)[-1] == 'head'
+  assert groups['inception_5b']['out_shape'] == (7, 7, 1024)
+
+
+def test_rows_cover_every_parameter(paper_table):
+  assert sum(r.params for r in paper_table.rows) == paper_table.params
+  assert sum(r.macs for r in paper_table.rows) == paper_table.macs
+  names = [r.name for r in paper_table.rows]
+  assert len(names) == len(set(names))
+  for letter, count in (('3', 2), ('4', 5), ('5', 2)):
+    assert len({n.split('/')[0] for n in names
+                if n.startswith(f'inception_{letter}')}) == count
+
+
+def test_params_match_init():
+  model = build_model(small_inception.get_config('module=reduced').model)
+  acc = accounting.account(model, (28, 28, 3))
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                             jax.ShapeDtypeStruct((1, 28, 28, 3), 'float32'))
+  expected = sum(math.prod(x.shape) for x in jax.tree.leaves(variables['params']))
+  assert acc.params == expected
+
+
+def test_seed_pair_ratio_is_exactly_64_over_17():
+  opts = InceptionOptions(norm='none')
+  shape = (28, 28, 256)
+  direct = accounting.account(opts.conv(256, 4), shape)
+  reduced = accounting.account(ReducedConv(64, 256, 4, opts), shape)
+  assert direct.rows[0].out_shape == reduced.rows[-1].out_shape
+  assert fractions.Fraction(direct.macs, reduced.macs) == fractions.Fraction(64, 17)
+  assert direct.macs / reduced.macs == pytest.approx(3.76, abs=0.005)
+
+
+def test_pointwise_changes_channels_not_space():
+  acc = accounting.account(PointwiseConv(48), (9, 11, 16))
+  (row,) = acc.rows
+  assert (row.in_shape, row.out_shape) == ((9, 11, 16), (9, 11, 48))
+  assert row.macs == 9 * 11 * 16 * 48
+  assert row.params == 16 * 48 + 48
+
+
+@pytest.mark.parametrize('model,shape,exact', [
+    (PointwiseConv(8, use_bias=False), (5, 5, 4), True),
+    (ConvBlock(8, 3, padding='VALID', norm='none', act='linear'), (6, 6, 4), True),
+    # SAME padding: XLA skips the taps that fall on padding.
+    (ConvBlock(8, 5, norm='none', act='linear'), (7, 7, 4), False),
+])
+def test_xla_flops_equal_2_macs_without_padding(model, shape, exact):
+  acc = accounting.account(model, shape)
+  flops = accounting.xla_flops(model, shape)
+  if exact:
+    assert flops == 2 * acc.macs
+  else:
+    # Per axis 29 of the 35 taps of a 5-wide kernel over 7 outputs are inside.
+    assert flops == pytest.approx(2 * acc.macs * (29 / 35)**2)
+
+
+def test_xla_cross_check_on_a_network():
+  config = small_inception.get_config('module=reduced')
+  config.model.width = 0.25
+  total = accounting.summarize(config)['total']
+  assert 0.8 < total['xla_flops'] / (2 * total['macs']) < 1.1
+
+
+def test_model_table_json_compare():
+  out = subprocess.run(
+      [sys.executable, 'scripts/model_table.py',
+       '--config=configs/small_inception.py:bn=False', '--compare', '--json'],
+      cwd=REPO, capture_output=True, text=True, check=True).stdout
+  result = json.loads(out)
+  naive, reduced = result['naive'], result['reduced']
+  assert naive['total']['params'] == 1_649_402
+  for s in (naive, reduced):
+    assert {'name', 'params', 'macs'} <= set(s['layers'][0])
+    assert {'params', 'macs', 'xla_flops'} <= set(s['total'])
+    assert sum(r['params'] for r in s['layers']) == s['total']['params']
+  ratio = result['naive_over_reduced']['macs']
+  assert ratio == pytest.approx(naive['total']['macs'] / reduced['total']['macs'])
+  assert ratio > 1

@@ -40,11 +40,14 @@ class GoogLeNet(nn.Module):
   dropout: float = 0.0
   opts: InceptionOptions = InceptionOptions()
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):  # (N,H,W,3) -> (N,classes)
+  def __post_init__(self):
     check_choice('stem', self.stem, STEMS)
     check_width(self.width)
-    check_width(self.reduce_scale)
+    check_width(self.reduce_scale, 'reduce_scale')
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):  # (N,H,W,3) -> (N,classes)
     o, w = self.opts, lambda c: scaled(c, self.width)
     x = x.astype(o.compute_dtype)
     if self.stem == 'imagenet':

@@ -130,10 +130,10 @@ def scaled(width: int, multiplier: float) -> int:
   return max(1, round(width * multiplier)) if width > 0 else 0
 
 
-def check_width(width: float) -> None:
-  if not width > 0:
-    raise ValueError(f'width={width!r}: the width multiplier must be > 0, '
-                     'e.g. --config.model.width=0.5.')
+def check_width(value: float, name: str = 'width') -> None:
+  if not value > 0:
+    raise ValueError(f'{name}={value!r}: the multiplier must be > 0, '
+                     f'e.g. --config.model.{name}=0.5.')
 
 
 

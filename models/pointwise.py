@@ -19,9 +19,19 @@ default_kernel_init = nn.initializers.lecun_normal()
 
 
 def pointwise(x: jnp.ndarray, kernel: jnp.ndarray, precision=None) -> jnp.ndarray:
-  """(..., C) x (C, F) -> (..., F), contracting the last axis of x."""
-  return lax.dot_general(
-      x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
+  """(..., C) x (C, F) -> (..., F), contracting the last axis of x.
+
+  The leading axes are flattened first, so XLA sees one 2-D GEMM
+  (rows, C) x (C, F); the reshapes are free (bitcasts). Contracting the last
+  axis of the N-D array directly gives the same forward pass, but its kernel
+  gradient is a dot_general contracting N, H and W together, which XLA's CPU
+  backend canonicalises by physically transposing the (..., F) cotangent to
+  (F, rows) first: an extra copy of the output-gradient every step.
+  """
+  lead = x.shape[:-1]
+  x2 = x.reshape(math.prod(lead), x.shape[-1])
+  y = lax.dot_general(x2, kernel, (((1,), (0,)), ((), ())), precision=precision)
+  return y.reshape(*lead, kernel.shape[-1])
 
 
 class PointwiseConv(nn.Module):

@@ -47,10 +47,13 @@ class SmallInception(nn.Module):
   dropout: float = 0.0
   opts: InceptionOptions = InceptionOptions(pool='none')
 
+  def __post_init__(self):
+    check_width(self.width)
+    check_width(self.reduce_ratio, 'reduce_ratio')
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x, train: bool = False):  # (N,28,28,3) -> (N,classes)
-    check_width(self.width)
-    check_width(self.reduce_ratio)
     o, w = self.opts, lambda c: scaled(c, self.width)
     x = x.astype(o.compute_dtype)
     x = o.conv(w(96), 3, name='conv1')(x, train)

@@ -1,0 +1,519 @@
+"""CIFAR-10 input pipeline: whole splits as uint8 arrays, augmentation in jit.
+
+A split is small (CIFAR-10 train is 150 MB as uint8), so it is loaded once into
+host memory. Batches are numpy gathers at indices from `batch_indices`, which
+depend only on (seed, step), so a resumed run sees exactly the same batches.
+Augmentation and normalisation run on the accelerator in `augment_batch`.
+
+Config keys (`config.data`, defaults in `default_config()`):
+  source: 'tfds' to load `dataset` with TensorFlow Datasets, or the path of an
+    image folder laid out as `<split>/<class>/*.{png,jpg,jpeg}`, or of a
+    .tar.gz/.tgz/.zip archive of one (a single wrapping folder is fine).
+  dataset: TFDS name, e.g. 'cifar10'. Only used when source is 'tfds'.
+  data_dir: TFDS data dir; None for TFDS's default (~/tensorflow_datasets).
+  cache_dir: where a local source's decoded arrays are cached as .npz;
+    None for ~/.cache/pointwise.
+  train_split, eval_split: split names, e.g. 'train', 'test', 'train[:90%]',
+    'train[90%:]', 'train[10%:20%]'. TFDS gets them as they are. For a local
+    source a percent slice takes that range of every class (files sorted by
+    name), so 'train[:90%]' and 'train[90%:]' are disjoint, stratified, cover
+    the split and are the same on every run.
+  num_workers: processes decoding a local source; None for all cores, 1 to
+    decode in this process. (Like any multiprocessing, this needs the main
+    script's `if __name__ == '__main__':` guard.)
+
+Problems with the data raise `DataError` (a ValueError) whose message says
+what to fix: `MissingSplitError` for an absent split, `DataUnavailableError`
+(also a RuntimeError) when TFDS cannot download or prepare the dataset.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+import hashlib
+import io
+import multiprocessing
+import os
+import pathlib
+import posixpath
+import re
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from jax import lax
+import ml_collections
+from ml_collections import config_dict
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+DEFAULT_CACHE_DIR = '~/.cache/pointwise'
+_CACHE_VERSION = 1  # Bump when the cached arrays change meaning.
+_DECODE_CHUNK = 1000  # Images per task sent to a decoding process.
+_SPLIT_RE = re.compile(r'^([\w-]+)(?:\[(?:(-?\d+)%)?:(?:(-?\d+)%)?\])?$')
+
+Array = np.ndarray | jax.Array
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The `config.data` defaults; see the module docstring."""
+  return ml_collections.ConfigDict(dict(
+      source='tfds',
+      dataset='cifar10',
+      data_dir=config_dict.placeholder(str),
+      cache_dir=config_dict.placeholder(str),
+      train_split='train',
+      eval_split='test',
+      num_workers=config_dict.placeholder(int),
+  ))
+
+
+class DataError(ValueError):
+  """A data source or split problem; the message says how to fix it."""
+
+
+class MissingSplitError(DataError):
+  """The source has no split of the requested name."""
+
+
+class DataUnavailableError(DataError, RuntimeError):
+  """TFDS could not download or prepare the dataset."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split, in host memory."""
+  images: np.ndarray  # (N, H, W, 3) uint8
+  labels: np.ndarray  # (N,) int32, index into class_names
+  class_names: list[str]
+  name: str
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+def load_split(data_cfg: ml_collections.ConfigDict, split: str) -> Split:
+  """Loads `split` (e.g. 'train[:90%]') of the source that `data_cfg` names."""
+  cfg = default_config()
+  cfg.update(ml_collections.ConfigDict(data_cfg).to_dict())  # Fill defaults.
+  if cfg.source == 'tfds':
+    images, labels, class_names = _load_tfds(cfg, split)
+  else:
+    images, labels, class_names = _load_local(cfg, split)
+  if not len(labels):
+    raise DataError(f'Split {split!r} of {cfg.source!r} has no examples.')
+  return Split(images, labels.astype(np.int32), list(class_names), split)
+
+
+def _check_split_present(name: str, present: Sequence[str],
+                         source: str) -> None:
+  if name not in present:
+    raise MissingSplitError(
+        f'{source} has no split {name!r}; it has {sorted(present)}. To hold '
+        "out part of 'train' for evaluation, use e.g. "
+        "--config.data.train_split='train[:90%]' "
+        "--config.data.eval_split='train[90%:]'.")
+
+
+# --- TFDS -------------------------------------------------------------------
+
+
+def _load_tfds(cfg: ml_collections.ConfigDict, split: str):
+  """(images, labels, class_names) of a TFDS split."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.set_visible_devices([], 'GPU')  # Leave the GPUs to JAX.
+  except RuntimeError:  # TensorFlow was already initialised elsewhere.
+    pass
+
+  builder = tfds.builder(cfg.dataset, data_dir=cfg.data_dir)
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataUnavailableError(_tfds_help(cfg, builder.data_dir_root, e)) from e
+
+  present = list(builder.info.splits)  # Empty if unknown, e.g. mock data.
+  if present:
+    for part in split.split('+'):
+      _check_split_present(part.split('[')[0].strip(), present,
+                           f'TFDS dataset {cfg.dataset!r}')
+  ds = builder.as_dataset(split=split, as_supervised=True).batch(4096)
+  batches = list(tfds.as_numpy(ds))  # [((B, H, W, 3) uint8, (B,) int64)]
+  if not batches:
+    raise DataError(f'Split {split!r} of TFDS {cfg.dataset!r} is empty.')
+  images = np.concatenate([x for x, _ in batches])
+  labels = np.concatenate([y for _, y in batches])
+  label_key = builder.info.supervised_keys[1]
+  return images, labels, builder.info.features[label_key].names
+
+
+def _tfds_help(cfg: ml_collections.ConfigDict, data_dir_root,
+               error: Exception) -> str:
+  manual_dir = os.path.join(data_dir_root, 'downloads', 'manual')
+  return (
+      f'TFDS could not download/prepare {cfg.dataset!r} in {data_dir_root} '
+      f'({type(error).__name__}: {error}). Either:\n'
+      '  (a) get the source archive on a machine with internet (for cifar10: '
+      'cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html)'
+      f', copy it into {manual_dir}/ (or set --config.data.data_dir to a TFDS '
+      'data dir that holds it or the prepared dataset) and re-run; or\n'
+      '  (b) use a local copy instead: '
+      '--config.data.source=../shared/data/cifar10-train-jpeg.tar.gz '
+      '(an image folder or .tar.gz/.zip of <split>/<class>/*.jpg); it has only '
+      "'train', so also set --config.data.train_split='train[:90%]' "
+      "--config.data.eval_split='train[90%:]'.")
+
+
+# --- Local image folders and archives -------------------------------------
+
+
+def _load_local(cfg: ml_collections.ConfigDict, split: str):
+  """(images, labels, class_names) of a split of an image folder/archive."""
+  name, start, end = _parse_split(split)
+  source = os.path.abspath(os.path.expanduser(cfg.source))
+  if not os.path.exists(source):
+    raise DataError(
+        f"Data source {cfg.source!r} does not exist. Set --config.data.source "
+        "to 'tfds' or to an image folder or .tar.gz/.zip archive.")
+
+  cache_path = _cache_path(cfg, source, name)
+  if os.path.exists(cache_path):
+    with np.load(cache_path) as cached:
+      images, labels = cached['images'], cached['labels']
+      class_names = [str(c) for c in cached['class_names']]
+  else:
+    images, labels, class_names = _decode_split(source, name, cfg.num_workers)
+    _save_npz(cache_path, images=images, labels=labels,
+              class_names=np.array(class_names))
+
+  if (start, end) != (0, 100):
+    keep = _stratified_range(labels, start, end)
+    images, labels = images[keep], labels[keep]
+  return images, labels, class_names
+
+
+def _parse_split(split: str) -> tuple[str, int, int]:
+  """'train[10%:20%]' -> ('train', 10, 20); 'test' -> ('test', 0, 100)."""
+  match = _SPLIT_RE.match(split.replace(' ', ''))
+  if not match:
+    raise DataError(
+        f'Cannot parse split {split!r}: local sources take a name, optionally '
+        "with a percent slice, e.g. 'train', 'train[:90%]', 'train[90%:]'.")
+  bounds = []
+  for percent, default in zip(match.groups()[1:], (0, 100)):
+    value = default if percent is None else int(percent)
+    if not -100 <= value <= 100:
+      raise DataError(f'Split {split!r}: percents must be in [-100, 100].')
+    bounds.append(value % 100 if value < 0 else value)  # -10% is 90%.
+  return match.group(1), bounds[0], bounds[1]
+
+
+def _stratified_range(labels: np.ndarray, start: int, end: int) -> np.ndarray:
+  """Indices of the [start%, end%) range of every class, in stored order."""
+  ranges = []
+  for c in np.unique(labels):
+    idx = np.flatnonzero(labels == c)  # This class, in file-name order.
+    ranges.append(idx[len(idx) * start // 100:len(idx) * end // 100])
+  return np.concatenate(ranges)
+
+
+def _decode_split(source: str, split: str, num_workers: int | None):
+  """Reads and decodes one split: (images, labels, class_names)."""
+  names, read = _open_source(source)
+  splits = _index_layout(names, source)
+  _check_split_present(split, list(splits), source)
+  class_names = sorted({c for files in splits.values() for c, _ in files})
+  files = splits[split]  # [(class, path)], sorted
+  paths = [path for _, path in files]
+  images = _decode_images([(p, read(p)) for p in paths],
+                          num_workers or os.cpu_count() or 1)
+  labels = np.array([class_names.index(c) for c, _ in files], np.int32)
+  return _stack_same_size(images, paths, source), labels, class_names
+
+
+def _is_image(path: str) -> bool:
+  parts = path.split('/')
+  hidden = any(p.startswith('.') or p == '__MACOSX' for p in parts)
+  return not hidden and path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _open_source(source: str) -> tuple[list[str], Callable[[str], bytes]]:
+  """Sorted image paths ('/'-separated, relative) and a reader for them."""
+  if os.path.isdir(source):
+    return ([rel for rel, _ in _walk_images(source)],
+            lambda rel: pathlib.Path(source, rel).read_bytes())
+  if zipfile.is_zipfile(source):
+    with zipfile.ZipFile(source) as archive:
+      files = {posixpath.normpath(n): archive.read(n)
+               for n in archive.namelist() if _is_image(posixpath.normpath(n))}
+  elif tarfile.is_tarfile(source):
+    # One sequential pass: seeking back in a .tar.gz would decompress again.
+    with tarfile.open(source) as archive:
+      files = {posixpath.normpath(m.name): archive.extractfile(m).read()
+               for m in archive
+               if m.isfile() and _is_image(posixpath.normpath(m.name))}
+  else:
+    raise DataError(
+        f'{source} is neither a folder nor a .tar.gz/.tgz/.zip archive.')
+  return sorted(files), files.__getitem__
+
+
+def _walk_images(root: str) -> Iterator[tuple[str, os.stat_result]]:
+  """(relative path, stat) of every image under `root`, sorted."""
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for filename in sorted(filenames):
+      path = os.path.join(dirpath, filename)
+      rel = os.path.relpath(path, root).replace(os.sep, '/')
+      if _is_image(rel):
+        yield rel, os.stat(path)
+
+
+def _index_layout(paths: list[str], source: str) -> dict[str, list]:
+  """Groups `[<wrapper>/]<split>/<class>/<image>` paths by split.
+
+  Returns: {split: [(class, path), ...] sorted by class, then file name}.
+  """
+  if not paths:
+    raise DataError(f'{source} holds no {"/".join(IMAGE_EXTENSIONS)} images.')
+  parts = [p.split('/') for p in paths]
+  depth = 0  # Number of wrapping folders that every path shares.
+  while (all(len(p) > depth + 3 for p in parts) and
+         len({p[depth] for p in parts}) == 1):
+    depth += 1
+  splits = collections.defaultdict(list)
+  for path, p in zip(paths, parts):
+    if len(p) != depth + 3:
+      raise DataError(f'{source}: expected images at <split>/<class>/<image>,'
+                       f' but found {path!r}.')
+    splits[p[depth]].append((p[depth + 1], path))
+  return {s: sorted(files) for s, files in splits.items()}
+
+
+def _decode_image(path: str, data: bytes) -> np.ndarray:
+  """Encoded image file -> (H, W, 3) uint8."""
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      return np.asarray(image.convert('RGB'), np.uint8)
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f'Cannot decode image {path!r} ({e}); remove or replace '
+                     'this file.') from e
+
+
+def _decode_chunk(items: list[tuple[str, bytes]]) -> list[np.ndarray]:
+  return [_decode_image(path, data) for path, data in items]
+
+
+def _decode_images(items: list[tuple[str, bytes]],
+                   num_workers: int) -> list[np.ndarray]:
+  """Decodes (path, bytes) pairs, in `num_workers` processes if > 1."""
+  if num_workers <= 1 or len(items) <= _DECODE_CHUNK:
+    return _decode_chunk(items)
+  chunks = [items[i:i + _DECODE_CHUNK]
+            for i in range(0, len(items), _DECODE_CHUNK)]
+  # Processes, since Pillow holds the GIL for most of a small image's decode;
+  # 'spawn', since forking a process that runs JAX's threads can deadlock.
+  context = multiprocessing.get_context('spawn')
+  try:
+    with concurrent.futures.ProcessPoolExecutor(num_workers,
+                                                mp_context=context) as pool:
+      return [image for chunk in pool.map(_decode_chunk, chunks)
+              for image in chunk]
+  except concurrent.futures.process.BrokenProcessPool:
+    logging.warning(
+        'Decoding processes died (does the main script lack an `if __name__ '
+        "== '__main__':` guard?); decoding in this process instead.")
+    return _decode_chunk(items)
+
+
+def _stack_same_size(images: list[np.ndarray], paths: list[str],
+                     source: str) -> np.ndarray:
+  """list of (H, W, 3) -> (N, H, W, 3), checking that all sizes agree."""
+  shape = images[0].shape
+  for image, path in zip(images, paths):
+    if image.shape != shape:
+      raise DataError(
+          f'{source}: all images of a split must have one size, but {path!r} '
+          f'is {image.shape[1]}x{image.shape[0]} while {paths[0]!r} is '
+          f'{shape[1]}x{shape[0]} (width x height). Resize or remove it.')
+  return np.stack(images)
+
+
+# --- Cache ------------------------------------------------------------------
+
+
+def _cache_path(cfg: ml_collections.ConfigDict, source: str, split: str) -> str:
+  """Cache file of `split`; its name changes whenever the source changes."""
+  digest = hashlib.sha256(f'v{_CACHE_VERSION}'.encode())
+  if os.path.isdir(source):
+    for rel, stat in _walk_images(source):
+      digest.update(f'{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode())
+  else:
+    with open(source, 'rb') as f:
+      for block in iter(lambda: f.read(1 << 20), b''):
+        digest.update(block)
+  stem = os.path.basename(source.rstrip(os.sep)).split('.')[0]
+  cache_dir = os.path.expanduser(cfg.cache_dir or DEFAULT_CACHE_DIR)
+  return os.path.join(cache_dir,
+                      f'{stem}-{split}-{digest.hexdigest()[:16]}.npz')
+
+
+def _save_npz(path: str, **arrays: np.ndarray) -> None:
+  """Writes atomically, so readers never see a partial file."""
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
+    try:
+      with os.fdopen(fd, 'wb') as f:
+        np.savez(f, **arrays)
+      os.replace(tmp_path, path)
+    except BaseException:
+      os.unlink(tmp_path)
+      raise
+  except OSError as e:
+    logging.warning('Not caching decoded images at %s: %s', path, e)
+
+
+# --- Statistics and preprocessing (jit) ------------------------------------
+
+
+def dataset_stats(split: Split) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std of `split.images` in [0, 1] units, (3,) each."""
+  counts = np.zeros((3, 256))  # Histogram of each channel's uint8 values.
+  for start in range(0, len(split.images), 4096):  # Bounds the temporaries.
+    pixels = split.images[start:start + 4096].reshape(-1, 3)  # (B*H*W, 3)
+    counts += [np.bincount(pixels[:, c], minlength=256) for c in range(3)]
+  values = np.arange(256) / 255.0
+  mean = counts @ values / counts.sum(1)
+  var = counts @ values**2 / counts.sum(1) - mean**2
+  return mean.astype(np.float32), np.sqrt(np.maximum(var, 0)).astype(
+      np.float32)
+
+
+def _normalize(images: jax.Array, mean, std) -> jax.Array:
+  """uint8 -> float32 in [0, 1], then (x - mean) / std where given."""
+  x = images.astype(jnp.float32) / 255.0
+  if mean is not None:
+    x = x - jnp.asarray(mean, jnp.float32)
+  if std is not None:
+    x = x / jnp.asarray(std, jnp.float32)
+  return x
+
+
+def _center_crop(images: jax.Array, size: int) -> jax.Array:
+  """(B, H, W, C) -> (B, size, size, C)."""
+  height, width = images.shape[1:3]
+  if size > height or size > width:
+    raise ValueError(f'Cannot crop {height}x{width} images to {size}x{size}.')
+  top, left = (height - size) // 2, (width - size) // 2
+  return images[:, top:top + size, left:left + size]
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=('image_size', 'crop_padding', 'flip', 'random_crop'))
+def augment_batch(rng: jax.Array, images: Array, *, image_size: int, mean,
+                  std, crop_padding: int = 4, flip: bool = True,
+                  random_crop: bool = True) -> jax.Array:
+  """Training augmentation: pad, random crop, random flip, normalise.
+
+  Args:
+    rng: PRNG key.
+    images: (B, H, W, 3) uint8.
+    image_size: side of the output.
+    mean, std: (3,) in [0, 1] units (see `dataset_stats`), or None to skip.
+    crop_padding: reflect padding on each side before cropping.
+    flip: flip a random half of the examples left-right.
+    random_crop: crop at a random offset per example, else at the centre.
+
+  Returns:
+    (B, image_size, image_size, 3) float32.
+  """
+  crop_rng, flip_rng = jax.random.split(rng)
+  p = crop_padding
+  x = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
+  if random_crop:
+    batch, height, width, channels = x.shape
+    offsets = jax.random.randint(  # (B, 2): top, left
+        crop_rng, (batch, 2), 0,
+        jnp.array([height - image_size + 1, width - image_size + 1]))
+    crop = lambda image, o: lax.dynamic_slice(
+        image, (o[0], o[1], 0), (image_size, image_size, channels))
+    x = jax.vmap(crop)(x, offsets)
+  else:
+    x = _center_crop(x, image_size)
+  if flip:
+    flips = jax.random.bernoulli(flip_rng, 0.5, (x.shape[0], 1, 1, 1))
+    x = jnp.where(flips, x[:, :, ::-1], x)
+  return _normalize(x, mean, std)
+
+
+@functools.partial(jax.jit, static_argnames=('image_size',))
+def preprocess_eval(images: Array, *, image_size: int, mean,
+                    std) -> jax.Array:
+  """(B, H, W, 3) uint8 -> centre crop -> (B, size, size, 3) float32."""
+  return _normalize(_center_crop(images, image_size), mean, std)
+
+
+# --- Deterministic batching ------------------------------------------------
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """Full global batches per epoch (the remainder is dropped)."""
+  if not 0 < batch_size <= num_examples:
+    raise ValueError(f'Batch size {batch_size} must be in [1, {num_examples}]'
+                     ' (the number of examples).')
+  return num_examples // batch_size
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+  perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  perm.flags.writeable = False  # Shared by every call of the epoch.
+  return perm
+
+
+def batch_indices(num_examples: int, batch_size: int, step: int, seed: int, *,
+                  process_index: int = 0, process_count: int = 1) -> np.ndarray:
+  """Example indices of this process's part of the global batch at `step`.
+
+  Each epoch is a permutation from `np.random.default_rng([seed, epoch])`, cut
+  into `steps_per_epoch` global batches of `batch_size`; process i gets the
+  i-th contiguous 1/process_count of each. Depends only on the arguments.
+
+  Returns:
+    (batch_size // process_count,) int indices.
+  """
+  if batch_size % process_count:
+    raise ValueError(f'Global batch size {batch_size} must divide by the '
+                     f'process count {process_count}.')
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in '
+                     f'[0, {process_count}).')
+  epoch, step_in_epoch = divmod(step, steps_per_epoch(num_examples, batch_size))
+  per_process = batch_size // process_count
+  start = step_in_epoch * batch_size + process_index * per_process
+  permutation = _epoch_permutation(num_examples, seed, epoch)
+  return permutation[start:start + per_process]
+
+
+def eval_batches(num_examples: int,
+                 batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Yields (indices, valid) of shape (batch_size,) covering every example once.
+
+  The last batch is padded with copies of the last example, marked invalid.
+  """
+  for start in range(0, num_examples, batch_size):
+    indices = np.arange(start, start + batch_size)
+    yield np.minimum(indices, num_examples - 1), indices < num_examples

@@ -1,0 +1,326 @@
+"""Tests for input_pipeline: tiny image folders made here, no network."""
+
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+import input_pipeline
+
+CLASSES = ('cat', 'dog', 'frog')
+PER_CLASS = 10
+
+
+def make_folder(root, splits=('train',), size=8, fmt='png'):
+  """Writes <root>/<split>/<class>/<i>.<fmt>; returns {rel. path: pixels}."""
+  rng = np.random.default_rng(0)
+  pixels = {}
+  for split in splits:
+    for cls in CLASSES:
+      os.makedirs(root / split / cls)
+      for i in range(PER_CLASS):
+        rel = f'{split}/{cls}/{i:04d}.{fmt}'
+        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / rel)
+        pixels[rel] = image
+  return pixels
+
+
+def pack(folder, kind):
+  """`folder`, or a .tar.gz/.tgz (with a wrapping folder) or .zip of it."""
+  if kind == 'dir':
+    return str(folder)
+  path = f'{folder}.{kind}'
+  if kind in ('tar.gz', 'tgz'):
+    with tarfile.open(path, 'w:gz') as archive:
+      archive.add(folder, arcname='cifar')  # cifar/train/cat/0000.png
+  else:
+    with zipfile.ZipFile(path, 'w') as archive:
+      for file in sorted(folder.rglob('*.*')):
+        archive.write(file, file.relative_to(folder))
+  return path
+
+
+def make_source(tmp_path, kind, **kwargs):
+  """Returns (source path, {relative path: pixels})."""
+  pixels = make_folder(tmp_path / 'images', **kwargs)
+  return pack(tmp_path / 'images', kind), pixels
+
+
+def config(source, tmp_path, **overrides):
+  cfg = input_pipeline.default_config()
+  cfg.source = source
+  cfg.cache_dir = str(tmp_path / 'cache')
+  cfg.num_workers = 1
+  cfg.update(overrides)
+  return cfg
+
+
+def rows(images):
+  return {image.tobytes() for image in images}
+
+
+# --- Local sources -----------------------------------------------------------
+
+
+@pytest.mark.parametrize('kind', ['dir', 'tar.gz', 'tgz', 'zip'])
+def test_local_source_loads_labels_and_exact_pixels(tmp_path, kind):
+  source, pixels = make_source(tmp_path, kind)
+  split = input_pipeline.load_split(config(source, tmp_path), 'train')
+
+  assert split.images.shape == (30, 8, 8, 3) and split.images.dtype == np.uint8
+  assert split.labels.dtype == np.int32
+  assert split.class_names == list(CLASSES) and split.name == 'train'
+  expected = [pixels[f'train/{c}/{i:04d}.png'] for c in CLASSES
+              for i in range(PER_CLASS)]  # Sorted by class, then file name.
+  np.testing.assert_array_equal(split.images, np.stack(expected))
+  np.testing.assert_array_equal(split.labels, np.repeat([0, 1, 2], PER_CLASS))
+
+
+def test_uppercase_jpeg_extension_is_loaded(tmp_path):
+  make_folder(tmp_path / 'images', fmt='JPEG')
+  split = input_pipeline.load_split(config(str(tmp_path / 'images'), tmp_path),
+                                    'train')
+  assert split.images.shape == (30, 8, 8, 3)
+
+
+def test_percent_splits_are_stratified_disjoint_covering(tmp_path):
+  source, _ = make_source(tmp_path, 'dir')
+  cfg = config(source, tmp_path)
+  full = input_pipeline.load_split(cfg, 'train')
+  head = input_pipeline.load_split(cfg, 'train[:90%]')
+  tail = input_pipeline.load_split(cfg, 'train[90%:]')
+  middle = input_pipeline.load_split(cfg, 'train[10%:20%]')
+
+  assert (len(head), len(tail), len(middle)) == (27, 3, 3)
+  assert not rows(head.images) & rows(tail.images)
+  assert rows(head.images) | rows(tail.images) == rows(full.images)
+  for c in range(len(CLASSES)):  # The same range of every class.
+    in_class = full.images[full.labels == c]
+    np.testing.assert_array_equal(head.images[head.labels == c], in_class[:9])
+    np.testing.assert_array_equal(tail.images[tail.labels == c], in_class[9:])
+    np.testing.assert_array_equal(middle.images[middle.labels == c],
+                                  in_class[1:2])
+  for same_as_tail in ('train[90%:]', 'train[-10%:]'):  # Deterministic.
+    again = input_pipeline.load_split(cfg, same_as_tail)
+    np.testing.assert_array_equal(again.images, tail.images)
+
+
+def test_multiprocess_decode_matches_serial(tmp_path, monkeypatch, caplog):
+  source, _ = make_source(tmp_path, 'dir')
+  serial = input_pipeline.load_split(config(source, tmp_path), 'train')
+  monkeypatch.setattr(input_pipeline, '_DECODE_CHUNK', 4)  # 8 chunks.
+  parallel = input_pipeline.load_split(
+      config(source, tmp_path, cache_dir=str(tmp_path / 'cache2'),
+             num_workers=2), 'train')
+  np.testing.assert_array_equal(parallel.images, serial.images)
+  assert 'Decoding processes died' not in caplog.text  # No serial fallback.
+
+
+@pytest.mark.parametrize('kind', ['dir', 'tar.gz'])
+def test_cache_hit_and_invalidation(tmp_path, monkeypatch, kind):
+  source, _ = make_source(tmp_path, kind)
+  cfg = config(source, tmp_path)
+  first = input_pipeline.load_split(cfg, 'train')
+
+  def fail(*args):
+    raise AssertionError('decoded although cached')
+  monkeypatch.setattr(input_pipeline, '_decode_images', fail)
+  second = input_pipeline.load_split(cfg, 'train[:90%]')  # Same cache file.
+  np.testing.assert_array_equal(second.images,
+                                first.images[np.arange(30) % PER_CLASS < 9])
+
+  # Changing the source must re-decode.
+  Image.new('RGB', (8, 8), 'red').save(tmp_path / 'images/train/dog/0003.png')
+  pack(tmp_path / 'images', kind)
+  with pytest.raises(AssertionError, match='decoded although cached'):
+    input_pipeline.load_split(cfg, 'train')
+  monkeypatch.undo()
+  changed = input_pipeline.load_split(cfg, 'train')
+  assert (changed.images[13] == [255, 0, 0]).all()
+
+
+@pytest.mark.parametrize('kind', ['dir', 'zip'])
+def test_corrupt_image_error_names_the_file(tmp_path, kind):
+  make_folder(tmp_path / 'images')
+  (tmp_path / 'images/train/dog/0003.png').write_bytes(b'not a png')
+  source = pack(tmp_path / 'images', kind)
+  with pytest.raises(ValueError, match=r'train/dog/0003\.png.*remove or repl'):
+    input_pipeline.load_split(config(source, tmp_path), 'train')
+
+
+def test_missing_split_lists_present_splits(tmp_path):
+  source, _ = make_source(tmp_path, 'dir', splits=('train', 'extra'))
+  with pytest.raises(input_pipeline.MissingSplitError,
+                     match=r"no split 'test'.*\['extra', 'train'\]"
+                     r".*train\[:90%\]"):
+    input_pipeline.load_split(config(source, tmp_path), 'test[:50%]')
+
+
+def test_mixed_sizes_error_names_file_and_sizes(tmp_path):
+  make_folder(tmp_path / 'images')
+  Image.new('RGB', (16, 12)).save(tmp_path / 'images/train/frog/0005.png')
+  with pytest.raises(ValueError, match=r"train/frog/0005\.png.*16x12.*8x8"):
+    input_pipeline.load_split(config(str(tmp_path / 'images'), tmp_path),
+                              'train')
+
+
+@pytest.mark.parametrize('split, message', [
+    ('train[50%:50%]', 'no examples'),
+    ('train[:90]', 'Cannot parse'),
+    ('train[:150%]', 'percents'),
+])
+def test_bad_or_empty_split(tmp_path, split, message):
+  source, _ = make_source(tmp_path, 'dir')
+  with pytest.raises(ValueError, match=message):
+    input_pipeline.load_split(config(source, tmp_path), split)
+
+
+def test_missing_source_error(tmp_path):
+  with pytest.raises(input_pipeline.DataError, match='does not exist'):
+    input_pipeline.load_split(config(str(tmp_path / 'nope'), tmp_path), 'train')
+
+
+def test_import_does_not_import_tensorflow():
+  code = 'import sys, input_pipeline; assert "tensorflow" not in sys.modules'
+  subprocess.run([sys.executable, '-c', code], check=True,
+                 cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_tfds_source_with_mock_data(tmp_path):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  cfg = config('tfds', tmp_path, data_dir=str(tmp_path / 'tfds'))
+  with tfds.testing.mock_data(num_examples=12):
+    split = input_pipeline.load_split(cfg, 'train[:50%]')
+  assert split.images.shape == (12, 32, 32, 3)
+  assert split.images.dtype == np.uint8 and split.labels.dtype == np.int32
+  assert len(split.class_names) == 10 and split.labels.max() < 10
+
+
+def test_tfds_failure_explains_manual_download_and_local_copy(
+    tmp_path, monkeypatch):
+  tfds = pytest.importorskip('tensorflow_datasets')
+
+  def offline(*args, **kwargs):
+    raise ConnectionError('no internet')
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                      offline)
+  cfg = config('tfds', tmp_path, data_dir=str(tmp_path / 'tfds'))
+  with pytest.raises(RuntimeError) as error:
+    input_pipeline.load_split(cfg, 'train')
+  message = str(error.value)
+  assert 'no internet' in message and 'cifar-10-binary.tar.gz' in message
+  assert str(tmp_path / 'tfds/downloads/manual') in message
+  assert ('--config.data.source=../shared/data/cifar10-train-jpeg.tar.gz'
+          in message)
+
+
+def test_dataset_stats_match_numpy():
+  images = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), np.uint8)
+  split = input_pipeline.Split(images, np.zeros(5, np.int32), ['a'], 'train')
+  mean, std = input_pipeline.dataset_stats(split)
+  assert mean.dtype == std.dtype == np.float32 and mean.shape == (3,)
+  np.testing.assert_allclose(mean, (images / 255).mean((0, 1, 2)), rtol=1e-6)
+  np.testing.assert_allclose(std, (images / 255).std((0, 1, 2)), rtol=1e-5)
+
+
+# --- Augmentation ------------------------------------------------------------
+
+IMAGES = np.random.default_rng(1).integers(0, 256, (16, 8, 8, 3), np.uint8)
+MEAN = np.array([0.5, 0.4, 0.3], np.float32)
+STD = np.array([0.2, 0.25, 0.3], np.float32)
+
+
+def normalized(images):
+  return (images.astype(np.float32) / 255 - MEAN) / STD
+
+
+def test_augment_without_knobs_only_normalizes():
+  out = input_pipeline.augment_batch(
+      jax.random.key(0), IMAGES, image_size=8, mean=MEAN, std=STD,
+      crop_padding=0, flip=False, random_crop=False)
+  assert out.shape == (16, 8, 8, 3) and out.dtype == np.float32
+  np.testing.assert_allclose(out, normalized(IMAGES), rtol=1e-6, atol=1e-6)
+  unnormalized = input_pipeline.augment_batch(
+      jax.random.key(0), IMAGES, image_size=8, mean=None, std=None,
+      crop_padding=0, flip=False, random_crop=False)
+  np.testing.assert_allclose(unnormalized, IMAGES / 255, rtol=1e-6)
+
+
+def test_augment_flip_mirrors_some_examples():
+  out = input_pipeline.augment_batch(
+      jax.random.key(0), IMAGES, image_size=8, mean=None, std=None,
+      crop_padding=0, flip=True, random_crop=False)
+  out = np.asarray(out) * 255
+  flipped = [np.allclose(o, x[:, ::-1], atol=1e-3) for o, x in zip(out, IMAGES)]
+  same = [np.allclose(o, x, atol=1e-3) for o, x in zip(out, IMAGES)]
+  assert all(f != s for f, s in zip(flipped, same))  # Exactly one holds.
+  assert any(flipped) and any(same)
+
+
+def test_augment_random_crop_is_window_of_reflect_padded_image():
+  out = input_pipeline.augment_batch(
+      jax.random.key(3), IMAGES, image_size=8, mean=None, std=None,
+      crop_padding=2, flip=False, random_crop=True)
+  out = np.rint(np.asarray(out) * 255).astype(np.uint8)
+  offsets = set()
+  for o, x in zip(out, IMAGES):
+    padded = np.pad(x, ((2, 2), (2, 2), (0, 0)), mode='reflect')  # (12, 12, 3)
+    windows = [(i, j) for i in range(5) for j in range(5)
+               if (padded[i:i + 8, j:j + 8] == o).all()]
+    assert windows
+    offsets.update(windows)
+  assert len(offsets) > 1  # Not one fixed crop.
+
+
+def test_preprocess_eval_center_crops_and_normalizes():
+  out = input_pipeline.preprocess_eval(IMAGES, image_size=4, mean=MEAN, std=STD)
+  assert out.shape == (16, 4, 4, 3)
+  np.testing.assert_allclose(out, normalized(IMAGES[:, 2:6, 2:6]), rtol=1e-6,
+                             atol=1e-6)
+
+
+# --- Batching ----------------------------------------------------------------
+
+
+def test_batch_indices_deterministic_and_seeded():
+  a = input_pipeline.batch_indices(100, 8, step=17, seed=3)
+  np.testing.assert_array_equal(a, input_pipeline.batch_indices(100, 8, 17, 3))
+  assert not np.array_equal(a, input_pipeline.batch_indices(100, 8, 17, 4))
+
+
+def test_one_epoch_is_a_permutation_subset():
+  steps = input_pipeline.steps_per_epoch(100, 8)
+  assert steps == 12
+  for epoch in range(2):
+    seen = np.concatenate([input_pipeline.batch_indices(100, 8, s, seed=0)
+                           for s in range(epoch * steps, (epoch + 1) * steps)])
+    assert len(seen) == len(set(seen)) == 96 and seen.max() < 100
+    if epoch == 0:
+      first = seen
+  assert not np.array_equal(first, seen)  # A new order every epoch.
+
+
+def test_process_shards_concatenate_to_global_batch():
+  global_batch = input_pipeline.batch_indices(100, 8, 5, seed=1)
+  shards = [input_pipeline.batch_indices(100, 8, 5, seed=1, process_index=i,
+                                         process_count=4) for i in range(4)]
+  assert all(s.shape == (2,) for s in shards)
+  np.testing.assert_array_equal(np.concatenate(shards), global_batch)
+  with pytest.raises(ValueError, match='divide'):
+    input_pipeline.batch_indices(100, 8, 5, seed=1, process_count=3)
+
+
+def test_eval_batches_cover_every_example_once():
+  batches = list(input_pipeline.eval_batches(10, 4))
+  assert len(batches) == 3
+  assert all(idx.shape == mask.shape == (4,) for idx, mask in batches)
+  valid = np.concatenate([idx[mask] for idx, mask in batches])
+  np.testing.assert_array_equal(valid, np.arange(10))
+  assert all((idx < 10).all() for idx, _ in batches)  # Safe to gather.

@@ -16,8 +16,14 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $(STAMP)
 
+# The main job: the CPU-sized naive-vs-reduced sweep on CIFAR-10, then the
+# report. Data comes from TFDS; point it at a local copy with e.g.
+#   make main ARGS=--config.data.source=../shared/data/cifar10-train-jpeg.tar.gz
+RUNS ?= runs/naive_vs_reduced
+ARGS ?=
 main: $(STAMP)
-	$(PY) scripts/model_table.py --config=configs/googlenet.py:stem=imagenet --compare
+	$(PY) scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py:size=cpu --workdir=$(RUNS) $(ARGS)
+	$(PY) scripts/report.py $(RUNS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -140,3 +140,36 @@ def summarize(config, with_xla: bool = True) -> dict:
     total['xla_flops_over_2macs'] = total['xla_flops'] / (2 * acc.macs)
   return {'layers': [dataclasses.asdict(r) for r in acc.rows],
           'groups': acc.groups(), 'total': total}
+
+
+def match_width(config, target_macs: int, tol: float = 0.02) -> float:
+  """The `model.width` at which `config` costs `target_macs` per image.
+
+  Bisection on the accounting (shapes only). Widths are rounded to whole
+  channels, so MACs are a step function of the multiplier; the answer is
+  rounded to 4 decimals and checked to be within `tol`.
+  """
+  from models import build_model  # Local: keeps this module model-agnostic.
+  config = config.copy_and_resolve_references()
+
+  def macs(width: float) -> int:
+    config.model.width = width
+    return account(build_model(config.model), input_shape(config)).macs
+
+  error = lambda width: macs(width) / target_macs - 1
+  lo, hi = 1e-3, 1.0
+  while error(hi) < 0:
+    hi *= 2
+  best = hi
+  for _ in range(30):
+    mid = round((lo + hi) / 2, 4)
+    err = error(mid)
+    if abs(err) < abs(error(best)):
+      best = mid
+    if abs(err) <= tol / 2 or hi - lo < 1e-4:
+      break
+    lo, hi = (mid, hi) if err < 0 else (lo, mid)
+  if abs(error(best)) > tol:
+    raise ValueError(f'No width within {tol:.0%} of {target_macs:,} MACs '
+                     f'(closest: {best}, off by {error(best):+.1%}).')
+  return best

@@ -4,6 +4,7 @@
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -33,10 +34,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict(dict(
       source='tfds',
       dataset='cifar10',       # TFDS name.
-      data_dir=None,           # TFDS data dir; None = TFDS's default.
-      cache_dir=None,          # Decoded local images; None = ~/.cache/pointwise.
-      train_split='train',     # e.g. 'train[:90%]' for a local train-only copy.
-      eval_split='test',       # e.g. 'train[90%:]'.
+      data_dir=config_dict.placeholder(str),   # TFDS data dir; None: default.
+      cache_dir=config_dict.placeholder(str),  # None: ~/.cache/pointwise.
+      train_split='train[:90%]',  # Percent slices are stratified per class.
+      eval_split='train[90%:]',   # Validation: the held-out 10%.
+      test_split='test',       # Evaluated at the end if the source has it.
       num_workers=2,           # Parallel JPEG decoding.
       random_crop=True,        # Random crop after reflect padding.
       crop_padding=4,
@@ -65,6 +67,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.log_every_steps = 50
+  config.stop_after_steps = -1  # > 0: checkpoint and stop after this many
+                                # steps of this run (e.g. a job's time slot).
 
   # Multi-host: call jax.distributed.initialize() (also --distributed).
   config.distributed = False

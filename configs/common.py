@@ -1,8 +1,12 @@
-"""Helpers for config files: the `file.py:key=value,...` argument."""
+"""Helpers for config files: the `file.py:key=value,...` argument, loading."""
 
+import importlib.util
+import os
 from typing import Any
 
 import ml_collections
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _TRUE, _FALSE = ('true', '1', 'yes'), ('false', '0', 'no')
 
@@ -33,3 +37,21 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
                        f'{", ".join(sorted(defaults))}.')
     out[key] = _cast(key, value, defaults[key])
   return ml_collections.ConfigDict(out)
+
+
+def load_module(path: str):
+  """Imports a config or sweep file by path (relative paths: repo root)."""
+  full = path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
+  if not os.path.isfile(full):
+    raise ValueError(f'File {path!r} not found (looked at {full}).')
+  spec = importlib.util.spec_from_file_location(
+      f'_loaded_{abs(hash(full))}', full)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """'configs/x.py:k=v' -> that file's get_config('k=v')."""
+  path, _, arg = spec.partition(':')
+  return load_module(path).get_config(arg or None)

@@ -1,0 +1,78 @@
+"""Checkpoints in DIR/checkpoints: orbax CheckpointManager plus a fingerprint.
+
+Each checkpoint holds the train state and a JSON `meta` with the model config
+and every parameter's shape. A run refuses a workdir whose checkpoints were
+written by another model (before anything is compiled or overwritten), and a
+checkpoint that fails to restore falls back to the one before it.
+"""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class CheckpointMismatchError(ValueError):
+  pass
+
+
+def fingerprint(model_config: dict, abstract_state: Any) -> dict:
+  """What must agree for a checkpoint to belong to this run."""
+  shapes = jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]
+  return {'model': dict(model_config),
+          'param_shapes': {jax.tree_util.keystr(k): list(v.shape)
+                           for k, v in shapes}}
+
+
+class Checkpoints:
+  """Saves every `every` steps (and on demand), keeping the last `keep`."""
+
+  def __init__(self, workdir: str, keep: int, meta: dict):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.meta = meta
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def check_compatible(self) -> None:
+    """Raises CheckpointMismatchError if the latest checkpoint is not ours."""
+    step = self.manager.latest_step()
+    if step is None:
+      return
+    stored = self.manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    diffs = [k for k in self.meta if stored.get(k) != self.meta[k]]
+    if diffs:
+      model_diff = {k: (stored['model'].get(k), v)
+                    for k, v in self.meta['model'].items()
+                    if stored.get('model', {}).get(k) != v}
+      raise CheckpointMismatchError(
+          f'{self.directory} holds checkpoints (latest: step {step}) of a '
+          f'different model or shape: {", ".join(diffs)} differ'
+          + (f' (model key: (stored, requested) {model_diff})' if model_diff
+             else '') + '. Nothing was overwritten. Use a new --workdir, or '
+          'the config that wrote it (saved in the workdir as config.json).')
+
+  def restore_latest(self, abstract_state: Any) -> Any | None:
+    """The newest checkpoint that restores, or None if there is none."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))['state']
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Checkpoint at step %d in %s failed to restore (%s: '
+                        '%s); falling back to the previous one.', step,
+                        self.directory, type(e).__name__, str(e)[:300])
+    return None
+
+  def save(self, step: int, state: Any) -> None:
+    if step in self.manager.all_steps():
+      return
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(self.meta)))
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -1,0 +1,53 @@
+"""Helpers for sweep files: `get_sweep(arg) -> list[Run]`.
+
+A run is a name, a config (file[:args]) and overrides of its keys:
+
+  Run('naive', 'configs/cifar_cpu.py:module=naive', {'num_epochs': 3.0})
+
+`product` and `zip_` build the override dicts of a grid.
+"""
+
+import dataclasses
+import itertools
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str
+  config: str                      # e.g. 'configs/googlenet.py:stem=cifar'.
+  overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def product(**axes) -> list[dict[str, Any]]:
+  """product(a=[1, 2], b=['x']) -> [{'a': 1, 'b': 'x'}, {'a': 2, 'b': 'x'}]."""
+  keys = list(axes)
+  return [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
+
+
+def zip_(**axes) -> list[dict[str, Any]]:
+  """zip_(a=[1, 2], b=['x', 'y']) -> [{'a': 1, 'b': 'x'}, {'a': 2, 'b': 'y'}]."""
+  lengths = {len(v) for v in axes.values()}
+  if len(lengths) != 1:
+    raise ValueError(f'zip_ axes differ in length: { {k: len(v) for k, v in axes.items()} }')
+  return [dict(zip(axes, values)) for values in zip(*axes.values())]
+
+
+def name_of(overrides: dict[str, Any]) -> str:
+  """{'model.reduce_act': 'linear'} -> 'reduce_act=linear'."""
+  return ','.join(f'{k.split(".")[-1]}={v}' for k, v in overrides.items())
+
+
+# The network each sweep varies: `cpu` trains in minutes on 2 cores,
+# `full` is the paper-size GoogLeNet on CIFAR-10, for accelerators.
+SIZES = {
+    'cpu': 'configs/cifar_cpu.py',
+    'full': 'configs/googlenet.py:stem=cifar',
+}
+
+
+def base_config(size: str, module: str) -> str:
+  if size not in SIZES:
+    raise ValueError(f'size={size!r}; choose one of {sorted(SIZES)}.')
+  path = SIZES[size]
+  return f'{path}{"," if ":" in path else ":"}module={module}'

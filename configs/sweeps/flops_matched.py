@@ -1,0 +1,26 @@
+"""Naive modules narrowed until they cost what the reduced network costs.
+
+  python scripts/sweep.py --sweep=configs/sweeps/flops_matched.py:size=cpu --workdir=runs/matched
+
+The naive network's width multiplier is found by bisection on the
+accounting (shapes only), so its MACs per image match the reduced
+network's within 2%. Is the reduced module better at equal compute, or
+just cheaper?
+"""
+
+import accounting
+from configs.common import load_config, parse_arg
+from configs.sweeps.common import Run, base_config
+
+
+def get_sweep(arg=None):
+  arg = parse_arg(arg, size='full')
+  naive, reduced = (base_config(arg.size, m) for m in ('naive', 'reduced'))
+  target = accounting.summarize(load_config(reduced), with_xla=False)['total']['macs']
+  naive_config = load_config(naive)
+  width = accounting.match_width(naive_config, target)
+  return [
+      Run('reduced', reduced),
+      Run('naive', naive),
+      Run('naive_matched', naive, {'model.width': width}),
+  ]

@@ -1,0 +1,14 @@
+"""The headline: the same network and recipe, naive against reduced modules.
+
+  python scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py:size=cpu --workdir=runs/nvr
+  python scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py --workdir=runs/nvr_full
+"""
+
+from configs.common import parse_arg
+from configs.sweeps.common import Run, base_config
+
+
+def get_sweep(arg=None):
+  arg = parse_arg(arg, size='full')
+  return [Run(module, base_config(arg.size, module))
+          for module in ('naive', 'reduced')]

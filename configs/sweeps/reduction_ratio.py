@@ -1,0 +1,20 @@
+"""Reduction widths at 0.25x, 0.5x, 1x and 2x of the default (reduced modules).
+
+  python scripts/sweep.py --sweep=configs/sweeps/reduction_ratio.py:size=cpu --workdir=runs/ratio
+
+full: GoogLeNet's r3, r5 times `model.reduce_scale`; cpu: the small net's
+`model.reduce_ratio` (r3 = ratio * C_in, default 0.5) times the same factors.
+"""
+
+from configs.common import parse_arg
+from configs.sweeps.common import Run, base_config
+
+FACTORS = (0.25, 0.5, 1.0, 2.0)
+
+
+def get_sweep(arg=None):
+  arg = parse_arg(arg, size='full')
+  key, default = (('model.reduce_ratio', 0.5) if arg.size == 'cpu'
+                  else ('model.reduce_scale', 1.0))
+  return [Run(f'reduce_x{f:g}', base_config(arg.size, 'reduced'),
+              {key: f * default}) for f in FACTORS]

@@ -1,0 +1,61 @@
+"""Evaluates a run's latest checkpoint on a split.
+
+  python eval.py --workdir=/tmp/run [--split=test] [--data=path/to/folder]
+
+Restores with the run's own saved config (DIR/config.json), on any device
+count, and writes DIR/eval_<split>.json: accuracy, loss, num_examples,
+per-class accuracy and the confusion matrix. --data points the run at
+another source, e.g. a folder with a `test/` split.
+"""
+
+import json
+import os
+import re
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+
+import input_pipeline
+import train
+
+# --workdir is train.py's flag (defining it again raises DuplicateFlagError).
+flags.DEFINE_string('split', None, "Split to evaluate; default: the run's "
+                    'eval_split.')
+flags.DEFINE_string('data', None, 'Override config.data.source.')
+FLAGS = flags.FLAGS
+
+
+def evaluate(workdir: str, split: str | None = None,
+             data: str | None = None) -> dict:
+  config = train.load_run_config(workdir)
+  if data:
+    config.data.source = data
+  split = split or config.data.eval_split
+  train.check_config(config)
+  runner, state = train.restore_for_eval(config, workdir)
+  result = runner.evaluate(state, input_pipeline.load_split(config.data, split))
+  result |= {'step': int(jax.device_get(state.step)),
+             'source': config.data.source}
+  name = re.sub(r'\W+', '_', split).strip('_')
+  path = os.path.join(workdir, f'eval_{name}.json')
+  if jax.process_index() == 0:
+    with open(path, 'w') as f:
+      json.dump(result, f, indent=1)
+  logging.info('Wrote %s', path)
+  return result
+
+
+def main(argv):
+  del argv
+  try:
+    r = evaluate(FLAGS.workdir, FLAGS.split, FLAGS.data)
+  except (ValueError, input_pipeline.DataError) as e:
+    raise SystemExit(f'error: {e}') from None
+  print(f'{r["split"]}: accuracy {r["accuracy"]:.4f}  loss {r["loss"]:.4f}  '
+        f'({r["num_examples"]} examples, step {r["step"]})')
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main)

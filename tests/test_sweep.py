@@ -1,0 +1,100 @@
+"""Sweep tooling: failures are recorded, finished runs skipped, dry runs parse."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+import accounting
+from configs.common import load_config
+from configs.sweeps import common
+from tests.conftest import CACHE_DIR
+from tests.test_input_pipeline import make_folder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWEEPS = ['naive_vs_reduced', 'reduction_ratio', 'reduce_activation',
+          'five_by_five', 'flops_matched']
+
+SWEEP_FILE = '''
+from configs.sweeps.common import Run
+
+def get_sweep(arg=None):
+  return [Run('good', 'configs/test.py', {'num_train_steps': 3}),
+          Run('bad', 'configs/test.py', {'model.name': 'no_such_net'})]
+'''
+
+
+def sweep(*args):
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE_DIR,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  return subprocess.run([sys.executable, 'scripts/sweep.py', *args], cwd=REPO,
+                        capture_output=True, text=True, env=env)
+
+
+def test_failed_run_is_recorded_and_finished_run_skipped(tmp_path):
+  make_folder(tmp_path / 'data', splits=('train',))
+  (tmp_path / 'sweep.py').write_text(SWEEP_FILE)
+  args = [f'--sweep={tmp_path}/sweep.py', f'--workdir={tmp_path}/runs',
+          f'--config.data.source={tmp_path}/data',
+          f'--config.data.cache_dir={tmp_path}/cache']
+  first = sweep(*args)
+  assert first.returncode != 0
+  assert '1 of 2 runs did not finish: bad' in first.stderr
+  summary = lambda run: json.loads((tmp_path / 'runs' / run / 'summary.json').read_text())
+  assert summary('good')['status'] == 'ok'
+  assert summary('good')['steps'] == 3
+  assert summary('bad')['status'] == 'failed'
+  assert 'no_such_net' in summary('bad')['error']
+  mtime = os.path.getmtime(tmp_path / 'runs/good/summary.json')
+  second = sweep(*args)
+  assert '[good] already finished: skipped.' in second.stderr
+  assert os.path.getmtime(tmp_path / 'runs/good/summary.json') == mtime
+
+
+@pytest.mark.parametrize('name', SWEEPS)
+def test_dry_run_prints_commands_that_parse(name):
+  out = sweep(f'--sweep=configs/sweeps/{name}.py:size=cpu', '--workdir=/tmp/x',
+              '--dry_run', '--config.data.source=/data/cifar.tar.gz')
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
+  assert len(lines) >= 2
+  for line in lines:
+    argv = shlex.split(line)
+    assert argv[:2] == ['python', 'train.py']
+    fv, argv = flags.FlagValues(), ['train.py'] + argv[2:]
+    config_flags.DEFINE_config_file('config', flag_values=fv, sys_argv=argv,
+                                    lock_config=True)
+    flags.DEFINE_string('workdir', None, '', flag_values=fv)
+    fv(argv)  # Raises on a bad config file or an unknown key.
+    assert fv.config.data.source == '/data/cifar.tar.gz'
+    assert fv.workdir.startswith('/tmp/x/')
+
+
+def test_flops_matched_width_within_2_percent():
+  (_, naive, matched) = load_sweep('flops_matched')
+  reduced = load_config('configs/cifar_cpu.py:module=reduced')
+  config = load_config(matched.config)
+  config.model.width = matched.overrides['model.width']
+  macs = lambda c: accounting.summarize(c, with_xla=False)['total']['macs']
+  assert abs(macs(config) / macs(reduced) - 1) <= 0.02
+  assert matched.overrides['model.width'] < load_config(naive.config).model.width
+
+
+def load_sweep(name):
+  sys.path.insert(0, os.path.join(REPO, 'scripts'))
+  import sweep as sweep_script  # pylint: disable=import-outside-toplevel
+  return sweep_script.load_sweep(f'configs/sweeps/{name}.py:size=cpu')
+
+
+def test_grid_helpers():
+  assert common.product(a=[1, 2], b=['x']) == [{'a': 1, 'b': 'x'},
+                                               {'a': 2, 'b': 'x'}]
+  assert common.zip_(a=[1, 2], b=['x', 'y']) == [{'a': 1, 'b': 'x'},
+                                                 {'a': 2, 'b': 'y'}]
+  with pytest.raises(ValueError, match='differ in length'):
+    common.zip_(a=[1], b=[1, 2])

@@ -121,7 +121,8 @@ def train_step(state: TrainState, images, labels, *, model, config, stats):
       loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   metrics = {'loss': loss, 'accuracy': jnp.mean(logits.argmax(-1) == labels),
-             'grad_norm': optax.global_norm(grads)}
+             'grad_norm': optax.global_norm(grads),
+             'param_norm': optax.global_norm(state.params)}  # After the step.
   return state, metrics
 
 
@@ -224,9 +225,7 @@ class StopSignal:
     return self
 
   def _handle(self, signum, frame):
-    del frame
-    logging.warning('Received %s: saving a checkpoint, then stopping.',
-                    signal.Signals(signum).name)
+    del frame  # Only set a flag: the loop logs, saves and stops.
     self.received = signal.Signals(signum).name
 
   def __exit__(self, *exc):
@@ -302,7 +301,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if start:
     logging.info('Resuming from step %d in %s.', start, ckpt.directory)
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  # Synchronous: no writer threads to start while a signal may arrive.
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=not is_main, asynchronous=False)
   if start == 0:
     writer.write_hparams(_flatten(config.to_dict()))
   history_path = os.path.join(workdir, 'metrics.jsonl')
@@ -355,7 +356,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         timed_seconds += now - tick
       pending = []
       losses = [float(m['loss']) for m in host]
-      if not all(map(math.isfinite, losses)):
+      # A loss is of the params before its step: the newest params, which a
+      # checkpoint would save, must be finite too.
+      if not all(map(math.isfinite, losses + [float(host[-1]['param_norm'])])):
         status = 'diverged'
         logging.error(
             'Loss became %s by step %d: training diverged. The last good '
@@ -385,6 +388,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.flush()
       tick = time.perf_counter()
       if stop.received:
+        logging.warning('Stopping at step %d (%s); checkpoint saved in %s.',
+                        done, stop.received, ckpt.directory)
         status = 'interrupted'
         break
   ckpt.close()

@@ -32,17 +32,24 @@ class Checkpoints:
   def __init__(self, workdir: str, keep: int, meta: dict):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.meta = meta
+    self.unrestorable = set()  # Steps that failed in restore_latest.
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
   def check_compatible(self) -> None:
     """Raises CheckpointMismatchError if the latest checkpoint is not ours."""
-    step = self.manager.latest_step()
-    if step is None:
+    stored, step = None, None
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        stored = self.manager.restore(
+            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+        break
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Unreadable metadata of checkpoint %d in %s (%s); '
+                        'checking the previous one.', step, self.directory, e)
+    if stored is None:
       return
-    stored = self.manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
     diffs = [k for k in self.meta if stored.get(k) != self.meta[k]]
     if diffs:
       model_diff = {k: (stored['model'].get(k), v)
@@ -62,12 +69,19 @@ class Checkpoints:
         return self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))['state']
       except Exception as e:  # pylint: disable=broad-except
+        self.unrestorable.add(step)
         logging.warning('Checkpoint at step %d in %s failed to restore (%s: '
                         '%s); falling back to the previous one.', step,
                         self.directory, type(e).__name__, str(e)[:300])
     return None
 
   def save(self, step: int, state: Any) -> None:
+    # Checkpoints that failed to restore at or after `step` would block this
+    # save (it is skipped if the step exists; orbax skips steps <= its latest):
+    # this state replaces them.
+    for broken in sorted(s for s in self.unrestorable if s >= step):
+      self.manager.delete(broken)
+      self.unrestorable.discard(broken)
     if step in self.manager.all_steps():
       return
     self.manager.save(step, args=ocp.args.Composite(

@@ -25,6 +25,7 @@ import optax
 from absl import app, flags, logging
 from clu import metric_writers
 from flax.training import train_state
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
@@ -228,6 +229,17 @@ class StopSignal:
     del frame  # Only set a flag: the loop logs, saves and stops.
     self.received = signal.Signals(signum).name
 
+  def decide(self, sync_point: bool) -> str | None:
+    """Why to stop now, or None. With several processes every host must
+    stop at the same step (checkpoints are collective), so they agree, at
+    sync points only: log steps and the end of a time slot."""
+    if jax.process_count() == 1:
+      return self.received
+    if not sync_point:
+      return None
+    anyone = multihost_utils.process_allgather(np.int32(bool(self.received)))
+    return (self.received or 'signal on another host') if anyone.any() else None
+
   def __exit__(self, *exc):
     for s, handler in self.previous.items():
       signal.signal(s, handler)
@@ -276,6 +288,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   test = (load_optional_split(config.data, config.data.test_split)
           if config.data.test_split not in ('', None, config.data.eval_split)
           else None)
+  if train.num_classes > config.model.num_classes:
+    raise ValueError(
+        f'The data has {train.num_classes} classes but the model '
+        f'{config.model.num_classes}; set --config.model.num_classes='
+        f'{train.num_classes}.')
   # Python floats: np.float32 would reach config.json as strings.
   stats = tuple(tuple(map(float, s)) for s in input_pipeline.dataset_stats(train))
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train.labels),
@@ -340,9 +357,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       pending.append(metrics)
       done = step + 1
       last = done == total_steps
-      if config.stop_after_steps > 0 and done - start >= config.stop_after_steps:
+      time_slot_over = 0 < config.stop_after_steps <= done - start
+      if time_slot_over:
         stop.received = stop.received or f'stop_after_steps={done - start}'
-      flush = (last or stop.received or done % config.log_every_steps == 0 or
+      stopping = stop.decide(time_slot_over or
+                             done % config.log_every_steps == 0)
+      flush = (last or stopping or done % config.log_every_steps == 0 or
                done % config.checkpoint_every_steps == 0 or
                done % config.eval_every_steps == 0)
       if not flush:
@@ -361,9 +381,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if not all(map(math.isfinite, losses + [float(host[-1]['param_norm'])])):
         status = 'diverged'
         logging.error(
-            'Loss became %s by step %d: training diverged. The last good '
-            'checkpoint is kept in %s; try a lower learning_rate or '
-            'grad_clip_norm.', losses[-1], done, ckpt.directory)
+            'Loss or params became non-finite by step %d (last loss %s): '
+            'training diverged. The last good checkpoint is kept in %s; try '
+            'a lower learning_rate or grad_clip_norm.', done, losses[-1],
+            ckpt.directory)
         break
       images_per_s = timed_images / max(timed_seconds, 1e-9)
       scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
@@ -383,13 +404,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                    'val/loss': val_result['loss']})
         logging.info('step %d  val accuracy %.4f  loss %.4f', done,
                      val_result['accuracy'], val_result['loss'])
-      if last or stop.received or done % config.checkpoint_every_steps == 0:
+      if last or stopping or done % config.checkpoint_every_steps == 0:
         ckpt.save(done, state)
       writer.flush()
       tick = time.perf_counter()
-      if stop.received:
+      if stopping:
         logging.warning('Stopping at step %d (%s); checkpoint saved in %s.',
-                        done, stop.received, ckpt.directory)
+                        done, stopping, ckpt.directory)
         status = 'interrupted'
         break
   ckpt.close()

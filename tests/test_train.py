@@ -1,0 +1,595 @@
+"""End-to-end tests of train.py and eval.py on tiny image folders made here.
+
+No downloads and no ../shared data: every source is a folder of 8x8 PNGs
+generated in tmp_path (or TFDS mock data). One 6-step run of configs/test.py
+(the `run6` fixture) is shared by the tests that only read or copy it.
+Subprocesses (the CLIs, SIGTERM, more devices, jax.distributed) share the
+persistent XLA compilation cache of tests/conftest.py.
+"""
+
+import json
+import logging
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+import checkpoints
+import input_pipeline
+import train
+from configs import test as test_config
+from tests.conftest import CACHE_DIR
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CLASSES = ('cat', 'dog', 'frog')
+TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 6
+STEPS = 6  # configs/test.py: num_train_steps; eval and checkpoint every 3.
+
+
+# --- Helpers -----------------------------------------------------------------
+
+
+def make_folder(root, splits, seed=0):
+  """Writes root/<split>/<class>/<i>.png (8x8) for {split: images per class}."""
+  rng = np.random.default_rng(seed)
+  for split, per_class in splits.items():
+    for c, cls in enumerate(CLASSES):
+      os.makedirs(root / split / cls)
+      for i in range(per_class):
+        # Noise around a class colour, so classes differ a little.
+        image = rng.normal(60 + 60 * c, 50, (8, 8, 3)).clip(0, 255)
+        Image.fromarray(image.astype(np.uint8)).save(
+            root / split / cls / f'{i:04d}.png')
+  return root
+
+
+def make_config(data, cache, **overrides):
+  config = test_config.get_config()
+  config.data.source = str(data)
+  config.data.cache_dir = str(cache)
+  for key, value in overrides.items():  # 'model.width' -> config.model.width
+    *parents, leaf = key.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def subprocess_env(devices=None):
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE_DIR,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             TF_CPP_MIN_LOG_LEVEL='2')
+  if devices:  # A CPU with this many devices, whatever this machine has.
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+    env['JAX_PLATFORMS'] = 'cpu'
+  return env
+
+
+def run_python(*args, devices=None, timeout=300):
+  """Runs `python args...` in the repo root; fails with its stderr if rc != 0."""
+  proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT,
+                        env=subprocess_env(devices), capture_output=True,
+                        text=True, timeout=timeout)
+  assert proc.returncode == 0, (
+      f'{args} exited with {proc.returncode}:\n{proc.stderr[-6000:]}')
+  return proc
+
+
+def train_cli(workdir, data, cache, *overrides):
+  return ['train.py', '--config=configs/test.py', f'--workdir={workdir}',
+          f'--config.data.source={data}', f'--config.data.cache_dir={cache}',
+          *overrides]
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def train_steps_logged(workdir):
+  return [m['step'] for m in read_metrics(workdir) if 'train/loss' in m]
+
+
+def checkpoint_steps(workdir):
+  directory = os.path.join(workdir, 'checkpoints')
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def flat_state(state) -> dict:
+  """{'params/<path>': array, ...} of params, batch_stats, opt_state, step."""
+  out = {'step': np.asarray(jax.device_get(state.step))}
+  for name in ('params', 'batch_stats', 'opt_state'):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(
+        getattr(state, name))[0]:
+      out[f'{name}/{jax.tree_util.keystr(path)}'] = np.asarray(
+          jax.device_get(leaf))
+  return out
+
+
+def restored(workdir) -> dict:
+  """The latest checkpoint of `workdir`, as eval.py restores it."""
+  _, state = train.restore_for_eval(train.load_run_config(workdir), workdir)
+  return flat_state(state)
+
+
+def assert_states_equal(a: dict, b: dict):
+  assert a.keys() == b.keys()
+  different = [k for k in a if not np.array_equal(a[k], b[k])]
+  assert not different, f'{len(different)} leaves differ, e.g. {different[:3]}'
+
+
+def assert_states_close(a: dict, b: dict, rtol, atol):
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def listing(directory) -> dict:
+  """{relative path: (size, mtime_ns)} of every file under `directory`."""
+  out = {}
+  for dirpath, _, filenames in os.walk(directory):
+    for name in filenames:
+      path = os.path.join(dirpath, name)
+      stat = os.stat(path)
+      out[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mtime_ns)
+  return out
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+# --- Fixtures ----------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+  """train/ (20 per class) and test/ (6 per class), 3 classes, 8x8 PNGs."""
+  return make_folder(tmp_path_factory.mktemp('data') / 'images',
+                     {'train': TRAIN_PER_CLASS, 'test': TEST_PER_CLASS})
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+  return tmp_path_factory.mktemp('cache')
+
+
+@pytest.fixture(scope='module')
+def run6(tmp_path_factory, data, cache):
+  """(workdir, summary) of configs/test.py trained for 6 steps in one go."""
+  workdir = tmp_path_factory.mktemp('run6') / 'workdir'
+  summary = train.train_and_evaluate(make_config(data, cache), str(workdir))
+  return workdir, summary
+
+
+def copy_run(run6, tmp_path):
+  """A copy of the run6 workdir (file mtimes kept) to modify."""
+  workdir = tmp_path / 'copy'
+  shutil.copytree(run6[0], workdir)
+  return workdir
+
+
+# --- A run and its outputs ---------------------------------------------------
+
+
+def test_run_writes_summary_metrics_config_events_and_checkpoints(run6, data):
+  workdir, summary = run6
+  assert read_json(workdir / 'summary.json') == json.loads(json.dumps(summary))
+  assert summary['status'] == 'ok'
+  assert summary['model'] == 'googlenet' and summary['module'] == 'reduced'
+  for key in ('params', 'macs_per_image', 'xla_flops_per_image',
+              'train_step_flops', 'train_images_per_s', 'train_seconds'):
+    assert summary[key] > 0, key
+  assert summary['steps'] == STEPS
+  train_examples = len(CLASSES) * TRAIN_PER_CLASS * 90 // 100  # train[:90%]
+  assert summary['epochs'] == STEPS / (train_examples // 8)
+  for key in ('val_accuracy', 'best_val_accuracy', 'test_accuracy'):
+    assert 0 <= summary[key] <= 1, key
+  assert summary['best_val_accuracy'] >= summary['val_accuracy']
+  assert summary['device_kind'] == jax.devices()[0].device_kind
+  assert summary['device_count'] == jax.device_count()
+  assert summary['jax_version'] == jax.__version__
+
+  metrics = read_metrics(workdir)  # Every line parses.
+  assert train_steps_logged(workdir) == list(range(1, STEPS + 1))
+  assert all(np.isfinite(m['train/loss']) for m in metrics if 'train/loss' in m)
+  assert [m['step'] for m in metrics if 'val/accuracy' in m] == [3, 6]
+  assert metrics[-1]['val/accuracy'] == summary['val_accuracy']
+
+  config = train.load_run_config(str(workdir))
+  assert config.data.source == str(data) and config.num_train_steps == STEPS
+  mean, std = config[train.STATS_KEY]  # Numbers (not strings) in config.json.
+  assert all(isinstance(v, float) and 0 < v < 1 for v in [*mean, *std])
+  assert list(workdir.glob('events.out.tfevents*'))
+  assert checkpoint_steps(workdir) == [3, 6]
+  assert len(checkpoint_steps(workdir)) <= config.keep_checkpoints
+
+
+def check_eval_result(result, num_examples):
+  confusion = np.array(result['confusion_matrix'])
+  assert result['num_examples'] == num_examples == confusion.sum()
+  assert result['accuracy'] == pytest.approx(np.trace(confusion) / num_examples)
+  assert np.isfinite(result['loss']) and result['loss'] > 0
+  assert list(result['per_class_accuracy']) == list(CLASSES)
+  per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+  assert list(result['per_class_accuracy'].values()) == pytest.approx(
+      per_class[:len(CLASSES)].tolist(), abs=1e-4)
+  assert result['step'] == STEPS
+
+
+def test_eval_cli_on_the_test_split_and_on_another_folder(run6, tmp_path):
+  workdir, summary = run6
+  other = make_folder(tmp_path / 'other', {'test': 4}, seed=1)  # Only test/.
+  other_run = copy_run(run6, tmp_path)
+  config_json = (workdir / 'config.json').read_bytes()
+
+  commands = [[f'--workdir={workdir}', '--split=test'],
+              [f'--workdir={other_run}', '--split=test', f'--data={other}']]
+  procs = [subprocess.Popen([sys.executable, 'eval.py', *args], cwd=ROOT,
+                            env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+           for args in commands]  # Two at once: two cores.
+  try:
+    for proc, args in zip(procs, commands):
+      out, err = proc.communicate(timeout=300)
+      assert proc.returncode == 0, f'eval.py {args}:\n{err[-6000:]}'
+      assert 'test: accuracy' in out
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+
+  result = read_json(workdir / 'eval_test.json')
+  check_eval_result(result, len(CLASSES) * TEST_PER_CLASS)
+  # The restored checkpoint scores what the end of training measured.
+  assert result['accuracy'] == summary['test_accuracy']
+
+  result = read_json(other_run / 'eval_test.json')
+  check_eval_result(result, len(CLASSES) * 4)
+  assert result['source'] == str(other)
+  assert (other_run / 'config.json').read_bytes() == config_json  # Unchanged.
+
+
+def test_tfds_source_with_mock_data(tmp_path, cache):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  config = make_config('tfds', cache, image_size=32, num_train_steps=2,
+                       **{'data.data_dir': str(tmp_path / 'tfds'),
+                          'data.crop_padding': 4})
+  with tfds.testing.mock_data(num_examples=20):  # 32x32 random "CIFAR-10".
+    summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert summary['status'] == 'ok' and summary['steps'] == 2
+  assert summary['val_split'] == 'train[90%:]'
+  assert 0 <= summary['test_accuracy'] <= 1  # Mock data has a test split.
+  assert train.load_run_config(str(tmp_path / 'run')).data.source == 'tfds'
+  assert checkpoint_steps(tmp_path / 'run') == [2]
+
+
+# --- Stopping and resuming ---------------------------------------------------
+
+
+def test_stop_and_resume_is_bitwise_identical_to_one_go(run6, tmp_path, data,
+                                                        cache):
+  workdir = tmp_path / 'resumed'
+  first = train.train_and_evaluate(
+      make_config(data, cache, stop_after_steps=3), str(workdir))
+  assert first['status'] == 'interrupted' and first['steps'] == 3
+  assert 'test_accuracy' not in first  # Only a finished run is tested.
+  assert checkpoint_steps(workdir) == [3]
+  assert read_json(workdir / 'summary.json')['status'] == 'interrupted'
+
+  second = train.train_and_evaluate(
+      make_config(data, cache, stop_after_steps=-1), str(workdir))
+  assert second['status'] == 'ok' and second['steps'] == STEPS
+  assert train_steps_logged(workdir) == list(range(1, STEPS + 1))  # No repeats.
+  for key in ('val_accuracy', 'best_val_accuracy', 'test_accuracy'):
+    assert second[key] == run6[1][key], key
+
+  in_one_go = restored(run6[0])
+  assert in_one_go['step'] == STEPS
+  assert_states_equal(restored(workdir), in_one_go)
+
+
+def test_sigterm_checkpoints_and_a_rerun_resumes(tmp_path, data, cache):
+  total, every = 300, 100  # Checkpoints: on SIGTERM, then 100, 200, 300.
+  last_two = lambda steps: sorted(set(steps))[-2:]  # keep_checkpoints=2.
+  command = [sys.executable, *train_cli(
+      tmp_path / 'run', data, cache, f'--config.num_train_steps={total}',
+      '--config.log_every_steps=1', '--config.eval_every_steps=1000',
+      f'--config.checkpoint_every_steps={every}')]
+  metrics = tmp_path / 'run' / 'metrics.jsonl'
+  log = open(tmp_path / 'first.log', 'w')
+  proc = subprocess.Popen(command, cwd=ROOT, env=subprocess_env(), stdout=log,
+                          stderr=subprocess.STDOUT)
+  try:
+    deadline = time.monotonic() + 240
+    while not (metrics.exists() and metrics.read_text().strip()):
+      assert proc.poll() is None, (tmp_path / 'first.log').read_text()[-6000:]
+      assert time.monotonic() < deadline, 'no metrics after 240 s'
+      time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, (
+        (tmp_path / 'first.log').read_text()[-6000:])
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    log.close()
+
+  summary = read_json(tmp_path / 'run' / 'summary.json')
+  stopped = summary['steps']
+  assert summary['status'] == 'interrupted' and 1 <= stopped < total
+  assert checkpoint_steps(tmp_path / 'run') == last_two(
+      [stopped, *range(every, stopped + 1, every)])
+  assert train_steps_logged(tmp_path / 'run') == list(range(1, stopped + 1))
+
+  rerun = run_python(*command[1:])
+  assert f'Resuming from step {stopped} ' in rerun.stderr
+  summary = read_json(tmp_path / 'run' / 'summary.json')
+  assert summary['status'] == 'ok' and summary['steps'] == total
+  assert train_steps_logged(tmp_path / 'run') == list(range(1, total + 1))
+  assert checkpoint_steps(tmp_path / 'run') == last_two(
+      [stopped, *range(every, total + 1, every)])  # [200, 300]: old ones go.
+
+
+# --- More devices, more processes --------------------------------------------
+
+# One train step from the same state and global batch on a 1-device and a
+# 4-device mesh (params replicated, batch sharded 2 per device); also eval of
+# a 1-device run's checkpoint on 4 devices, and the batch size check.
+SHARDED = r'''
+import json, sys
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import input_pipeline, train
+from configs import test as test_config
+
+source, cache, run6, out = sys.argv[1:]
+assert jax.device_count() == 4, jax.devices()
+config = test_config.get_config()
+config.data.source, config.data.cache_dir = source, cache
+split = input_pipeline.load_split(config.data, config.data.train_split)
+stats = tuple(tuple(map(float, s)) for s in input_pipeline.dataset_stats(split))
+steps_per_epoch = input_pipeline.steps_per_epoch(len(split.labels), 8)
+tx, _ = train.make_optimizer(config, steps_per_epoch, config.num_train_steps)
+idx = input_pipeline.batch_indices(len(split.labels), 8, 0, config.seed)
+
+def flat(tree, prefix):
+  return {prefix + jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+for n in (1, 4):
+  runner = train.Runner(config, stats)
+  runner.mesh = Mesh(np.asarray(jax.devices()[:n]), ('data',))
+  runner.batch_sharding = NamedSharding(runner.mesh, P('data'))
+  runner.replicated = NamedSharding(runner.mesh, P())
+  state = runner.create_state(tx)
+  images = runner.to_global(split.images[idx])
+  assert images.addressable_shards[0].data.shape[0] == 8 // n
+  before = flat(jax.device_get(state.params), 'before/')
+  state, metrics = runner.train_step(state, images,
+                                     runner.to_global(split.labels[idx]))
+  assert len(state.params['head']['kernel'].sharding.device_set) == n
+  arrays = {**before, **flat(jax.device_get(metrics), 'metrics/')}
+  for name in ('params', 'batch_stats', 'opt_state'):
+    arrays |= flat(jax.device_get(getattr(state, name)), name + '/')
+  np.savez(f'{out}/step_{n}.npz', **arrays)
+
+runner, state = train.restore_for_eval(train.load_run_config(run6), run6)
+assert len(runner.mesh.devices.flat) == 4
+result = runner.evaluate(state, input_pipeline.load_split(config.data, 'test'))
+config.batch_size = 6
+try:
+  train.check_config(config)
+  error = None
+except ValueError as e:
+  error = str(e)
+with open(f'{out}/result.json', 'w') as f:
+  json.dump({'eval': result, 'batch_size_error': error}, f)
+'''
+
+
+def test_sharded_step_matches_single_device(run6, tmp_path, data, cache):
+  run_python('-c', SHARDED, data, cache, run6[0], tmp_path, devices=4)
+  one, four = (dict(np.load(tmp_path / f'step_{n}.npz')) for n in (1, 4))
+  assert one.keys() == four.keys()
+  for key in one:
+    if key.startswith('before/'):  # The same initial state.
+      np.testing.assert_array_equal(four[key], one[key], err_msg=key)
+    elif key.startswith('metrics/'):  # Loss, grad norm, ...
+      np.testing.assert_allclose(four[key], one[key], rtol=1e-5, err_msg=key)
+    else:
+      # Sums over the batch run in another order on 4 devices: float32
+      # rounding, relative to a leaf's scale rather than to each element, as
+      # gradients cancel (a BatchNorm bias's: 5e-5 of its scale, measured).
+      # Wrong sharding semantics (per-device BatchNorm statistics, unaveraged
+      # gradients) would differ by percents.
+      scale = np.abs(one[key]).max()
+      np.testing.assert_allclose(four[key], one[key], rtol=0,
+                                 atol=1e-6 + 3e-4 * scale, err_msg=key)
+  update = max(np.abs(one[f'params/{k[7:]}'] - one[k]).max()
+               for k in one if k.startswith('before/'))
+  assert update > 1e-2  # The step moved the params far beyond the tolerance.
+
+  result = read_json(tmp_path / 'result.json')
+  config = train.load_run_config(str(run6[0]))
+  runner, state = train.restore_for_eval(config, str(run6[0]))
+  here = runner.evaluate(state, input_pipeline.load_split(config.data, 'test'))
+  assert result['eval']['confusion_matrix'] == here['confusion_matrix']
+  assert result['eval']['accuracy'] == here['accuracy']
+  assert result['eval']['loss'] == pytest.approx(here['loss'], rel=1e-5)
+  assert result['batch_size_error'] == (
+      'Bad config: batch_size=6 must be a positive multiple of the device '
+      'count (4); e.g. --config.batch_size=4.')
+
+
+def worker(workdir, dump, data, cache, *flags):
+  return ['tests/distributed_worker.py', f'--dump={dump}',
+          *train_cli(workdir, data, cache)[1:], *flags]
+
+
+def test_two_processes_match_each_other_and_a_two_device_run(tmp_path, data,
+                                                             cache):
+  port = free_port()
+  procs, logs = [], []
+  try:
+    for i in range(2):  # One CPU device each; one shared workdir.
+      logs.append(open(tmp_path / f'process_{i}.log', 'w'))
+      procs.append(subprocess.Popen(
+          [sys.executable, *worker(
+              tmp_path / 'run', tmp_path / 'dump', data, cache,
+              '--distributed', f'--coordinator_address=localhost:{port}',
+              '--num_processes=2', f'--process_id={i}')],
+          cwd=ROOT, env=subprocess_env(devices=1), stdout=logs[i],
+          stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 500
+    codes = []
+    for proc in procs:
+      try:
+        codes.append(proc.wait(timeout=max(1, deadline - time.monotonic())))
+      except subprocess.TimeoutExpired:
+        codes.append('timed out')
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+    for log in logs:
+      log.close()
+  tails = '\n'.join((tmp_path / f'process_{i}.log').read_text()[-4000:]
+                    for i in range(2))
+  assert codes == [0, 0], tails
+
+  summary = read_json(tmp_path / 'run' / 'summary.json')
+  assert summary['status'] == 'ok' and summary['steps'] == STEPS
+  assert (summary['process_count'], summary['device_count']) == (2, 2)
+  assert train_steps_logged(tmp_path / 'run') == list(range(1, STEPS + 1))
+  assert checkpoint_steps(tmp_path / 'run') == [3, 6]
+  process_0, process_1 = (dict(np.load(tmp_path / 'dump' / f'state_{i}.npz'))
+                          for i in range(2))
+  assert process_0['step'] == STEPS
+  assert_states_equal(process_0, process_1)
+
+  run_python(*worker(tmp_path / 'local', tmp_path / 'local_dump', data, cache),
+             devices=2)
+  local = dict(np.load(tmp_path / 'local_dump' / 'state_0.npz'))
+  assert read_json(tmp_path / 'local' / 'summary.json')['device_count'] == 2
+  assert_states_close(process_0, local, rtol=1e-5, atol=1e-6)
+  # The checkpoint the processes wrote together restores here, on one device.
+  assert_states_equal(restored(tmp_path / 'run'), process_0)
+
+
+# --- Clear errors ------------------------------------------------------------
+
+
+def test_unknown_model_name(tmp_path, data, cache):
+  config = make_config(data, cache, **{'model.name': 'resnet'})
+  with pytest.raises(ValueError, match=r"Unknown model 'resnet'; registered "
+                     r'models: googlenet, small_inception'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()  # Raised before writing anything.
+  proc = subprocess.run(
+      [sys.executable, *train_cli(tmp_path / 'run', data, cache,
+                                  '--config.model.name=resnet')],
+      cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode != 0
+  assert "error: Unknown model 'resnet'" in proc.stderr
+  assert 'Traceback' not in proc.stderr
+
+
+def test_bad_width(tmp_path, data, cache):
+  config = make_config(data, cache, **{'model.width': 0.0})
+  with pytest.raises(ValueError, match=r'width=0\.0: the multiplier must be '
+                     r'> 0'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_batch_size_not_divisible_by_device_count(tmp_path, data, cache,
+                                                  monkeypatch):
+  monkeypatch.setattr(jax, 'device_count', lambda: 4)
+  config = make_config(data, cache, batch_size=6)
+  with pytest.raises(ValueError, match=r'batch_size=6 must be a positive '
+                     r'multiple of the device count \(4\); e\.g\. '
+                     r'--config\.batch_size=4'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+  source = make_folder(tmp_path / 'images', {'train': 4})
+  (source / 'train' / 'dog' / '0003.png').write_bytes(b'not a png')
+  config = make_config(source, tmp_path / 'cache')
+  with pytest.raises(input_pipeline.DataError,
+                     match=r"'train/dog/0003\.png'.*remove or replace"):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_missing_split_lists_the_splits_present(tmp_path, data, cache):
+  config = make_config(data, cache, **{'data.eval_split': 'valid'})
+  with pytest.raises(input_pipeline.MissingSplitError,
+                     match=r"no split 'valid'; it has \['test', 'train'\]"):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_mismatched_checkpoint_is_refused_and_left_unchanged(run6, tmp_path,
+                                                           data, cache):
+  workdir = copy_run(run6, tmp_path)
+  before = listing(workdir)
+  config = make_config(data, cache, **{'model.width': 0.125})
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match=r'latest: step 6\) of a different model.*'
+                     r"'width': \(0\.0625, 0\.125\).*Nothing was overwritten"):
+    train.train_and_evaluate(config, str(workdir))
+  assert listing(workdir) == before
+
+
+def test_nan_diverges_and_keeps_the_last_finite_checkpoint(run6, tmp_path,
+                                                           data, cache):
+  # Go on from run6's step 6, checkpointing every step, with a NaN learning
+  # rate: step 7's loss is finite (it is of step 6's params) but its update
+  # makes every param NaN. No checkpoint of NaN params may be written.
+  workdir = copy_run(run6, tmp_path)
+  config = make_config(data, cache, learning_rate=float('nan'),
+                       num_train_steps=9, checkpoint_every_steps=1)
+  with pytest.raises(FloatingPointError, match='Training diverged'):
+    train.train_and_evaluate(config, str(workdir))
+  summary = read_json(workdir / 'summary.json')
+  assert summary['status'] == 'diverged' and summary['steps'] == 7
+  assert checkpoint_steps(workdir) == [3, 6]
+  state = restored(workdir)
+  assert state['step'] == STEPS
+  assert all(np.isfinite(v).all() for v in state.values())
+  assert_states_equal(state, restored(run6[0]))
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(run6, tmp_path,
+                                                              data, cache,
+                                                              caplog):
+  workdir = copy_run(run6, tmp_path)
+  shutil.rmtree(workdir / 'checkpoints' / '6' / 'state')
+  caplog.set_level(logging.INFO)
+  summary = train.train_and_evaluate(make_config(data, cache), str(workdir))
+  assert re.search(r'Checkpoint at step 6 .* failed to restore .*falling '
+                   r'back to the previous one', caplog.text)
+  assert 'Resuming from step 3 ' in caplog.text
+  assert summary['status'] == 'ok' and summary['steps'] == STEPS
+  assert train_steps_logged(workdir) == [*range(1, STEPS + 1), 4, 5, 6]
+  # The broken checkpoint was replaced by the retrained step 6, which is
+  # bitwise the one-go run's.
+  assert checkpoint_steps(workdir) == [3, 6]
+  assert_states_equal(restored(workdir), restored(run6[0]))

@@ -11,7 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import accounting
-from configs.common import load_config
+from configs.common import load_config, load_module
 from configs.sweeps import common
 from tests.conftest import CACHE_DIR
 from tests.test_input_pipeline import make_folder
@@ -86,9 +86,7 @@ def test_flops_matched_width_within_2_percent():
 
 
 def load_sweep(name):
-  sys.path.insert(0, os.path.join(REPO, 'scripts'))
-  import sweep as sweep_script  # pylint: disable=import-outside-toplevel
-  return sweep_script.load_sweep(f'configs/sweeps/{name}.py:size=cpu')
+  return load_module(f'configs/sweeps/{name}.py').get_sweep('size=cpu')
 
 
 def test_grid_helpers():

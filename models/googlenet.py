@@ -5,7 +5,7 @@ from flax import linen as nn
 
 from models.inception import (InceptionModule, InceptionOptions, ReducedConv,
                               check_width, scaled)
-from models.layers import Pool, check_choice
+from models.layers import check_choice
 from models.pointwise import PointwiseConv
 
 # Table 1 of the paper: name -> (c1, r3, c3, r5, c5, pool_proj).
@@ -52,9 +52,9 @@ class GoogLeNet(nn.Module):
     x = x.astype(o.compute_dtype)
     if self.stem == 'imagenet':
       x = o.conv(w(64), 7, stride=2, name='conv1')(x, train)     # 112x112
-      x = Pool('max', 3, 2, name='pool1')(x)                     # 56x56
+      x = o.pool_layer('max', 3, 2, name='pool1')(x)                 # 56x56
       x = ReducedConv(w(64), w(192), 3, o, name='conv2')(x, train)
-      x = Pool('max', 3, 2, name='pool2')(x)                     # 28x28
+      x = o.pool_layer('max', 3, 2, name='pool2')(x)                 # 28x28
     else:
       x = o.conv(w(192), 3, name='conv1')(x, train)              # 32x32
     for name, (c1, r3, c3, r5, c5, pp) in WIDTHS.items():
@@ -62,7 +62,7 @@ class GoogLeNet(nn.Module):
       x = InceptionModule(w(c1), r(r3), w(c3), r(r5), w(c5), w(pp), o,
                           name=f'inception_{name}')(x, train)
       if name in ('3b', '4e'):
-        x = Pool('max', 3, 2, name=f'pool{name[0]}')(x)
+        x = o.pool_layer('max', 3, 2, name=f'pool{name[0]}')(x)
     x = jnp.mean(x, axis=(1, 2))                                 # (N, C)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = PointwiseConv(self.num_classes, dtype=o.compute_dtype, name='head')(x)

@@ -15,6 +15,7 @@ import itertools
 import jax.numpy as jnp
 from flax import linen as nn
 
+from models import fast_ops
 from models.layers import ACTIVATIONS, NORMS, ConvBlock, Pool, check_choice
 
 CHOICES = {
@@ -25,6 +26,13 @@ CHOICES = {
     'pool': ('max', 'avg', 'none'),              # The pool branch.
     'norm': NORMS,
     'dtype': ('float32', 'bfloat16'),
+}
+# How convs and pools are computed (models/fast_ops.py); same params and math.
+# 'auto' picks per backend: the fast GEMM / shifted-slice forms on CPU, the lax
+# ops elsewhere (cuDNN and the TPU compiler handle those well).
+IMPL_CHOICES = {
+    'conv_impl': fast_ops.CONV_IMPLS,  # auto | xla | im2col.
+    'pool_impl': fast_ops.POOL_IMPLS,  # auto | xla | slices.
 }
 
 
@@ -40,9 +48,11 @@ class InceptionOptions:
   use_bias: bool = False
   fuse_pointwise: bool = True  # 1x1 siblings that read x as one GEMM.
   dtype: str = 'float32'      # Compute dtype; params stay float32.
+  conv_impl: str = 'auto'     # kxk convs: auto | xla | im2col.
+  pool_impl: str = 'auto'     # Pools: auto | xla | slices.
 
   def __post_init__(self):
-    for name, valid in CHOICES.items():
+    for name, valid in {**CHOICES, **IMPL_CHOICES}.items():
       check_choice(name, getattr(self, name), valid)
 
   @property
@@ -52,7 +62,12 @@ class InceptionOptions:
   def conv(self, features: int, kernel: int = 1, **kw) -> ConvBlock:
     """A ConvBlock with this network's norm, bias and dtype."""
     return ConvBlock(features, kernel, norm=self.norm, use_bias=self.use_bias,
-                     dtype=self.compute_dtype, **kw)
+                     dtype=self.compute_dtype, impl=self.conv_impl, **kw)
+
+  def pool_layer(self, kind: str, window: int = 3, stride: int = 1,
+                 padding: str = 'SAME', **kw) -> Pool:
+    """A Pool computed the way `pool_impl` says (`pool` is the branch knob)."""
+    return Pool(kind, window, stride, padding, impl=self.pool_impl, **kw)
 
 
 class InceptionModule(nn.Module):
@@ -100,7 +115,7 @@ class InceptionModule(nn.Module):
         outs.append(o.conv(self.c5, 5, separable=o.branch5 == 'separable',
                            name='b5x5')(y, train))
     if o.pool != 'none' and (self.pool_proj > 0 or not reduced):
-      y = Pool(o.pool, 3, 1, name='pool')(x)  # Naive: all C_in pass through.
+      y = o.pool_layer(o.pool, 3, 1, name='pool')(x)  # Naive: all C_in kept.
       if reduced:
         y = o.conv(self.pool_proj, 1, name='pool_proj')(y, train)
       outs.append(y)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 from flax import linen as nn
 
+from models import fast_ops
 from models.pointwise import PointwiseConv
 
 NORMS = ('batch', 'none')
@@ -36,7 +37,10 @@ class ConvBlock(nn.Module):
 
   kernel == 1 goes through the pointwise core (strided 1x1 = subsample, then
   pointwise). `separable` makes a depthwise kxk conv followed by a pointwise
-  1x1 (no nonlinearity in between, as in Xception).
+  1x1 (no nonlinearity in between, as in Xception). `impl` picks how a dense
+  kxk conv is computed (fast_ops.Conv for 'im2col': the lax forward and input
+  gradient, a chunked im2col GEMM for the kernel gradient); the depthwise
+  conv always uses lax. Params are the same either way.
   """
   features: int
   kernel: int = 1
@@ -47,6 +51,7 @@ class ConvBlock(nn.Module):
   act: str = 'relu'
   use_bias: bool = False
   dtype: Any = jnp.float32
+  impl: str = 'auto'  # kxk conv: auto | xla | im2col (models/fast_ops.py).
 
   def layer_type(self, in_shape) -> str:
     k = f'{self.kernel}x{self.kernel}'
@@ -78,8 +83,11 @@ class ConvBlock(nn.Module):
         y = PointwiseConv(self.features, self.use_bias, self.dtype,
                           name='pointwise')(y)
       else:
-        y = nn.Conv(self.features, window, strides, self.padding,
-                    use_bias=self.use_bias, dtype=self.dtype, name='conv')(x)
+        check_choice('impl', self.impl, fast_ops.CONV_IMPLS)
+        conv = (nn.Conv if fast_ops.resolve(self.impl, 'im2col') == 'xla'
+                else fast_ops.Conv)
+        y = conv(self.features, window, strides, self.padding,
+                 use_bias=self.use_bias, dtype=self.dtype, name='conv')(x)
     if self.norm == 'batch':
       y = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                        epsilon=1e-5, dtype=self.dtype, name='bn')(y)
@@ -87,11 +95,16 @@ class ConvBlock(nn.Module):
 
 
 class Pool(nn.Module):
-  """Max or average pooling; a zero-MAC row in the accounting."""
+  """Max or average pooling; a zero-MAC row in the accounting.
+
+  impl='slices' (fast_ops.max_pool / avg_pool): maxima / sums of shifted
+  slices, whose gradient avoids XLA:CPU's slow select-and-scatter.
+  """
   kind: str = 'max'
   window: int = 3
   stride: int = 1
   padding: str = 'SAME'
+  impl: str = 'auto'  # auto | xla | slices (models/fast_ops.py).
 
   def layer_type(self, in_shape) -> str:
     return f'{self.kind}pool{self.window}x{self.window}/{self.stride}'
@@ -102,6 +115,10 @@ class Pool(nn.Module):
   @nn.compact
   def __call__(self, x):
     check_choice('pool', self.kind, POOLS)
+    check_choice('impl', self.impl, fast_ops.POOL_IMPLS)
+    if fast_ops.resolve(self.impl, 'slices') == 'slices':
+      pool = fast_ops.max_pool if self.kind == 'max' else fast_ops.avg_pool
+      return pool(x, self.window, self.stride, self.padding)
     pool = nn.max_pool if self.kind == 'max' else nn.avg_pool
     return pool(x, (self.window, self.window), (self.stride, self.stride),
                 self.padding)

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from models.inception import InceptionModule, InceptionOptions, check_width, scaled
-from models.layers import Pool
 from models.pointwise import PointwiseConv
 
 # ('inception', c1, c3) or ('downsample', k).
@@ -36,7 +35,7 @@ class Downsample(nn.Module):
   def __call__(self, x, train: bool = False):
     conv = self.opts.conv(self.features, 3, stride=2, padding='VALID',
                           name='conv')(x, train)
-    pool = Pool('max', 3, 2, padding='VALID', name='pool')(x)
+    pool = self.opts.pool_layer('max', 3, 2, 'VALID', name='pool')(x)
     return jnp.concatenate([conv, pool], axis=-1)
 
 

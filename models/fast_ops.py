@@ -1,0 +1,250 @@
+"""Fast CPU forms of convolution and pooling: same math, better-shaped HLO.
+
+- `conv`: lax.conv forward; backward with the weight gradient as chunked
+  im2col 2-D GEMMs (XLA:CPU's own weight-gradient conv runs 2-5x slower).
+- `max_pool` / `avg_pool`: maxima / sums of shifted slices, with a cheap
+  gradient (no select-and-scatter).
+`resolve('auto', ...)` picks these on CPU and the lax ops on GPU/TPU.
+Checked against lax in tests/test_fast_ops.py; timed by scripts/bench_train.py.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax import lax
+
+CONV_IMPLS = ('auto', 'xla', 'im2col')
+POOL_IMPLS = ('auto', 'xla', 'slices')
+_FAST_BACKENDS = ('cpu',)
+
+
+def resolve(impl: str, fast: str) -> str:
+  """'auto' -> `fast` on CPU, 'xla' on other backends; others unchanged."""
+  if impl != 'auto':
+    return impl
+  return fast if jax.default_backend() in _FAST_BACKENDS else 'xla'
+
+
+def same_pads(size: int, window: int, stride: int) -> tuple[int, int]:
+  """lax's SAME padding (low, high) of one spatial axis."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + window - size, 0)
+  return total // 2, total - total // 2
+
+
+def pad_spatial(x, window, stride, padding, value=0.0):
+  """(N,H,W,C) -> padded (N,H',W',C) and the output size (Ho, Wo)."""
+  if padding == 'VALID':
+    h, w = x.shape[1:3]
+    return x, ((h - window) // stride + 1, (w - window) // stride + 1)
+  ph = same_pads(x.shape[1], window, stride)
+  pw = same_pads(x.shape[2], window, stride)
+  x = jnp.pad(x, ((0, 0), ph, pw, (0, 0)), constant_values=value)
+  return x, (-(-(x.shape[1] - sum(ph)) // stride),
+             -(-(x.shape[2] - sum(pw)) // stride))
+
+
+def window_slice(x, i, j, out_hw, stride):
+  """x[:, i::stride, j::stride] cut to out_hw: one tap of every window."""
+  ho, wo = out_hw
+  return lax.slice(x, (0, i, j, 0),
+                   (x.shape[0], i + stride * (ho - 1) + 1,
+                    j + stride * (wo - 1) + 1, x.shape[3]),
+                   (1, stride, stride, 1))
+
+
+_DIMS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def lax_conv(x, kernel, stride=1, padding='SAME'):
+  """nn.Conv's convolution: (N,H,W,C) * (k,k,C,F) -> (N,Ho,Wo,F)."""
+  return lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                  dimension_numbers=_DIMS)
+
+
+def _divisor_at_most(n: int, m: int) -> int:
+  m = max(1, min(n, m))
+  while n % m:
+    m -= 1
+  return m
+
+
+def weight_grad(x, g, window, stride=1, padding='SAME', rows=1024):
+  """dL/dkernel (k,k,C,F) of lax_conv from x (N,H,W,C), g = dL/dy (N,Ho,Wo,F).
+
+  im2col, a chunk of images at a time: for `rows` output pixels, gather the
+  k*k shifted slices of the (transposed) input into a contiguous (k*k*C, rows)
+  patch matrix and accumulate one 2-D GEMM (k*k*C, rows) x (rows, F). The
+  patches stay small (in cache, no page faults) and the GEMM has a long
+  contraction, where XLA's own weight-gradient convolution runs 2-5x slower.
+  """
+  n, c, f = x.shape[0], x.shape[-1], g.shape[-1]
+  xp, (ho, wo) = pad_spatial(x, window, stride, padding)
+  chunk = _divisor_at_most(n, rows // (ho * wo))
+  dt = jnp.promote_types(x.dtype, jnp.float32)
+
+  def body(b, acc):
+    xb = lax.dynamic_slice_in_dim(xp, b * chunk, chunk).transpose(3, 0, 1, 2)
+    gb = lax.dynamic_slice_in_dim(g, b * chunk, chunk).reshape(-1, f)
+    taps = [_shift(_shift(xb, i, 2, ho, stride), j, 3, wo, stride)
+            for i in range(window) for j in range(window)]  # (C,B,Ho,Wo) each
+    patches = jnp.concatenate(taps, axis=0).reshape(window * window * c, -1)
+    return acc + lax.dot(patches, gb, preferred_element_type=dt)
+
+  acc = jnp.zeros((window * window * c, f), dt)
+  acc = lax.fori_loop(0, n // chunk, body, acc)
+  return acc.reshape(window, window, c, f)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv(x, kernel, stride=1, padding='SAME'):
+  """lax_conv with a faster CPU backward; same forward HLO and values."""
+  return lax_conv(x, kernel, stride, padding)
+
+
+def _conv_fwd(x, kernel, stride, padding):
+  return lax_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv_bwd(stride, padding, res, g):
+  x, kernel = res
+  input_grad = jax.linear_transpose(
+      lambda x: lax_conv(x, kernel, stride, padding), x)
+  dx, = input_grad(g)
+  c, f = kernel.shape[2:]
+  if 2 * f < c:  # Narrow outputs: the patches cost more than XLA's own dW.
+    dw, = jax.linear_transpose(
+        lambda k: lax_conv(x, k, stride, padding), kernel)(g)
+  else:
+    dw = weight_grad(x, g, kernel.shape[0], stride, padding)
+  return dx, dw.astype(kernel.dtype)
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _taps(xp, window, stride, out_hw):
+  """The window*window shifted (strided) views, in row-major window order."""
+  return [window_slice(xp, i, j, out_hw, stride)
+          for i in range(window) for j in range(window)]
+
+
+def _shift(xp, t, axis, size, stride):
+  """xp[t : t + stride*(size-1) + 1 : stride] along `axis`."""
+  start, stop, step = [0] * xp.ndim, list(xp.shape), [1] * xp.ndim
+  start[axis], stop[axis], step[axis] = t, t + stride * (size - 1) + 1, stride
+  return lax.slice(xp, start, stop, step)
+
+
+def _pad_axis(x, axis, lo, hi, value, interior=0):
+  """lax.pad along one axis; negative lo / hi crop."""
+  config = [(0, 0, 0)] * x.ndim
+  config[axis] = (lo, hi, interior)
+  return lax.pad(x, jnp.asarray(value, x.dtype), config)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _max_1d(x, axis, window, stride, pads):
+  """Max over `window` taps along one axis, padded with -inf by `pads`."""
+  return _max_1d_fwd(x, axis, window, stride, pads)[0]
+
+
+def _max_1d_fwd(x, axis, window, stride, pads):
+  """The max, and for the gradient the first tap holding it (int8)."""
+  xp = _pad_axis(x, axis, *pads, -jnp.inf)
+  size = (xp.shape[axis] - window) // stride + 1
+  taps = [_shift(xp, t, axis, size, stride) for t in range(window)]
+  y = functools.reduce(jnp.maximum, taps)
+  first = jnp.full(y.shape, window - 1, jnp.int8)
+  for t in range(window - 2, -1, -1):
+    first = jnp.where(taps[t] == y, jnp.int8(t), first)
+  return y, (first, x.shape[axis])
+
+
+def _max_1d_bwd(axis, window, stride, pads, res, g):
+  """dx[p] = sum_t [first[o] == t] g[o] over the o with stride*o + t = p + lo.
+
+  Gathered, for fused loops: g and `first` are dilated by the stride (holes:
+  0 and -1) and padded once; tap t reads them shifted by -t.
+  """
+  first, size = res
+  lo, n = pads[0], g.shape[axis]
+  hi = max(0, lo + size - (stride * (n - 1) + 1))
+  gd = _pad_axis(g, axis, window - 1, hi, 0.0, stride - 1)
+  fd = _pad_axis(first, axis, window - 1, hi, -1, stride - 1)
+  zero = jnp.zeros((), g.dtype)
+  parts = [jnp.where(_shift(fd, window - 1 + lo - t, axis, size, 1) == t,
+                     _shift(gd, window - 1 + lo - t, axis, size, 1), zero)
+           for t in range(window)]
+  return (functools.reduce(jnp.add, parts),)
+
+
+_max_1d.defvjp(_max_1d_fwd, _max_1d_bwd)
+
+
+def _pads(x, window, stride, padding):
+  """Per spatial axis (lo, hi) padding: lax's SAME, or none for VALID."""
+  if padding == 'VALID':
+    return (0, 0), (0, 0)
+  return tuple(same_pads(n, window, stride) for n in x.shape[1:3])
+
+
+def max_pool(x, window=3, stride=1, padding='SAME'):
+  """(N,H,W,C) -> (N,Ho,Wo,C), nn.max_pool's values, as two 1-D max pools.
+
+  A max along W, then along H: 2*window shifted-slice maxima instead of
+  window**2. The gradient goes to the first maximum of each window in
+  row-major order, exactly as XLA's select-and-scatter routes it (the first
+  row holding the max, then that row's first column holding it), but is
+  computed from an int8 "first tap" per output and each stage as a fused
+  sum of shifted, masked copies of the output gradient (no
+  select-and-scatter, which XLA:CPU expands into iota/scatter index arrays).
+  """
+  ph, pw = _pads(x, window, stride, padding)
+  y = _max_1d(x, 2, window, stride, pw)
+  return _max_1d(y, 1, window, stride, ph)
+
+
+def _sum_1d(x, axis, window, stride, pads):
+  xp = _pad_axis(x, axis, *pads, 0.0)
+  size = (xp.shape[axis] - window) // stride + 1
+  return functools.reduce(jnp.add, [_shift(xp, t, axis, size, stride)
+                                    for t in range(window)])
+
+
+def avg_pool(x, window=3, stride=1, padding='SAME'):
+  """nn.avg_pool (padding counted in the mean) as sums of shifted slices."""
+  ph, pw = _pads(x, window, stride, padding)
+  y = _sum_1d(_sum_1d(x, 2, window, stride, pw), 1, window, stride, ph)
+  return y / (window * window)
+
+
+class Conv(nn.Module):
+  """nn.Conv (square kernel, equal strides, no groups or dilation) computed
+  by `conv`: same params ('kernel' (k,k,C,F), 'bias' (F,)), init and values."""
+  features: int
+  kernel_size: tuple
+  strides: tuple = (1, 1)
+  padding: str = 'SAME'
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.kernel_size
+    if kh != kw or self.strides[0] != self.strides[1]:
+      raise ValueError(f'fast_ops.Conv needs a square kernel and equal '
+                       f'strides, got {self.kernel_size}, {self.strides}.')
+    kernel = self.param('kernel', self.kernel_init,
+                        (kh, kw, x.shape[-1], self.features), self.param_dtype)
+    bias = (self.param('bias', self.bias_init, (self.features,),
+                       self.param_dtype) if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv(x, kernel, self.strides[0], self.padding)
+    return y if bias is None else y + bias

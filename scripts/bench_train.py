@@ -1,0 +1,324 @@
+"""Times the full jitted train step against a plain linen baseline.
+
+  python scripts/bench_train.py                       # every model, a table
+  python scripts/bench_train.py --json --models=g025,small --repeats=7
+
+The step is train.py's `train_step` (augmentation included: reflect-pad,
+random crop, flip, normalise; forward, softmax cross-entropy, backward,
+optax weight decay + Nesterov SGD-momentum, batch-norm statistics), jitted
+with the state donated, on a random uint8 batch of 128 images, float32.
+
+--config=FILE[:ARGS] (train.py's flag, with --config.model.KEY=VALUE
+overrides) times that one config instead. Models (--models picks a subset):
+  g025, g05, g10  GoogLeNet-CIFAR, reduced modules, width 0.25 / 0.5 / 1.0;
+  naive025        GoogLeNet-CIFAR, naive modules, width 0.25;
+  small           the small Inception net (configs/small_inception.py, 28x28).
+For each, two programs run round-robin in one process (so machine load hits
+them alike): `ours`, the repo's model as configured (conv_impl / pool_impl
+'auto': the fast CPU forms of models/fast_ops.py), and `base`, a
+straightforward linen net of the same architecture kept in this file: nn.Conv
+for every kxk conv, nn.Dense for the 1x1s, nn.max_pool, nn.BatchNorm.
+
+Figures, per model and program:
+  step_ms          median step time;  images_per_s = batch / step time;
+  step_gflops      XLA cost_analysis() flops of that compiled step (it
+                   counts a while loop's body once, so the fast step, whose
+                   conv weight gradients loop over image chunks, reads low);
+  model_gflops     the useful work, the same for both programs: the
+                   cost_analysis() of the repo model's step with
+                   conv_impl='xla', pool_impl='xla';
+  achieved_gflops  model_gflops / step time;
+  gemm_gflops      a plain 2-D float32 GEMM timed in the same rounds (median
+                   over a few shapes like the network's): the machine's limit
+                   under the same load;
+  utilization      achieved_gflops / gemm_gflops;
+  peak_mb          compiled.memory_analysis(): temp + argument + output bytes;
+  speedup_vs_baseline = base step time / ours step time.
+
+Memory: XLA:CPU allocates the step's temporaries afresh every call, and with
+glibc's default malloc every 4 KiB page of them is faulted in again each step
+(~0.4M faults, ~0.6 s of kernel time per step at width 0.25 here). Running
+with transparent huge pages for malloc, GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
+removes most of that for both programs; the output records the setting.
+"""
+
+import functools
+import os
+import pathlib
+import sys
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from absl import app, flags  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import linen as nn  # noqa: E402
+
+import accounting  # noqa: E402
+import benchlib  # noqa: E402
+import train  # noqa: E402
+from configs.common import load_config  # noqa: E402
+from models import build_model  # noqa: E402
+from models.googlenet import WIDTHS  # noqa: E402
+from models.inception import scaled  # noqa: E402
+from models.small_inception import LAYOUT  # noqa: E402
+
+flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
+flags.DEFINE_list('models', ['g025', 'g05', 'small', 'naive025', 'g10'],
+                  'Subset of: g025, g05, g10, naive025, small.')
+flags.DEFINE_integer('repeats', 5, 'Timed rounds (median reported); width '
+                     '1.0 uses min(repeats, 3).')
+flags.DEFINE_integer('batch', 128, 'Batch size.')
+flags.DEFINE_bool('baseline', True, 'Also time the plain linen baseline.')
+FLAGS = flags.FLAGS
+
+MODELS = {  # name -> config spec
+    'g025': 'configs/googlenet.py:stem=cifar,module=reduced,width=0.25',
+    'g05': 'configs/googlenet.py:stem=cifar,module=reduced,width=0.5',
+    'g10': 'configs/googlenet.py:stem=cifar,module=reduced,width=1.0',
+    'naive025': 'configs/googlenet.py:stem=cifar,module=naive,width=0.25',
+    'small': 'configs/small_inception.py',
+}
+GEMM_SHAPES = ((128 * 16 * 16, 256, 256), (128 * 32 * 32, 128, 128),
+               (128 * 8 * 8, 1152, 256))  # (M, K, N): 1x1s and im2col dW.
+STATS = ((0.49, 0.48, 0.45), (0.25, 0.24, 0.26))  # CIFAR-10-like mean, std.
+
+
+# ------------------------------------------------------------- baseline --
+
+class BaseConv(nn.Module):
+  """nn.Conv (nn.Dense for 1x1) -> nn.BatchNorm -> ReLU."""
+  features: int
+  kernel: int = 1
+  stride: int = 1
+  padding: str = 'SAME'
+  norm: bool = True
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    if self.kernel == 1:
+      x = nn.Dense(self.features, use_bias=self.use_bias)(x)
+    else:
+      k, s = (self.kernel,) * 2, (self.stride,) * 2
+      x = nn.Conv(self.features, k, s, self.padding, use_bias=self.use_bias)(x)
+    if self.norm:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                       epsilon=1e-5)(x)
+    return nn.relu(x)
+
+
+def max_pool(x, stride=1, padding='SAME'):
+  return nn.max_pool(x, (3, 3), (stride, stride), padding)
+
+
+class BaseInception(nn.Module):
+  """[1x1, (1x1 ->) 3x3, (1x1 ->) 5x5, max-pool (-> 1x1)] on channels."""
+  c1: int
+  r3: int
+  c3: int
+  r5: int
+  c5: int
+  pp: int
+  naive: bool = False
+  pool: bool = True
+  conv: Any = BaseConv
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = lambda f, k, y: self.conv(f, k)(y, train)
+    red = lambda f, y: y if self.naive else conv(f, 1, y)
+    outs = [conv(self.c1, 1, x), conv(self.c3, 3, red(self.r3, x))]
+    if self.c5:
+      outs.append(conv(self.c5, 5, red(self.r5, x)))
+    if self.pool:
+      p = max_pool(x)
+      outs.append(p if self.naive else conv(self.pp, 1, p))
+    return jnp.concatenate(outs, axis=-1)
+
+
+class BaseGoogLeNet(nn.Module):
+  """GoogLeNet-CIFAR: conv 3x3 -> 3a, 3b -> pool -> 4a-4e -> pool -> 5a, 5b."""
+  width: float
+  naive: bool = False
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    w = lambda c: scaled(c, self.width)
+    x = BaseConv(w(192), 3)(x, train)
+    for name, widths in WIDTHS.items():
+      x = BaseInception(*map(w, widths), naive=self.naive)(x, train)
+      if name in ('3b', '4e'):
+        x = max_pool(x, 2)
+    return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+
+
+class BaseSmallInception(nn.Module):
+  """Zhang et al.'s small Inception net (naive modules, no pool branch)."""
+  width: float = 1.0
+  norm: bool = True
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    w = lambda c: scaled(c, self.width)
+    conv = functools.partial(BaseConv, norm=self.norm, use_bias=not self.norm)
+    x = conv(w(96), 3)(x, train)
+    for kind, *widths in LAYOUT:
+      if kind == 'downsample':
+        y = conv(w(widths[0]), 3, 2, 'VALID')(x, train)
+        x = jnp.concatenate([y, max_pool(x, 2, 'VALID')], axis=-1)
+      else:
+        c1, c3 = map(w, widths)
+        x = BaseInception(c1, 0, c3, 0, 0, 0, naive=True, pool=False,
+                          conv=conv)(x, train)
+    return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+
+
+def baseline_model(config) -> nn.Module:
+  m = config.model
+  if m.name == 'googlenet':
+    return BaseGoogLeNet(m.width, naive=m.module == 'naive',
+                         num_classes=m.num_classes)
+  if m.module != 'naive':
+    raise ValueError('The small-net baseline is the naive module only.')
+  return BaseSmallInception(m.width, m.norm == 'batch', m.num_classes)
+
+
+# ------------------------------------------------------------- programs --
+
+class Stepper:
+  """A compiled, state-donating train step; each call advances the state."""
+
+  def __init__(self, model, config, batch: int):
+    size = 32  # Source images; the step crops them to config.image_size.
+    tx, _ = train.make_optimizer(config, 100, 1000)
+    x0 = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x0)
+    self.state = train.TrainState.create(
+        apply_fn=model.apply, params=variables['params'], tx=tx,
+        batch_stats=variables.get('batch_stats', {}))
+    rng = np.random.default_rng(0)
+    self.images = jnp.asarray(rng.integers(0, 256, (batch, size, size, 3),
+                                           np.uint8))
+    self.labels = jnp.asarray(rng.integers(0, 10, (batch,), np.int32))
+    step = jax.jit(functools.partial(train.train_step, model=model,
+                                     config=config, stats=STATS),
+                   donate_argnums=(0,))
+    self.compiled = step.lower(self.state, self.images, self.labels).compile()
+    self.flops = accounting.cost_flops(self.compiled)
+    mem = self.compiled.memory_analysis()
+    self.peak_bytes = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                       + mem.output_size_in_bytes)
+
+  def __call__(self):
+    self.state, metrics = self.compiled(self.state, self.images, self.labels)
+    return jax.block_until_ready(metrics)
+
+
+def model_flops(config, batch: int) -> float:
+  """cost_analysis() flops of the step with the lax conv and pool forms."""
+  ref = config.copy_and_resolve_references()
+  ref.model.conv_impl, ref.model.pool_impl = 'xla', 'xla'
+  step = jax.jit(functools.partial(train.train_step, model=build_model(
+      ref.model), config=ref, stats=STATS))
+  x0 = jnp.zeros((1, ref.image_size, ref.image_size, 3), jnp.float32)
+  model = build_model(ref.model)
+  tx, _ = train.make_optimizer(ref, 100, 1000)
+
+  def state():
+    v = model.init(jax.random.PRNGKey(0), x0)
+    return train.TrainState.create(apply_fn=model.apply, params=v['params'],
+                                   tx=tx, batch_stats=v.get('batch_stats', {}))
+  abstract = jax.eval_shape(state)
+  images = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.uint8)
+  labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  return accounting.cost_flops(step.lower(abstract, images, labels).compile())
+
+
+def gemm_benches() -> dict[str, benchlib.Bench]:
+  out = {}
+  for i, (m, k, n) in enumerate(GEMM_SHAPES):
+    a = jax.random.normal(jax.random.PRNGKey(i), (m, k), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(i + 7), (k, n), jnp.float32)
+    out[f'gemm{i}'] = benchlib.Bench(jax.jit(jnp.dot), (a, b))
+  return out
+
+
+def bench_model(config, repeats: int, batch: int, baseline: bool) -> dict:
+  config = config.copy_and_resolve_references()
+  config.batch_size = batch
+  programs = {'ours': Stepper(build_model(config.model), config, batch)}
+  if baseline:
+    programs['base'] = Stepper(baseline_model(config), config, batch)
+  gemms = gemm_benches()
+  benchlib.compile_all(gemms)
+  times = benchlib.time_interleaved({**programs, **gemms}, repeats, warmup=1)
+  gemm_gf = benchlib.median([
+      benchlib.gflops(2 * m * k * n, benchlib.median(times[f'gemm{i}']))
+      for i, (m, k, n) in enumerate(GEMM_SHAPES)])
+  useful = model_flops(config, batch)
+  row = {'model': config.model.to_dict(), 'batch': batch,
+         'model_gflops': useful / 1e9, 'gemm_gflops': gemm_gf}
+  for name, prog in programs.items():
+    t = benchlib.median(times[name])
+    achieved = benchlib.gflops(useful, t)
+    row[name] = {'step_ms': t * 1e3, 'images_per_s': batch / t,
+                 'step_gflops': prog.flops / 1e9,
+                 'achieved_gflops': achieved,
+                 'utilization': achieved / gemm_gf,
+                 'peak_mb': prog.peak_bytes / 2**20,
+                 'spread': benchlib.spread(times[name])}
+  if baseline:
+    row['speedup_vs_baseline'] = (row['base']['step_ms'] /
+                                  row['ours']['step_ms'])
+    row['paired_speedup'] = benchlib.paired_ratio(times['base'], times['ours'])
+  return row
+
+
+def print_table(out):
+  print(f'device: {out["device"]}, batch {out["batch"]}, float32, median of '
+        f'the repeats; GF/s; GLIBC_TUNABLES={out["glibc_tunables"]!r}')
+  hdr = (f'{"model":9} {"prog":4} {"step ms":>9} {"img/s":>7} {"step GF":>8} '
+         f'{"model GF":>8} {"GF/s":>7} {"gemm":>7} {"util":>5} {"peak MB":>8} '
+         f'{"spread":>6} {"speedup":>7}')
+  print(hdr)
+  print('-' * len(hdr))
+  for name, r in out['models'].items():
+    for prog in ('base', 'ours'):
+      if prog not in r:
+        continue
+      p = r[prog]
+      speed = (f'{r["speedup_vs_baseline"]:7.2f}' if prog == 'ours' and
+               'speedup_vs_baseline' in r else '')
+      print(f'{name:9} {prog:4} {p["step_ms"]:9.1f} {p["images_per_s"]:7.1f} '
+            f'{p["step_gflops"]:8.2f} {r["model_gflops"]:8.2f} '
+            f'{p["achieved_gflops"]:7.1f} {r["gemm_gflops"]:7.1f} '
+            f'{p["utilization"]:5.2f} {p["peak_mb"]:8.0f} {p["spread"]:6.2f} '
+            f'{speed}')
+
+
+def main(argv):
+  del argv
+  log = (lambda m: print(m, file=sys.stderr)) if FLAGS.json else print
+  configs = ({'config': FLAGS.config} if FLAGS.config else
+             {m: load_config(MODELS[m]) for m in FLAGS.models})
+  out = {'device': benchlib.device_info(), 'batch': FLAGS.batch,
+         'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''), 'models': {}}
+  for name, config in configs.items():
+    repeats = min(FLAGS.repeats, 3) if name == 'g10' else FLAGS.repeats
+    out['models'][name] = bench_model(config, repeats, FLAGS.batch,
+                                      FLAGS.baseline)
+    log(f'{name}: done')
+  if FLAGS.json:
+    benchlib.print_json(out)
+  else:
+    print_table(out)
+
+
+if __name__ == '__main__':
+  app.run(main)

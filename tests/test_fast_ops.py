@@ -1,0 +1,345 @@
+"""models/fast_ops.py against the lax reference: values, gradients, training.
+
+Every fast form is compared with what it replaces (lax.conv_general_dilated
+at precision HIGHEST, nn.max_pool, nn.avg_pool): outputs, input gradients and
+kernel gradients, over strides 1 and 2, SAME and VALID, kernels 3, 5 and 7.
+Max-pool inputs are permutations (no ties) for exact gradient comparison;
+ties are checked separately. Then the networks: the same params give the same
+outputs under every conv_impl / pool_impl, and a tiny GoogLeNet trains to the
+same loss curve with and without the fast paths.
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+from jax import lax
+
+from models import fast_ops
+from models.googlenet import GoogLeNet
+from models.inception import IMPL_CHOICES, InceptionModule, InceptionOptions
+from models.layers import ConvBlock, Pool
+from models.small_inception import SmallInception
+
+KEY = jax.random.PRNGKey(0)
+
+
+def ref_conv(x, kernel, stride, padding):
+  return lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                  precision=lax.Precision.HIGHEST)
+
+
+def normal(seed, shape):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape),
+                     jnp.float32)
+
+
+def assert_close(actual, expected, rtol=1e-4, atol=1e-5):
+  """Elementwise, with atol relative to the reference's largest entry."""
+  expected = np.asarray(expected)
+  scale = max(1.0, float(np.abs(expected).max()))
+  np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol,
+                             atol=atol * scale)
+
+
+def value_and_grads(f, *args):
+  """f(*args) and the gradient of sum(f * g) for a fixed random g."""
+  y, vjp = jax.vjp(f, *args)
+  return y, vjp(normal(99, y.shape))
+
+
+# -------------------------------------------------------------- conv --
+
+CONV_CASES = [  # (N, H, W, C, F, k, stride, padding)
+    (2, 9, 9, 3, 8, 3, 1, 'SAME'),
+    (2, 8, 8, 4, 6, 3, 2, 'SAME'),
+    (2, 9, 7, 5, 6, 3, 2, 'VALID'),
+    (3, 10, 10, 4, 8, 5, 1, 'SAME'),
+    (2, 11, 11, 3, 4, 5, 2, 'VALID'),
+    (2, 9, 9, 2, 3, 7, 1, 'SAME'),
+    (2, 12, 10, 4, 4, 7, 2, 'SAME'),
+    (2, 8, 8, 12, 4, 3, 1, 'SAME'),  # F < C/2: XLA's own weight gradient.
+]
+
+
+@pytest.mark.parametrize('n,h,w,c,f,k,stride,padding', CONV_CASES)
+def test_conv_matches_lax(n, h, w, c, f, k, stride, padding):
+  x, kernel = normal(0, (n, h, w, c)), normal(1, (k, k, c, f)) / k
+  y0, (dx0, dk0) = value_and_grads(
+      lambda x, kk: ref_conv(x, kk, stride, padding), x, kernel)
+  y1, (dx1, dk1) = jax.jit(lambda x, kk: value_and_grads(
+      lambda x, kk: fast_ops.conv(x, kk, stride, padding), x, kk))(x, kernel)
+  assert y1.shape == y0.shape and dk1.shape == kernel.shape
+  assert_close(y1, y0)
+  assert_close(dx1, dx0)
+  assert_close(dk1, dk0)
+
+
+@pytest.mark.parametrize('rows', [1, 64, 10_000])  # 1 image per chunk .. all
+@pytest.mark.parametrize('stride,padding', [(1, 'SAME'), (2, 'VALID')])
+def test_weight_grad_chunks(rows, stride, padding):
+  x, g_kernel = normal(2, (6, 8, 8, 3)), normal(3, (3, 3, 3, 5))
+  y, vjp = jax.vjp(lambda kk: ref_conv(x, kk, stride, padding), g_kernel)
+  g = normal(4, y.shape)
+  dk = fast_ops.weight_grad(x, g, 3, stride, padding, rows=rows)
+  assert_close(dk, vjp(g)[0])
+
+
+def test_conv_forward_is_the_lax_conv():
+  """Same forward HLO: the fast form only changes the backward pass."""
+  x, kernel = normal(5, (2, 8, 8, 4)), normal(6, (3, 3, 4, 8))
+  ops = lambda f: jax.jit(f).lower(x, kernel).compile().as_text().count(
+      'convolution(')
+  assert ops(lambda x, kk: fast_ops.conv(x, kk)) == ops(
+      lambda x, kk: fast_ops.lax_conv(x, kk)) == 1
+  np.testing.assert_array_equal(fast_ops.conv(x, kernel),
+                                fast_ops.lax_conv(x, kernel))
+
+
+# ------------------------------------------------------------- pools --
+
+POOL_CASES = [  # (shape, window, stride, padding)
+    ((2, 7, 9, 3), 3, 1, 'SAME'),
+    ((2, 8, 8, 3), 3, 2, 'SAME'),
+    ((2, 9, 9, 2), 3, 2, 'SAME'),
+    ((2, 9, 10, 3), 3, 2, 'VALID'),
+    ((2, 8, 8, 4), 3, 1, 'VALID'),
+    ((2, 10, 7, 2), 5, 2, 'SAME'),
+]
+
+
+def permutation(shape, seed=0):
+  """Distinct values (no ties) in random order."""
+  v = np.random.default_rng(seed).permutation(math.prod(shape))
+  return jnp.asarray(v.reshape(shape) / v.size - 0.5, jnp.float32)
+
+
+@pytest.mark.parametrize('kind', ['max', 'avg'])
+@pytest.mark.parametrize('shape,window,stride,padding', POOL_CASES)
+def test_pool_matches_flax(kind, shape, window, stride, padding):
+  x = permutation(shape)
+  ref = nn.max_pool if kind == 'max' else nn.avg_pool
+  ours = fast_ops.max_pool if kind == 'max' else fast_ops.avg_pool
+  y0, (dx0,) = value_and_grads(
+      lambda x: ref(x, (window,) * 2, (stride,) * 2, padding), x)
+  y1, (dx1,) = jax.jit(lambda x: value_and_grads(
+      lambda x: ours(x, window, stride, padding), x))(x)
+  if kind == 'max':  # The max of the same values.
+    np.testing.assert_array_equal(y1, y0)
+  assert_close(y1, y0, rtol=1e-6, atol=1e-6)  # avg: another summation order.
+  assert_close(dx1, dx0, atol=1e-6)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_max_pool_ties_go_to_the_first_max_like_select_and_scatter(stride):
+  """On ties lax routes the whole gradient to the first max of the window in
+  row-major order; so does the fast form (a plain chain of jnp.maximum would
+  split it between the tied entries instead)."""
+  x = jnp.asarray(np.random.default_rng(1).integers(0, 3, (2, 8, 8, 3)),
+                  jnp.float32)  # Many ties.
+  y0, (dx0,) = value_and_grads(
+      lambda x: nn.max_pool(x, (3, 3), (stride, stride), 'SAME'), x)
+  y1, (dx1,) = value_and_grads(
+      lambda x: fast_ops.max_pool(x, 3, stride, 'SAME'), x)
+  np.testing.assert_array_equal(y1, y0)
+  assert_close(dx1, dx0, atol=1e-6)
+  zeros = jnp.zeros((1, 4, 4, 1))
+  _, (dx,) = value_and_grads(lambda x: fast_ops.max_pool(x, 3, 1), zeros)
+  _, (dx_ref,) = value_and_grads(
+      lambda x: nn.max_pool(x, (3, 3), (1, 1), 'SAME'), zeros)
+  np.testing.assert_allclose(dx, dx_ref, atol=1e-6)
+
+
+# ------------------------------------------------------------- knobs --
+
+@pytest.mark.parametrize('knob', sorted(IMPL_CHOICES))
+def test_impl_knobs_validate(knob):
+  with pytest.raises(ValueError) as e:
+    InceptionOptions(**{knob: 'fast'})
+  for valid in IMPL_CHOICES[knob]:
+    assert repr(valid) in str(e.value)
+  assert InceptionOptions().conv_impl == InceptionOptions().pool_impl == 'auto'
+
+
+def test_auto_picks_per_backend(monkeypatch):
+  assert fast_ops.resolve('auto', 'im2col') == (
+      'im2col' if jax.default_backend() == 'cpu' else 'xla')
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert fast_ops.resolve('auto', 'im2col') == 'xla'
+  assert fast_ops.resolve('im2col', 'im2col') == 'im2col'  # Explicit wins.
+  assert fast_ops.resolve('xla', 'slices') == 'xla'
+
+
+def test_layer_impls_raise_on_bad_values():
+  x = jnp.zeros((1, 4, 4, 3))
+  with pytest.raises(ValueError, match="'auto', 'xla', 'im2col'"):
+    jax.eval_shape(ConvBlock(2, 3, impl='fft').init, KEY, x)
+  with pytest.raises(ValueError, match="'auto', 'xla', 'slices'"):
+    jax.eval_shape(Pool(impl='fft').init, KEY, x)
+
+
+# ---------------------------------------------------------- networks --
+
+def random_variables(model, x, **kw):
+  """model.init's tree, filled with non-trivial random values."""
+  rng = np.random.default_rng(7)
+  spec = jax.eval_shape(functools.partial(model.init, **kw), KEY, x)
+
+  def fill(path, a):
+    name = path[-1].key
+    if name == 'kernel':
+      v = rng.standard_normal(a.shape) / math.sqrt(math.prod(a.shape[:-1]))
+    elif name in ('scale', 'var'):
+      v = rng.uniform(0.5, 1.5, a.shape)
+    else:
+      v = 0.3 * rng.standard_normal(a.shape)
+    return jnp.asarray(v, a.dtype)
+  return jax.tree_util.tree_map_with_path(fill, spec)
+
+
+def run(model, variables, x, train):
+  """Output, batch stats and param gradients of sum(output * g)."""
+  def loss(params):
+    y, state = model.apply({**variables, 'params': params}, x, train=train,
+                           mutable=['batch_stats'])
+    return jnp.sum(y * normal(11, y.shape)), (y, state)
+  (_, (y, state)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+      variables['params'])
+  return y, state, grads
+
+
+def assert_trees_close(a, b, **kw):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert_close(x, y, **kw)
+
+
+IMPLS = [('im2col', 'slices'), ('im2col', 'xla'), ('xla', 'slices')]
+FULL_NETWORKS = ('googlenet', 'small_inception')  # Slow to compile: one pair.
+
+NETWORKS = {
+    'conv_block': (lambda o: o.conv(6, 3, stride=2), (2, 9, 9, 4)),
+    'conv_block_valid': (lambda o: o.conv(6, 5, padding='VALID'),
+                         (2, 9, 9, 4)),
+    'pool': (lambda o: o.pool_layer('max', 3, 2), (2, 9, 9, 4)),
+    'inception': (lambda o: InceptionModule(4, 3, 5, 2, 3, 2, o),
+                  (2, 6, 6, 5)),
+    'naive_inception': (lambda o: InceptionModule(
+        4, 0, 5, 0, 3, 0, InceptionOptions(**{**o.__dict__,
+                                              'module': 'naive'})),
+                        (2, 6, 6, 5)),
+    'googlenet': (lambda o: GoogLeNet(10, 'cifar', 1 / 16, opts=o),
+                  (2, 16, 16, 3)),
+    'small_inception': (lambda o: SmallInception(
+        10, 0.125, opts=InceptionOptions(**{**o.__dict__, 'pool': 'none'})),
+                        (2, 28, 28, 3)),
+}
+
+
+@pytest.mark.parametrize('conv_impl,pool_impl', IMPLS)
+@pytest.mark.parametrize('name', sorted(NETWORKS))
+def test_networks_equal_across_impls(name, conv_impl, pool_impl):
+  if name in FULL_NETWORKS and (conv_impl, pool_impl) != IMPLS[0]:
+    pytest.skip('Whole networks: the all-fast pair only (compile time).')
+  build, shape = NETWORKS[name]
+  ref = build(InceptionOptions(conv_impl='xla', pool_impl='xla'))
+  fast = build(InceptionOptions(conv_impl=conv_impl, pool_impl=pool_impl))
+  x = normal(10, shape)
+  kw = {} if name == 'pool' else {'train': True}
+  v_ref = random_variables(ref, x, **kw)
+  # Same param names and shapes: checkpoints and accounting are unaffected.
+  shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(
+      functools.partial(m.init, **kw), KEY, x))
+  assert shapes(fast) == shapes(ref)
+  if name == 'pool':
+    y0 = jax.jit(ref.apply)(v_ref, x)
+    y1 = jax.jit(fast.apply)(v_ref, x)
+    np.testing.assert_array_equal(y1, y0)
+    return
+  for train in (True, False):
+    y0, s0, g0 = run(ref, v_ref, x, train)
+    y1, s1, g1 = run(fast, v_ref, x, train)
+    assert_close(y1, y0)
+    assert_trees_close(s1, s0)
+    assert_trees_close(g1, g0, rtol=1e-3, atol=1e-4)
+
+
+def test_conv_block_param_paths_do_not_depend_on_impl():
+  x = jnp.zeros((1, 6, 6, 3))
+  for impl in fast_ops.CONV_IMPLS:
+    p = jax.eval_shape(ConvBlock(5, 3, impl=impl, use_bias=True).init, KEY,
+                       x)['params']
+    assert jax.tree.map(jnp.shape, p) == {
+        'conv': {'kernel': (3, 3, 3, 5), 'bias': (5,)},
+        'bn': {'scale': (5,), 'bias': (5,)}}
+
+
+# ---------------------------------------------------------- training --
+
+@functools.lru_cache
+def trainer(opts, lr=0.01):
+  """A width-1/16 GoogLeNet and its jitted SGD-momentum step (one compile
+  per opts)."""
+  model = GoogLeNet(10, 'cifar', 1 / 16, opts=opts)
+  tx = optax.sgd(lr, momentum=0.9)
+
+  @jax.jit
+  def step(params, stats, opt_state, x, y):
+    def loss_fn(params):
+      logits, upd = model.apply({'params': params, 'batch_stats': stats}, x,
+                                train=True, mutable=['batch_stats'])
+      return optax.softmax_cross_entropy_with_integer_labels(
+          logits, y).mean(), upd['batch_stats']
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), stats, opt_state, loss
+  return model, tx, step
+
+
+def loss_curve(opts, steps=200, batch=8, perturb=0.0):
+  """Training losses on 4 batches of random 8x8 images, cycled.
+
+  `perturb` scales every initial parameter by (1 + perturb): with 1e-7, a
+  float32 rounding-sized change to the same training run.
+  """
+  model, tx, step = trainer(opts)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.standard_normal((4 * batch, 8, 8, 3)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 10, 4 * batch))
+  variables = model.init(KEY, images[:1])
+  params = jax.tree.map(lambda p: p * (1 + perturb), variables['params'])
+  stats, opt_state, losses = variables['batch_stats'], tx.init(params), []
+  for i in range(steps):
+    b = slice((i % 4) * batch, (i % 4 + 1) * batch)
+    params, stats, opt_state, loss = step(params, stats, opt_state,
+                                          images[b], labels[b])
+    losses.append(loss)
+  return np.asarray(losses)
+
+
+def test_training_curve_unchanged_by_fast_paths():
+  """The fast paths train like the lax ops, as closely as float32 allows.
+
+  The first steps agree to rounding. Later steps cannot agree step by step:
+  this tiny batch-norm net is chaotic (a ReLU sign or pool argmax that flips
+  under a 1e-7 change reroutes a gradient), so the reference run itself,
+  with every initial parameter scaled by 1 + 1e-7, drifts from the
+  unperturbed run by ~10% of the loss within 10 steps. The whole curve is
+  therefore compared in 25-step means, against that same control.
+  """
+  ref = loss_curve(InceptionOptions(conv_impl='xla', pool_impl='xla'))
+  fast = loss_curve(InceptionOptions(conv_impl='im2col', pool_impl='slices'))
+  ctrl = loss_curve(InceptionOptions(conv_impl='xla', pool_impl='xla'),
+                    perturb=1e-7)
+  assert ref[-25:].mean() < 0.25 * ref[0]  # It learns (memorises 32 images).
+  np.testing.assert_allclose(fast[:4], ref[:4], rtol=1e-5)
+  means = lambda c: c.reshape(-1, 25).mean(axis=1)
+  fast_gap = np.abs(means(fast) - means(ref)) / ref[0]
+  ctrl_gap = np.abs(means(ctrl) - means(ref)) / ref[0]
+  assert fast_gap.max() < max(3 * ctrl_gap.max(), 0.02), (fast_gap, ctrl_gap)

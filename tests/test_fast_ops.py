@@ -25,6 +25,7 @@ from models.googlenet import GoogLeNet
 from models.inception import IMPL_CHOICES, InceptionModule, InceptionOptions
 from models.layers import ConvBlock, Pool
 from models.small_inception import SmallInception
+from tests.test_inception import random_variables
 
 KEY = jax.random.PRNGKey(0)
 
@@ -186,23 +187,6 @@ def test_layer_impls_raise_on_bad_values():
 
 # ---------------------------------------------------------- networks --
 
-def random_variables(model, x, **kw):
-  """model.init's tree, filled with non-trivial random values."""
-  rng = np.random.default_rng(7)
-  spec = jax.eval_shape(functools.partial(model.init, **kw), KEY, x)
-
-  def fill(path, a):
-    name = path[-1].key
-    if name == 'kernel':
-      v = rng.standard_normal(a.shape) / math.sqrt(math.prod(a.shape[:-1]))
-    elif name in ('scale', 'var'):
-      v = rng.uniform(0.5, 1.5, a.shape)
-    else:
-      v = 0.3 * rng.standard_normal(a.shape)
-    return jnp.asarray(v, a.dtype)
-  return jax.tree_util.tree_map_with_path(fill, spec)
-
-
 def run(model, variables, x, train):
   """Output, batch stats and param gradients of sum(output * g)."""
   def loss(params):
@@ -252,7 +236,7 @@ def test_networks_equal_across_impls(name, conv_impl, pool_impl):
   fast = build(InceptionOptions(conv_impl=conv_impl, pool_impl=pool_impl))
   x = normal(10, shape)
   kw = {} if name == 'pool' else {'train': True}
-  v_ref = random_variables(ref, x, **kw)
+  v_ref = random_variables(ref, x, seed=7, **kw)
   # Same param names and shapes: checkpoints and accounting are unaffected.
   shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(
       functools.partial(m.init, **kw), KEY, x))

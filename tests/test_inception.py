@@ -7,6 +7,7 @@ counts the write-up quotes.
 """
 
 import fractions
+import functools
 import math
 
 import jax
@@ -41,7 +42,7 @@ def random_variables(model, x, seed=0, **kwargs):
   that a permutation of channels cannot go unnoticed.
   """
   rng = np.random.default_rng(seed)
-  spec = jax.eval_shape(model.init, KEY, x, **kwargs)
+  spec = jax.eval_shape(functools.partial(model.init, **kwargs), KEY, x)
 
   def fill(path, a):
     name = path[-1].key

@@ -72,15 +72,42 @@ def _divisor_at_most(n: int, m: int) -> int:
   return m
 
 
-def weight_grad(x, g, window, stride=1, padding='SAME', rows=1024):
-  """dL/dkernel (k,k,C,F) of lax_conv from x (N,H,W,C), g = dL/dy (N,Ho,Wo,F).
+def weight_grad_method(x_shape, kernel_shape, stride) -> str:
+  """Which weight gradient is fastest here (measured on a 2-core AVX-512 CPU).
 
-  im2col, a chunk of images at a time: for `rows` output pixels, gather the
-  k*k shifted slices of the (transposed) input into a contiguous (k*k*C, rows)
-  patch matrix and accumulate one 2-D GEMM (k*k*C, rows) x (rows, F). The
-  patches stay small (in cache, no page faults) and the GEMM has a long
-  contraction, where XLA's own weight-gradient convolution runs 2-5x slower.
+  'input': patches of x, k*k*C wide: the default.
+  'output': patches of dy, k*k*F wide: for outputs narrower than half the
+    input (F < C/2), at stride 1 on maps of 8x8 or more.
+  'xla': XLA's own convolution: narrow outputs on smaller or strided maps,
+    where both patch forms lose.
   """
+  c, f = kernel_shape[2:]
+  if 2 * f >= c:
+    return 'input'
+  return 'output' if stride == 1 and min(x_shape[1:3]) >= 8 else 'xla'
+
+
+def weight_grad(x, g, window, stride=1, padding='SAME', rows=1024,
+                method=None):
+  """dL/dkernel (k,k,C,F) of lax_conv(x, kernel), from x (N,H,W,C) and
+  g = dL/dy (N,Ho,Wo,F), as 2-D GEMMs over im2col patches.
+
+  A chunk of images at a time (about `rows` pixels), inside a loop: the k*k
+  shifted slices of the chunk, transposed, are concatenated into a contiguous
+  patch matrix and one GEMM with a long contraction (the pixels) is
+  accumulated. Small patches stay in cache and cost no page faults; the whole
+  patch matrix at once (k*k times the activations) runs 2-4x slower here.
+  """
+  method = method or weight_grad_method(x.shape, (window, window,
+                                                  x.shape[-1], g.shape[-1]),
+                                        stride)
+  if method == 'output':
+    return _weight_grad_output_patches(x, g, window, padding, rows)
+  if method == 'xla':
+    kernel = jax.ShapeDtypeStruct((window, window, x.shape[-1], g.shape[-1]),
+                                  x.dtype)
+    return jax.linear_transpose(
+        lambda k: lax_conv(x, k, stride, padding), kernel)(g)[0]
   n, c, f = x.shape[0], x.shape[-1], g.shape[-1]
   xp, (ho, wo) = pad_spatial(x, window, stride, padding)
   chunk = _divisor_at_most(n, rows // (ho * wo))
@@ -92,11 +119,75 @@ def weight_grad(x, g, window, stride=1, padding='SAME', rows=1024):
     taps = [_shift(_shift(xb, i, 2, ho, stride), j, 3, wo, stride)
             for i in range(window) for j in range(window)]  # (C,B,Ho,Wo) each
     patches = jnp.concatenate(taps, axis=0).reshape(window * window * c, -1)
-    return acc + lax.dot(patches, gb, preferred_element_type=dt)
+    return acc + lax.dot(patches, gb, preferred_element_type=dt)  # (kkC, F)
 
-  acc = jnp.zeros((window * window * c, f), dt)
-  acc = lax.fori_loop(0, n // chunk, body, acc)
+  acc = lax.fori_loop(0, n // chunk, body,
+                      jnp.zeros((window * window * c, f), dt))
   return acc.reshape(window, window, c, f)
+
+
+def _weight_grad_output_patches(x, g, window, padding, rows):
+  """Stride 1: dW[t] = sum_p xp[p]^T dy[p - t] over the padded input grid,
+  with dy zero outside its (Ho, Wo): patches of dy, k*k*F wide."""
+  n, c, f, k = x.shape[0], x.shape[-1], g.shape[-1], window
+  xp, (ho, wo) = pad_spatial(x, k, 1, padding)
+  hp, wp = xp.shape[1:3]
+  gq = jnp.pad(g, ((0, 0), (k - 1, hp - ho), (k - 1, wp - wo), (0, 0)))
+  chunk = _divisor_at_most(n, rows // (hp * wp))
+  dt = jnp.promote_types(x.dtype, jnp.float32)
+
+  def body(b, acc):
+    xb = lax.dynamic_slice_in_dim(xp, b * chunk, chunk).reshape(-1, c)
+    gb = lax.dynamic_slice_in_dim(gq, b * chunk, chunk).transpose(3, 0, 1, 2)
+    taps = [_shift(_shift(gb, k - 1 - i, 2, hp, 1), k - 1 - j, 3, wp, 1)
+            for i in range(k) for j in range(k)]  # (F,B,Hp,Wp) each
+    patches = jnp.concatenate(taps, axis=0).reshape(k * k * f, -1)
+    return acc + lax.dot_general(xb, patches, (((0,), (1,)), ((), ())),
+                                 preferred_element_type=dt)  # (C, kkF)
+
+  acc = lax.fori_loop(0, n // chunk, body, jnp.zeros((c, k * k * f), dt))
+  return acc.reshape(c, k, k, f).transpose(1, 2, 0, 3)
+
+
+def input_grad(x_shape, kernel, g, stride=1, padding='SAME', rows=1024):
+  """dL/dx (N,H,W,C) of lax_conv(x, kernel) from g = dL/dy (N,Ho,Wo,F).
+
+  Stride 1: XLA's own (a convolution of g with the flipped kernel, which
+  runs near GEMM speed). Strided: col2im, a chunk of images at a time: one
+  GEMM g (rows, F) x kernel^T (F, k*k*C), then the k*k column blocks added
+  at their strided offsets in one fused loop; XLA's lhs-dilated convolution
+  runs 2-3x slower here.
+  """
+  if stride == 1:
+    x = jax.ShapeDtypeStruct(x_shape, g.dtype)
+    return jax.linear_transpose(
+        lambda x: lax_conv(x, kernel, stride, padding), x)(g)[0]
+  n, h, w, c = x_shape
+  k, f = kernel.shape[0], kernel.shape[-1]
+  (top, _), (left, _) = _pads(x_shape, k, stride, padding)
+  ho, wo = g.shape[1:3]
+  chunk = _divisor_at_most(n, rows // (ho * wo))
+  kernel_t = kernel.reshape(k * k * c, f).T.astype(g.dtype)
+
+  def body(b, _):
+    gb = lax.dynamic_slice_in_dim(g, b * chunk, chunk).reshape(-1, f)
+    cols = (gb @ kernel_t).reshape(chunk, ho, wo, k, k, c)
+    dx = [_unslice(cols[:, :, :, i, j], i - top, j - left, stride, (h, w))
+          for i in range(k) for j in range(k)]
+    return b + 1, functools.reduce(jnp.add, dx)
+
+  _, dx = lax.scan(body, 0, None, length=n // chunk)  # (n/chunk, chunk, ...)
+  return dx.reshape(x_shape)
+
+
+def _unslice(v, top, left, stride, hw):
+  """The transpose of taking x[top::stride, left::stride] (one tap of every
+  window of x, an (H, W) map; top / left < 0 are padding): v put back."""
+  ho, wo = v.shape[1:3]
+  span_h, span_w = stride * (ho - 1) + 1, stride * (wo - 1) + 1
+  return lax.pad(v, jnp.zeros((), v.dtype),
+                 ((0, 0, 0), (top, hw[0] - top - span_h, stride - 1),
+                  (left, hw[1] - left - span_w, stride - 1), (0, 0, 0)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -111,15 +202,8 @@ def _conv_fwd(x, kernel, stride, padding):
 
 def _conv_bwd(stride, padding, res, g):
   x, kernel = res
-  input_grad = jax.linear_transpose(
-      lambda x: lax_conv(x, kernel, stride, padding), x)
-  dx, = input_grad(g)
-  c, f = kernel.shape[2:]
-  if 2 * f < c:  # Narrow outputs: the patches cost more than XLA's own dW.
-    dw, = jax.linear_transpose(
-        lambda k: lax_conv(x, k, stride, padding), kernel)(g)
-  else:
-    dw = weight_grad(x, g, kernel.shape[0], stride, padding)
+  dx = input_grad(x.shape, kernel, g, stride, padding)
+  dw = weight_grad(x, g, kernel.shape[0], stride, padding)
   return dx, dw.astype(kernel.dtype)
 
 
@@ -185,11 +269,11 @@ def _max_1d_bwd(axis, window, stride, pads, res, g):
 _max_1d.defvjp(_max_1d_fwd, _max_1d_bwd)
 
 
-def _pads(x, window, stride, padding):
-  """Per spatial axis (lo, hi) padding: lax's SAME, or none for VALID."""
+def _pads(shape, window, stride, padding):
+  """Per spatial axis (lo, hi) padding of (N,H,W,C): lax's SAME, or none."""
   if padding == 'VALID':
     return (0, 0), (0, 0)
-  return tuple(same_pads(n, window, stride) for n in x.shape[1:3])
+  return tuple(same_pads(n, window, stride) for n in shape[1:3])
 
 
 def max_pool(x, window=3, stride=1, padding='SAME'):
@@ -203,7 +287,7 @@ def max_pool(x, window=3, stride=1, padding='SAME'):
   sum of shifted, masked copies of the output gradient (no
   select-and-scatter, which XLA:CPU expands into iota/scatter index arrays).
   """
-  ph, pw = _pads(x, window, stride, padding)
+  ph, pw = _pads(x.shape, window, stride, padding)
   y = _max_1d(x, 2, window, stride, pw)
   return _max_1d(y, 1, window, stride, ph)
 
@@ -217,7 +301,7 @@ def _sum_1d(x, axis, window, stride, pads):
 
 def avg_pool(x, window=3, stride=1, padding='SAME'):
   """nn.avg_pool (padding counted in the mean) as sums of shifted slices."""
-  ph, pw = _pads(x, window, stride, padding)
+  ph, pw = _pads(x.shape, window, stride, padding)
   y = _sum_1d(_sum_1d(x, 2, window, stride, pw), 1, window, stride, ph)
   return y / (window * window)
 

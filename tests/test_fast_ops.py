@@ -65,7 +65,10 @@ CONV_CASES = [  # (N, H, W, C, F, k, stride, padding)
     (2, 11, 11, 3, 4, 5, 2, 'VALID'),
     (2, 9, 9, 2, 3, 7, 1, 'SAME'),
     (2, 12, 10, 4, 4, 7, 2, 'SAME'),
-    (2, 8, 8, 12, 4, 3, 1, 'SAME'),  # F < C/2: XLA's own weight gradient.
+    (2, 8, 8, 12, 4, 3, 1, 'SAME'),  # F < C/2: patches of dy.
+    (2, 9, 9, 12, 4, 5, 1, 'VALID'),  # F < C/2: patches of dy.
+    (2, 6, 6, 12, 4, 3, 1, 'SAME'),  # F < C/2, small map: XLA's weight grad.
+    (2, 9, 9, 12, 4, 3, 2, 'SAME'),  # F < C/2, strided: XLA's weight grad.
 ]
 
 
@@ -83,13 +86,42 @@ def test_conv_matches_lax(n, h, w, c, f, k, stride, padding):
 
 
 @pytest.mark.parametrize('rows', [1, 64, 10_000])  # 1 image per chunk .. all
-@pytest.mark.parametrize('stride,padding', [(1, 'SAME'), (2, 'VALID')])
-def test_weight_grad_chunks(rows, stride, padding):
-  x, g_kernel = normal(2, (6, 8, 8, 3)), normal(3, (3, 3, 3, 5))
-  y, vjp = jax.vjp(lambda kk: ref_conv(x, kk, stride, padding), g_kernel)
+@pytest.mark.parametrize('method,stride,padding', [
+    ('input', 1, 'SAME'), ('input', 2, 'VALID'), ('output', 1, 'SAME'),
+    ('output', 1, 'VALID'), ('xla', 2, 'SAME')])
+def test_weight_grad_methods_and_chunks(method, stride, padding, rows):
+  x, kernel = normal(2, (6, 8, 8, 3)), normal(3, (3, 3, 3, 5))
+  y, vjp = jax.vjp(lambda kk: ref_conv(x, kk, stride, padding), kernel)
   g = normal(4, y.shape)
-  dk = fast_ops.weight_grad(x, g, 3, stride, padding, rows=rows)
+  dk = fast_ops.weight_grad(x, g, 3, stride, padding, rows, method)
   assert_close(dk, vjp(g)[0])
+
+
+@pytest.mark.parametrize('rows', [1, 30, 10_000])
+@pytest.mark.parametrize('k,stride,padding', [(3, 2, 'SAME'), (3, 2, 'VALID'),
+                                              (5, 2, 'SAME'), (3, 1, 'SAME')])
+def test_input_grad_chunks(k, stride, padding, rows):
+  x, kernel = normal(5, (6, 9, 8, 3)), normal(6, (k, k, 3, 4))
+  y, vjp = jax.vjp(lambda x: ref_conv(x, kernel, stride, padding), x)
+  g = normal(7, y.shape)
+  dx = fast_ops.input_grad(x.shape, kernel, g, stride, padding, rows)
+  assert_close(dx, vjp(g)[0])
+
+
+def test_unused_input_grad_is_not_computed():
+  """A first layer's input gradient (the images) is dropped by XLA."""
+  x, kernel = normal(8, (64, 16, 16, 3)), normal(9, (3, 3, 3, 8))
+  loss = lambda kk: jnp.sum(fast_ops.conv(x, kk, 2, 'SAME') ** 2)
+  hlo = jax.jit(jax.grad(loss)).lower(kernel).compile().as_text()
+  assert hlo.count(' while(') == 1  # The weight gradient's loop only.
+
+
+def test_weight_grad_method_choice():
+  pick = fast_ops.weight_grad_method
+  assert pick((128, 32, 32, 24), (3, 3, 24, 32), 1) == 'input'
+  assert pick((128, 16, 16, 660), (5, 5, 660, 32), 1) == 'output'
+  assert pick((128, 6, 6, 336), (3, 3, 336, 160), 1) == 'xla'
+  assert pick((128, 28, 28, 144), (3, 3, 144, 48), 2) == 'xla'
 
 
 def test_conv_forward_is_the_lax_conv():

@@ -317,13 +317,23 @@ def print_table(out):
             f'{speed}')
 
 
+def selected_configs() -> dict:
+  """name -> config: --config if given, else the --models."""
+  if FLAGS.config:
+    return {'config': FLAGS.config}
+  return {m: load_config(MODELS[m]) for m in FLAGS.models}
+
+
+def run_info() -> dict:
+  """The header of the JSON output: device, batch, malloc setting."""
+  return {'device': benchlib.device_info(), 'batch': FLAGS.batch,
+          'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''), 'models': {}}
+
+
 def main(argv):
   del argv
   log = (lambda m: print(m, file=sys.stderr)) if FLAGS.json else print
-  configs = ({'config': FLAGS.config} if FLAGS.config else
-             {m: load_config(MODELS[m]) for m in FLAGS.models})
-  out = {'device': benchlib.device_info(), 'batch': FLAGS.batch,
-         'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''), 'models': {}}
+  configs, out = selected_configs(), run_info()
   for name, config in configs.items():
     repeats = min(FLAGS.repeats, 3) if name == 'g10' else FLAGS.repeats
     out['models'][name] = bench_model(config, repeats, FLAGS.batch,

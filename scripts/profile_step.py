@@ -35,7 +35,6 @@ from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 
 import benchlib  # noqa: E402
-from configs.common import load_config  # noqa: E402
 from models import build_model  # noqa: E402
 
 flags.DEFINE_integer('steps', 3, 'Traced steps (after 2 untraced ones).')
@@ -166,11 +165,8 @@ def print_profile(name: str, p: dict) -> None:
 
 def main(argv):
   del argv
-  configs = ({'config': FLAGS.config} if FLAGS.config else
-             {m: load_config(bench_train.MODELS[m]) for m in FLAGS.models})
-  out = {'device': benchlib.device_info(), 'batch': FLAGS.batch,
-         'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''), 'models': {}}
-  for name, config in configs.items():
+  out = bench_train.run_info()
+  for name, config in bench_train.selected_configs().items():
     out['models'][name] = profile(config, FLAGS.batch, FLAGS.steps, FLAGS.top)
     if not FLAGS.json:
       print_profile(name, out['models'][name])

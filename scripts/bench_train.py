@@ -33,6 +33,16 @@ Figures, per model and program:
                    GEMMs, best of 3 calls each): the machine's limit under
                    the same load;
   utilization      achieved_gflops / gemm_gflops;
+  gemm_bound_ms    the model's own GEMMs timed alone: every conv, 1x1 and
+                   dense layer's forward, input-gradient and weight-gradient
+                   product as a plain 2-D GEMM of that layer's shape (best of
+                   3 calls each), summed; layer_gemm_gflops is their rate.
+                   It is what a step would take if only its matrix products
+                   cost time, at the speed these (often narrow) shapes get;
+  gemm_bound_fraction  gemm_bound_ms / step_ms (1.0: nothing but GEMMs);
+  cpu_user_ms, cpu_sys_ms  median CPU time of one step, all threads, from
+                   getrusage: user, and kernel (page faults on freshly
+                   allocated temporaries, thread wake-ups);
   peak_mb          compiled.memory_analysis(): temp + argument + output bytes;
   speedup_vs_baseline = base step time / ours step time.
 
@@ -41,11 +51,17 @@ glibc's default malloc every 4 KiB page of them is faulted in again each step
 (~0.4M faults, ~0.6 s of kernel time per step at width 0.25 here). Running
 with transparent huge pages for malloc, GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
 removes most of that for both programs; the output records the setting.
+At widths 0.5 and 1.0 the kernel time stays high (cpu_sys_ms): XLA:CPU's
+temporary block (3 GB per step at width 0.5) and the GEMM libraries' own
+scratch buffers are each over glibc's 32 MB mmap limit, so they are mapped,
+zeroed by the kernel and unmapped again on every step.
 """
 
+import collections
 import functools
 import os
 import pathlib
+import resource
 import sys
 from typing import Any
 
@@ -215,10 +231,16 @@ class Stepper:
     mem = self.compiled.memory_analysis()
     self.peak_bytes = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
                        + mem.output_size_in_bytes)
+    self.cpu_seconds = []  # (user, system) CPU seconds of each call.
 
   def __call__(self):
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     self.state, metrics = self.compiled(self.state, self.images, self.labels)
-    return jax.block_until_ready(metrics)
+    jax.block_until_ready(metrics)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    self.cpu_seconds.append((r1.ru_utime - r0.ru_utime,
+                             r1.ru_stime - r0.ru_stime))
+    return metrics
 
 
 def model_flops(config, batch: int) -> float:
@@ -239,6 +261,47 @@ def model_flops(config, batch: int) -> float:
   images = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.uint8)
   labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
   return accounting.cost_flops(step.lower(abstract, images, labels).compile())
+
+
+def layer_gemms(config, batch: int) -> collections.Counter:
+  """(M, K, N, a_transposed) -> count: the plain GEMMs of the model's conv,
+  1x1 and dense layers (from the accounting) that a train step needs.
+
+  A layer with F outputs over P = N*Ho*Wo positions and K = MACs / (Ho*Wo*F)
+  inputs per output is forward (P,K)x(K,F), input gradient (P,F)x(F,K) (none
+  for the first layer: the image needs no gradient) and weight gradient
+  (K,P)x(P,F), contracted over the P rows of a row-major (P,K) operand.
+  """
+  model = build_model(config.model)
+  rows = [r for r in accounting.account(
+      model, accounting.input_shape(config)).rows if r.macs]
+  gemms = collections.Counter()
+  for i, r in enumerate(rows):
+    f, positions = r.out_shape[-1], int(np.prod(r.out_shape[:-1]))
+    m, k = batch * positions, r.macs // (positions * f)
+    gemms[(m, k, f, False)] += 1
+    if i:
+      gemms[(m, f, k, False)] += 1
+    gemms[(k, m, f, True)] += 1
+  return gemms
+
+
+def gemm_bound(config, batch: int, inner: int = 3) -> dict:
+  """The step's GEMM work timed as plain GEMMs of its own shapes (best of
+  `inner` calls each): the time a step would take if its layers ran at
+  plain-GEMM speed and nothing else (batch norm, pools, concat, the update)
+  took any."""
+  total_flops = total_s = 0.0
+  for (m, k, n, transposed), count in layer_gemms(config, batch).items():
+    a = jnp.ones((k, m) if transposed else (m, k), jnp.float32)
+    b = jnp.ones((k, n), jnp.float32)
+    fn = jax.jit(lambda a, b: a.T @ b) if transposed else jax.jit(jnp.dot)
+    bench = benchlib.Bench(fn, (a, b))
+    bench()  # Compile.
+    total_s += count * min(benchlib.time_call(bench) for _ in range(inner))
+    total_flops += count * 2 * m * k * n
+  return {'gemm_bound_ms': total_s * 1e3,
+          'layer_gemm_gflops': benchlib.gflops(total_flops, total_s)}
 
 
 class GemmProbe:
@@ -278,7 +341,8 @@ def bench_model(config, repeats: int, batch: int, baseline: bool) -> dict:
   gemm_gf = gemm.gflops()
   useful = model_flops(config, batch)
   row = {'model': config.model.to_dict(), 'batch': batch,
-         'model_gflops': useful / 1e9, 'gemm_gflops': gemm_gf}
+         'model_gflops': useful / 1e9, 'gemm_gflops': gemm_gf,
+         **gemm_bound(config, batch)}
   for name, prog in programs.items():
     t = benchlib.median(times[name])
     achieved = benchlib.gflops(useful, t)
@@ -286,6 +350,11 @@ def bench_model(config, repeats: int, batch: int, baseline: bool) -> dict:
                  'step_gflops': prog.flops / 1e9,
                  'achieved_gflops': achieved,
                  'utilization': achieved / gemm_gf,
+                 'gemm_bound_fraction': row['gemm_bound_ms'] / (t * 1e3),
+                 'cpu_user_ms': 1e3 * benchlib.median(
+                     [u for u, _ in prog.cpu_seconds]),
+                 'cpu_sys_ms': 1e3 * benchlib.median(
+                     [s for _, s in prog.cpu_seconds]),
                  'peak_mb': prog.peak_bytes / 2**20,
                  'spread': benchlib.spread(times[name])}
   if baseline:
@@ -299,8 +368,8 @@ def print_table(out):
   print(f'device: {out["device"]}, batch {out["batch"]}, float32, median of '
         f'the repeats; GF/s; GLIBC_TUNABLES={out["glibc_tunables"]!r}')
   hdr = (f'{"model":9} {"prog":4} {"step ms":>9} {"img/s":>7} {"step GF":>8} '
-         f'{"model GF":>8} {"GF/s":>7} {"gemm":>7} {"util":>5} {"peak MB":>8} '
-         f'{"spread":>6} {"speedup":>7}')
+         f'{"model GF":>8} {"GF/s":>7} {"gemm":>7} {"util":>5} {"bound":>5} '
+         f'{"sys ms":>6} {"peak MB":>8} {"spread":>6} {"speedup":>7}')
   print(hdr)
   print('-' * len(hdr))
   for name, r in out['models'].items():
@@ -313,8 +382,13 @@ def print_table(out):
       print(f'{name:9} {prog:4} {p["step_ms"]:9.1f} {p["images_per_s"]:7.1f} '
             f'{p["step_gflops"]:8.2f} {r["model_gflops"]:8.2f} '
             f'{p["achieved_gflops"]:7.1f} {r["gemm_gflops"]:7.1f} '
-            f'{p["utilization"]:5.2f} {p["peak_mb"]:8.0f} {p["spread"]:6.2f} '
+            f'{p["utilization"]:5.2f} {p["gemm_bound_fraction"]:5.2f} '
+            f'{p["cpu_sys_ms"]:6.0f} {p["peak_mb"]:8.0f} {p["spread"]:6.2f} '
             f'{speed}')
+  print('bound: the model\'s own GEMMs timed alone (gemm_bound_ms: ' +
+        ', '.join(f'{n} {r["gemm_bound_ms"]:.0f} ms at '
+                  f'{r["layer_gemm_gflops"]:.0f} GF/s'
+                  for n, r in out['models'].items()) + ') / step time.')
 
 
 def selected_configs() -> dict:

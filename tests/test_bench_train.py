@@ -1,0 +1,40 @@
+"""scripts/bench_train.py: the model's own GEMMs, the bound it reports."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'scripts'))
+
+import accounting  # noqa: E402
+import bench_train  # noqa: E402
+from configs.common import load_config  # noqa: E402
+from models import build_model  # noqa: E402
+
+
+@pytest.mark.parametrize('spec', ['configs/test.py', 'configs/cifar_cpu.py'])
+def test_layer_gemms_cover_three_products_per_layer(spec):
+  config, batch = load_config(spec), 4
+  gemms = bench_train.layer_gemms(config, batch)
+  acc = accounting.account(build_model(config.model),
+                           accounting.input_shape(config))
+  first = next(r.macs for r in acc.rows if r.macs)
+  # Forward, input gradient and weight gradient of every layer, no input
+  # gradient for the first: 3 * MACs - first layer's MACs, per image.
+  total = sum(c * m * k * n for (m, k, n, _), c in gemms.items())
+  assert total == batch * (3 * acc.macs - first)
+  # The weight gradients contract over the batch's positions.
+  assert all(k % batch == 0 for (m, k, n, t) in gemms if t)
+
+
+def test_gemm_bound_times_every_shape():
+  config = load_config('configs/test.py')
+  batch, gemms = 2, bench_train.layer_gemms(config, 2)
+  out = bench_train.gemm_bound(config, batch, inner=1)
+  flops = sum(c * 2 * m * k * n for (m, k, n, _), c in gemms.items())
+  assert out['gemm_bound_ms'] > 0
+  # The rate is the flops of the shapes it timed over the time they took.
+  assert out['layer_gemm_gflops'] == pytest.approx(
+      flops / 1e9 / (out['gemm_bound_ms'] / 1e3), rel=1e-9)

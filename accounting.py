@@ -114,11 +114,16 @@ def xla_flops(model: nn.Module, input_shape: tuple[int, ...],
   return cost_flops(compiled) / batch
 
 
-def cost_flops(compiled: Any) -> float:
-  """The 'flops' entry of a compiled computation's cost analysis."""
+def cost_entry(compiled: Any, key: str) -> float:
+  """An entry of a compiled computation's cost analysis: 'flops', or
+  'bytes accessed' (every instruction's operand and output bytes)."""
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost['flops'])
+  return float(cost[key])
+
+
+def cost_flops(compiled: Any) -> float:
+  return cost_entry(compiled, 'flops')
 
 
 def input_shape(config) -> tuple[int, int, int]:

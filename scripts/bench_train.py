@@ -40,6 +40,14 @@ Figures, per model and program:
                    It is what a step would take if only its matrix products
                    cost time, at the speed these (often narrow) shapes get;
   gemm_bound_fraction  gemm_bound_ms / step_ms (1.0: nothing but GEMMs);
+  step_gbytes      XLA cost_analysis() 'bytes accessed' of the compiled step:
+                   every instruction's operand and output bytes (a while
+                   loop's body counted once, so it reads low for ours);
+  stream_gbps      memory bandwidth, x <- 0.5 x + 1 in place over 256 MB;
+  memory_bound_fraction  step_gbytes / stream_gbps / step time: the share
+                   of the step that moving its tensors through memory once
+                   per instruction takes at that bandwidth (near 1.0: the
+                   step is memory-bound, whatever its GEMMs do);
   cpu_user_ms, cpu_sys_ms  median CPU time of one step, all threads, from
                    getrusage: user, and kernel (page faults on freshly
                    allocated temporaries, thread wake-ups);
@@ -63,6 +71,7 @@ import os
 import pathlib
 import resource
 import sys
+import time
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -228,6 +237,8 @@ class Stepper:
                    donate_argnums=(0,))
     self.compiled = step.lower(self.state, self.images, self.labels).compile()
     self.flops = accounting.cost_flops(self.compiled)
+    self.bytes = accounting.cost_entry(self.compiled,
+                                        'bytes accessed')
     mem = self.compiled.memory_analysis()
     self.peak_bytes = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
                        + mem.output_size_in_bytes)
@@ -304,6 +315,20 @@ def gemm_bound(config, batch: int, inner: int = 3) -> dict:
           'layer_gemm_gflops': benchlib.gflops(total_flops, total_s)}
 
 
+def stream_gbps(megabytes: int = 256, inner: int = 7) -> float:
+  """Memory bandwidth now: bytes read + written by x <- 0.5 x + 1 in place
+  (donated, so no fresh pages) over an array far larger than the caches,
+  best of `inner` calls, in GB/s."""
+  step = jax.jit(lambda x: x * 0.5 + 1.0, donate_argnums=(0,))
+  x = step(jnp.ones((megabytes * 2**18,), jnp.float32))  # Compile.
+  best = float('inf')
+  for _ in range(inner):
+    t0 = time.perf_counter()
+    x = jax.block_until_ready(step(x))
+    best = min(best, time.perf_counter() - t0)
+  return 2 * x.nbytes / best / 1e9
+
+
 class GemmProbe:
   """The machine's GEMM speed now: each call times every GEMM_SHAPES product
   `inner` times (best of them: a preempted call is not the machine's speed)
@@ -342,7 +367,7 @@ def bench_model(config, repeats: int, batch: int, baseline: bool) -> dict:
   useful = model_flops(config, batch)
   row = {'model': config.model.to_dict(), 'batch': batch,
          'model_gflops': useful / 1e9, 'gemm_gflops': gemm_gf,
-         **gemm_bound(config, batch)}
+         **gemm_bound(config, batch), 'stream_gbps': stream_gbps()}
   for name, prog in programs.items():
     t = benchlib.median(times[name])
     achieved = benchlib.gflops(useful, t)
@@ -351,6 +376,9 @@ def bench_model(config, repeats: int, batch: int, baseline: bool) -> dict:
                  'achieved_gflops': achieved,
                  'utilization': achieved / gemm_gf,
                  'gemm_bound_fraction': row['gemm_bound_ms'] / (t * 1e3),
+                 'step_gbytes': prog.bytes / 1e9,
+                 'memory_bound_fraction': prog.bytes / 1e9 / row['stream_gbps']
+                                          / t,
                  'cpu_user_ms': 1e3 * benchlib.median(
                      [u for u, _ in prog.cpu_seconds]),
                  'cpu_sys_ms': 1e3 * benchlib.median(
@@ -369,7 +397,8 @@ def print_table(out):
         f'the repeats; GF/s; GLIBC_TUNABLES={out["glibc_tunables"]!r}')
   hdr = (f'{"model":9} {"prog":4} {"step ms":>9} {"img/s":>7} {"step GF":>8} '
          f'{"model GF":>8} {"GF/s":>7} {"gemm":>7} {"util":>5} {"bound":>5} '
-         f'{"sys ms":>6} {"peak MB":>8} {"spread":>6} {"speedup":>7}')
+         f'{"GB":>6} {"mem":>5} {"sys ms":>6} {"peak MB":>8} {"spread":>6} '
+         f'{"speedup":>7}')
   print(hdr)
   print('-' * len(hdr))
   for name, r in out['models'].items():
@@ -383,12 +412,17 @@ def print_table(out):
             f'{p["step_gflops"]:8.2f} {r["model_gflops"]:8.2f} '
             f'{p["achieved_gflops"]:7.1f} {r["gemm_gflops"]:7.1f} '
             f'{p["utilization"]:5.2f} {p["gemm_bound_fraction"]:5.2f} '
+            f'{p["step_gbytes"]:6.1f} {p["memory_bound_fraction"]:5.2f} '
             f'{p["cpu_sys_ms"]:6.0f} {p["peak_mb"]:8.0f} {p["spread"]:6.2f} '
             f'{speed}')
   print('bound: the model\'s own GEMMs timed alone (gemm_bound_ms: ' +
         ', '.join(f'{n} {r["gemm_bound_ms"]:.0f} ms at '
                   f'{r["layer_gemm_gflops"]:.0f} GF/s'
                   for n, r in out['models'].items()) + ') / step time.')
+  print('GB: bytes the step\'s instructions read and write (XLA); mem: that '
+        'at the measured stream bandwidth (' +
+        ', '.join(f'{r["stream_gbps"]:.0f}' for r in out['models'].values())
+        + ' GB/s) / step time.')
 
 
 def selected_configs() -> dict:

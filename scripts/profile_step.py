@@ -14,9 +14,14 @@ instruction's op_name metadata to
          (augmentation), other (loss, softmax, ...).
 Figures are per step, in ms of thread time (two threads busy for 1 ms count
 2 ms): `busy_ms` per compute thread, and `idle_ms`, the time in the step's
-span when a compute thread ran no instruction (waiting on a dependency,
-dispatch and allocation). Tracing records every instruction and so slows
-the step (by about half at GoogLeNet width 0.25 here): read the shares.
+span when a compute thread ran no traced instruction. An instruction is
+traced on the thread that starts it: the other thread's share of a loop
+split in two (XLA's outer_dimension_partitions) or of a YNNPACK GEMM is not
+traced, so `idle_ms` overstates idleness; getrusage's CPU time
+(bench_train.py's cpu_user_ms + cpu_sys_ms over the step time) is the
+measure of how busy the two cores are. Tracing records every instruction
+and so slows the step (by about half at GoogLeNet width 0.25 here): read
+the shares.
 """
 
 import collections
@@ -153,7 +158,8 @@ def print_profile(name: str, p: dict) -> None:
   print(f'\n{name}: traced step {p["traced_step_ms"]:.0f} ms; instructions '
         f'{p["op_ms"]:.0f} ms of thread time; busy per thread '
         f'{", ".join(f"{b:.0f}" for b in p["busy_ms"])} ms; idle '
-        f'{p["idle_ms"]:.0f} ms (thread time in the span with nothing running)')
+        f'{p["idle_ms"]:.0f} ms (thread time in the span with no traced '
+        'instruction)')
   print(f'  {"pass":9} {"kind":16} {"ms":>8} {"share":>6}')
   for row in p['by_kind']:
     print(f'  {row["pass"]:9} {row["kind"]:16} {row["ms"]:8.1f} '

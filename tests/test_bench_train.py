@@ -38,3 +38,8 @@ def test_gemm_bound_times_every_shape():
   # The rate is the flops of the shapes it timed over the time they took.
   assert out['layer_gemm_gflops'] == pytest.approx(
       flops / 1e9 / (out['gemm_bound_ms'] / 1e3), rel=1e-9)
+
+
+def test_stream_bandwidth_is_measured():
+  # 8 MB: x <- 0.5 x + 1 reads and writes 16 MB per call.
+  assert bench_train.stream_gbps(megabytes=8, inner=2) > 0.1

@@ -43,7 +43,8 @@ Figures, per model and program:
   step_gbytes      XLA cost_analysis() 'bytes accessed' of the compiled step:
                    every instruction's operand and output bytes (a while
                    loop's body counted once, so it reads low for ours);
-  stream_gbps      memory bandwidth, x <- 0.5 x + 1 in place over 256 MB;
+  stream_gbps      memory bandwidth: x <- 0.5 x + 1 in place over 256 MB,
+                   median of 15 calls;
   memory_bound_fraction  step_gbytes / stream_gbps / step time: the share
                    of the step that moving its tensors through memory once
                    per instruction takes at that bandwidth (near 1.0: the
@@ -59,10 +60,10 @@ glibc's default malloc every 4 KiB page of them is faulted in again each step
 (~0.4M faults, ~0.6 s of kernel time per step at width 0.25 here). Running
 with transparent huge pages for malloc, GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
 removes most of that for both programs; the output records the setting.
-At widths 0.5 and 1.0 the kernel time stays high (cpu_sys_ms): XLA:CPU's
-temporary block (3 GB per step at width 0.5) and the GEMM libraries' own
-scratch buffers are each over glibc's 32 MB mmap limit, so they are mapped,
-zeroed by the kernel and unmapped again on every step.
+What is left shows in cpu_sys_ms: XLA:CPU's temporary block (3 GB per step
+at width 0.5) and the GEMM libraries' larger scratch buffers are over glibc's
+32 MB mmap limit, so they are mapped, zeroed by the kernel and unmapped again
+on every step (strace shows it).
 """
 
 import collections
@@ -315,18 +316,18 @@ def gemm_bound(config, batch: int, inner: int = 3) -> dict:
           'layer_gemm_gflops': benchlib.gflops(total_flops, total_s)}
 
 
-def stream_gbps(megabytes: int = 256, inner: int = 7) -> float:
+def stream_gbps(megabytes: int = 256, calls: int = 15) -> float:
   """Memory bandwidth now: bytes read + written by x <- 0.5 x + 1 in place
   (donated, so no fresh pages) over an array far larger than the caches,
-  best of `inner` calls, in GB/s."""
+  median of `calls` calls, in GB/s."""
   step = jax.jit(lambda x: x * 0.5 + 1.0, donate_argnums=(0,))
   x = step(jnp.ones((megabytes * 2**18,), jnp.float32))  # Compile.
-  best = float('inf')
-  for _ in range(inner):
+  times = []
+  for _ in range(calls):
     t0 = time.perf_counter()
     x = jax.block_until_ready(step(x))
-    best = min(best, time.perf_counter() - t0)
-  return 2 * x.nbytes / best / 1e9
+    times.append(time.perf_counter() - t0)
+  return 2 * x.nbytes / benchlib.median(times) / 1e9
 
 
 class GemmProbe:

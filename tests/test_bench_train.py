@@ -42,4 +42,4 @@ def test_gemm_bound_times_every_shape():
 
 def test_stream_bandwidth_is_measured():
   # 8 MB: x <- 0.5 x + 1 reads and writes 16 MB per call.
-  assert bench_train.stream_gbps(megabytes=8, inner=2) > 0.1
+  assert bench_train.stream_gbps(megabytes=8, calls=3) > 0.1

@@ -37,6 +37,7 @@ from models import build_model
 OPTIMIZERS = ('sgd', 'adamw')
 STATS_KEY = 'data_stats'  # In DIR/config.json: the train split's mean, std.
 SCHEDULES = ('cosine', 'step')
+CPU_VECTOR_WIDTHS = ('auto', '256', '512')  # config.cpu_vector_width.
 
 
 class _QuietOrbax(logging.logging.Filter):
@@ -72,7 +73,31 @@ def check_config(config: ml_collections.ConfigDict) -> None:
            f'({devices}); e.g. --config.{key}={devices * max(1, size // devices)}.')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     fail('set num_epochs > 0 or num_train_steps > 0.')
+  if str(config.get('cpu_vector_width', 'auto')) not in CPU_VECTOR_WIDTHS:
+    fail(f'cpu_vector_width={config.cpu_vector_width!r}; choose one of '
+         f'{CPU_VECTOR_WIDTHS}.')
   build_model(config.model)  # Unknown model names and keys raise here.
+
+
+def _cpu_has_avx512() -> bool:
+  try:
+    with open('/proc/cpuinfo') as f:
+      return ' avx512f' in f.read()
+  except OSError:
+    return False
+
+
+def compiler_options(config) -> dict:
+  """XLA options for the jitted steps. On CPU: the vector width XLA's own
+  loops (batch norm, pools, ReLU, concatenation) are compiled for; 'auto'
+  is 512 bits where the CPU has AVX-512 (6-8% faster steps at GoogLeNet
+  width 0.25 here, scripts/bench_train.py), else XLA's default 256."""
+  width = str(config.get('cpu_vector_width', 'auto'))
+  if jax.default_backend() != 'cpu':
+    return {}
+  if width == 'auto':
+    width = '512' if _cpu_has_avx512() else '256'
+  return {'xla_cpu_prefer_vector_width': int(width)}
 
 
 def make_optimizer(config, steps_per_epoch: int, total_steps: int):
@@ -162,9 +187,11 @@ class Runner:
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
     self.replicated = NamedSharding(self.mesh, P())
     kw = dict(model=self.model, config=config, stats=stats)
+    options = compiler_options(config)
     self.train_step = jax.jit(functools.partial(train_step, **kw),
-                              donate_argnums=(0,))
-    self.eval_step = jax.jit(functools.partial(eval_step, **kw))
+                              donate_argnums=(0,), compiler_options=options)
+    self.eval_step = jax.jit(functools.partial(eval_step, **kw),
+                             compiler_options=options)
 
   def to_global(self, local: np.ndarray) -> jax.Array:
     """This process's rows of a global batch -> an array sharded on 'data'."""

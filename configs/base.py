@@ -74,6 +74,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.stop_after_steps = -1  # > 0: checkpoint and stop after this many
                                 # steps of this run (e.g. a job's time slot).
 
+  # XLA:CPU vector width for the jitted steps: auto (512 with AVX-512, else
+  # 256) | 256 | 512. Other backends ignore it.
+  config.cpu_vector_width = 'auto'
+
   # Multi-host: call jax.distributed.initialize() (also --distributed).
   config.distributed = False
   return config

@@ -235,7 +235,8 @@ class Stepper:
     self.labels = jnp.asarray(rng.integers(0, 10, (batch,), np.int32))
     step = jax.jit(functools.partial(train.train_step, model=model,
                                      config=config, stats=STATS),
-                   donate_argnums=(0,))
+                   donate_argnums=(0,),
+                   compiler_options=train.compiler_options(config))
     self.compiled = step.lower(self.state, self.images, self.labels).compile()
     self.flops = accounting.cost_flops(self.compiled)
     self.bytes = accounting.cost_entry(self.compiled,

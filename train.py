@@ -177,6 +177,15 @@ def augment_args(config, stats) -> dict:
               random_crop=config.data.random_crop, **normalization(config, stats))
 
 
+def init_state(model, config, tx) -> TrainState:
+  """Fresh params (seeded by config.seed), batch stats and optimizer state."""
+  size = config.image_size
+  variables = model.init(jax.random.PRNGKey(config.seed),
+                         jnp.zeros((1, size, size, 3), jnp.float32))
+  return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                           tx=tx, batch_stats=variables.get('batch_stats', {}))
+
+
 class Runner:
   """Model, mesh, jitted steps and data placement for one config."""
 
@@ -201,12 +210,7 @@ class Runner:
     return jax.eval_shape(functools.partial(self.init_state, tx))
 
   def init_state(self, tx) -> TrainState:
-    size = self.config.image_size
-    variables = self.model.init(jax.random.PRNGKey(self.config.seed),
-                                jnp.zeros((1, size, size, 3), jnp.float32))
-    return TrainState.create(apply_fn=self.model.apply,
-                             params=variables['params'], tx=tx,
-                             batch_stats=variables.get('batch_stats', {}))
+    return init_state(self.model, self.config, tx)
 
   def sharded(self, abstract: TrainState) -> TrainState:
     """Restore targets: every array replicated over the mesh."""

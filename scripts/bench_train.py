@@ -224,11 +224,8 @@ class Stepper:
   def __init__(self, model, config, batch: int):
     size = 32  # Source images; the step crops them to config.image_size.
     tx, _ = train.make_optimizer(config, 100, 1000)
-    x0 = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x0)
-    self.state = train.TrainState.create(
-        apply_fn=model.apply, params=variables['params'], tx=tx,
-        batch_stats=variables.get('batch_stats', {}))
+    self.state = jax.jit(functools.partial(train.init_state, model, config,
+                                           tx))()
     rng = np.random.default_rng(0)
     self.images = jnp.asarray(rng.integers(0, 256, (batch, size, size, 3),
                                            np.uint8))
@@ -260,17 +257,11 @@ def model_flops(config, batch: int) -> float:
   """cost_analysis() flops of the step with the lax conv and pool forms."""
   ref = config.copy_and_resolve_references()
   ref.model.conv_impl, ref.model.pool_impl = 'xla', 'xla'
-  step = jax.jit(functools.partial(train.train_step, model=build_model(
-      ref.model), config=ref, stats=STATS))
-  x0 = jnp.zeros((1, ref.image_size, ref.image_size, 3), jnp.float32)
   model = build_model(ref.model)
+  step = jax.jit(functools.partial(train.train_step, model=model, config=ref,
+                                   stats=STATS))
   tx, _ = train.make_optimizer(ref, 100, 1000)
-
-  def state():
-    v = model.init(jax.random.PRNGKey(0), x0)
-    return train.TrainState.create(apply_fn=model.apply, params=v['params'],
-                                   tx=tx, batch_stats=v.get('batch_stats', {}))
-  abstract = jax.eval_shape(state)
+  abstract = jax.eval_shape(functools.partial(train.init_state, model, ref, tx))
   images = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.uint8)
   labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
   return accounting.cost_flops(step.lower(abstract, images, labels).compile())

@@ -223,50 +223,11 @@ def _shift(xp, t, axis, size, stride):
   return lax.slice(xp, start, stop, step)
 
 
-def _pad_axis(x, axis, lo, hi, value, interior=0):
-  """lax.pad along one axis; negative lo / hi crop."""
+def _pad_axis(x, axis, lo, hi, value):
+  """lax.pad along one axis."""
   config = [(0, 0, 0)] * x.ndim
-  config[axis] = (lo, hi, interior)
+  config[axis] = (lo, hi, 0)
   return lax.pad(x, jnp.asarray(value, x.dtype), config)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def _max_1d(x, axis, window, stride, pads):
-  """Max over `window` taps along one axis, padded with -inf by `pads`."""
-  return _max_1d_fwd(x, axis, window, stride, pads)[0]
-
-
-def _max_1d_fwd(x, axis, window, stride, pads):
-  """The max, and for the gradient the first tap holding it (int8)."""
-  xp = _pad_axis(x, axis, *pads, -jnp.inf)
-  size = (xp.shape[axis] - window) // stride + 1
-  taps = [_shift(xp, t, axis, size, stride) for t in range(window)]
-  y = functools.reduce(jnp.maximum, taps)
-  first = jnp.full(y.shape, window - 1, jnp.int8)
-  for t in range(window - 2, -1, -1):
-    first = jnp.where(taps[t] == y, jnp.int8(t), first)
-  return y, (first, x.shape[axis])
-
-
-def _max_1d_bwd(axis, window, stride, pads, res, g):
-  """dx[p] = sum_t [first[o] == t] g[o] over the o with stride*o + t = p + lo.
-
-  Gathered, for fused loops: g and `first` are dilated by the stride (holes:
-  0 and -1) and padded once; tap t reads them shifted by -t.
-  """
-  first, size = res
-  lo, n = pads[0], g.shape[axis]
-  hi = max(0, lo + size - (stride * (n - 1) + 1))
-  gd = _pad_axis(g, axis, window - 1, hi, 0.0, stride - 1)
-  fd = _pad_axis(first, axis, window - 1, hi, -1, stride - 1)
-  zero = jnp.zeros((), g.dtype)
-  parts = [jnp.where(_shift(fd, window - 1 + lo - t, axis, size, 1) == t,
-                     _shift(gd, window - 1 + lo - t, axis, size, 1), zero)
-           for t in range(window)]
-  return (functools.reduce(jnp.add, parts),)
-
-
-_max_1d.defvjp(_max_1d_fwd, _max_1d_bwd)
 
 
 def _pads(shape, window, stride, padding):
@@ -276,20 +237,60 @@ def _pads(shape, window, stride, padding):
   return tuple(same_pads(n, window, stride) for n in shape[1:3])
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool(x, window=3, stride=1, padding='SAME'):
-  """(N,H,W,C) -> (N,Ho,Wo,C), nn.max_pool's values, as two 1-D max pools.
+  """(N,H,W,C) -> (N,Ho,Wo,C), nn.max_pool's values: the max of the
+  window**2 shifted (strided) slices, one fused loop.
 
-  A max along W, then along H: 2*window shifted-slice maxima instead of
-  window**2. The gradient goes to the first maximum of each window in
-  row-major order, exactly as XLA's select-and-scatter routes it (the first
-  row holding the max, then that row's first column holding it), but is
-  computed from an int8 "first tap" per output and each stage as a fused
-  sum of shifted, masked copies of the output gradient (no
-  select-and-scatter, which XLA:CPU expands into iota/scatter index arrays).
+  The gradient goes to the first maximum of each window in row-major order,
+  exactly as XLA's select-and-scatter routes it, but is computed from a
+  small-int "first tap" per output, saved by the forward, as one fused sum
+  of shifted, masked copies of the output gradient (no select-and-scatter,
+  which XLA:CPU expands into iota/scatter index arrays).
   """
+  return _max_pool_fwd(x, window, stride, padding)[0]
+
+
+def _max_pool_fwd(x, window, stride, padding):
   ph, pw = _pads(x.shape, window, stride, padding)
-  y = _max_1d(x, 2, window, stride, pw)
-  return _max_1d(y, 1, window, stride, ph)
+  xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)), constant_values=-jnp.inf)
+  out_hw = ((xp.shape[1] - window) // stride + 1,
+            (xp.shape[2] - window) // stride + 1)
+  taps = _taps(xp, window, stride, out_hw)
+  y = functools.reduce(jnp.maximum, taps)
+  index = jnp.int8 if window**2 <= 127 else jnp.int32
+  first = jnp.full(y.shape, len(taps) - 1, index)
+  for t in range(len(taps) - 2, -1, -1):
+    first = jnp.where(taps[t] == y, index(t), first)
+  return y, (first, x.shape)
+
+
+def _max_pool_bwd(window, stride, padding, res, g):
+  """dx[p] = sum_t [first[o] == t] g[o] over the o whose tap t is p.
+
+  Gathered, for one fused loop: g and `first` are dilated by the stride
+  (holes: 0 and -1) and padded once; tap (i, j) reads them shifted back.
+  """
+  first, (n, h, w, c) = res
+  k, out_hw = window, g.shape[1:3]
+  lo = [p[0] for p in _pads((n, h, w, c), k, stride, padding)]
+  config = [(0, 0, 0)] + [
+      (k - 1, max(0, l + size - (stride * (o - 1) + 1)), stride - 1)
+      for l, size, o in zip(lo, (h, w), out_hw)] + [(0, 0, 0)]
+  gd = lax.pad(g, jnp.zeros((), g.dtype), config)
+  fd = lax.pad(first, jnp.asarray(-1, first.dtype), config)
+  zero = jnp.zeros((), g.dtype)
+  parts = []
+  for i in range(k):
+    for j in range(k):
+      start = (0, k - 1 + lo[0] - i, k - 1 + lo[1] - j, 0)
+      stop = (n, start[1] + h, start[2] + w, c)
+      parts.append(jnp.where(lax.slice(fd, start, stop) == i * k + j,
+                             lax.slice(gd, start, stop), zero))
+  return (functools.reduce(jnp.add, parts),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def _sum_1d(x, axis, window, stride, pads):

@@ -253,6 +253,10 @@ def max_pool(x, window=3, stride=1, padding='SAME'):
 
 def _max_pool_fwd(x, window, stride, padding):
   ph, pw = _pads(x.shape, window, stride, padding)
+  # The barriers (here and in the backward) keep XLA from fusing the op that
+  # produces x (or g) into the k*k taps, computing it k*k times: without them
+  # the GoogLeNet width 0.5 step ran 16% slower instead of 21% faster.
+  x = lax.optimization_barrier(x)
   xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)), constant_values=-jnp.inf)
   out_hw = ((xp.shape[1] - window) // stride + 1,
             (xp.shape[2] - window) // stride + 1)
@@ -277,6 +281,7 @@ def _max_pool_bwd(window, stride, padding, res, g):
   config = [(0, 0, 0)] + [
       (k - 1, max(0, l + size - (stride * (o - 1) + 1)), stride - 1)
       for l, size, o in zip(lo, (h, w), out_hw)] + [(0, 0, 0)]
+  g, first = lax.optimization_barrier((g, first))
   gd = lax.pad(g, jnp.zeros((), g.dtype), config)
   fd = lax.pad(first, jnp.asarray(-1, first.dtype), config)
   zero = jnp.zeros((), g.dtype)

@@ -252,14 +252,11 @@ def max_pool(x, window=3, stride=1, padding='SAME'):
 
 
 def _max_pool_fwd(x, window, stride, padding):
-  ph, pw = _pads(x.shape, window, stride, padding)
   # The barriers (here and in the backward) keep XLA from fusing the op that
   # produces x (or g) into the k*k taps, computing it k*k times: without them
   # the GoogLeNet width 0.5 step ran 16% slower instead of 21% faster.
   x = lax.optimization_barrier(x)
-  xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)), constant_values=-jnp.inf)
-  out_hw = ((xp.shape[1] - window) // stride + 1,
-            (xp.shape[2] - window) // stride + 1)
+  xp, out_hw = pad_spatial(x, window, stride, padding, -jnp.inf)
   taps = _taps(xp, window, stride, out_hw)
   y = functools.reduce(jnp.maximum, taps)
   index = jnp.int8 if window**2 <= 127 else jnp.int32

@@ -5,16 +5,22 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ONEDNN_LIB := build/onednn_conv.so
 
 .PHONY: main test setup clean-venv
 
-setup: $(STAMP)
+setup: $(STAMP) $(ONEDNN_LIB)
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	touch $(STAMP)
+
+# oneDNN convolutions for XLA:CPU (models/onednn.py). Optional: without a
+# compiler or oneDNN, conv_impl=auto falls back to the im2col path.
+$(ONEDNN_LIB): csrc/onednn_conv.cc $(STAMP)
+	$(PY) -m models.onednn --optional
 
 # The main job: the CPU-sized naive-vs-reduced sweep on CIFAR-10, then the
 # report. Data comes from TFDS; point it at a local copy with e.g.
@@ -25,11 +31,11 @@ RUNS ?= runs/naive_vs_reduced
 # a small net's step time here). A no-op where the kernel has no THP.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 ARGS ?=
-main: $(STAMP)
+main: setup
 	$(PY) scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py:size=cpu --workdir=$(RUNS) $(ARGS)
 	$(PY) scripts/report.py $(RUNS)
 
-test: $(STAMP)
+test: setup
 	$(PY) -m pytest -q
 
 clean-venv:

@@ -2,6 +2,8 @@
 
 - `conv`: lax.conv forward; backward with the weight gradient as chunked
   im2col 2-D GEMMs (XLA:CPU's own weight-gradient conv runs 2-5x slower).
+- `onednn_conv`: all three passes in oneDNN (models/onednn.py), 2-4x faster
+  again on CPU where its library is built; the default there.
 - `max_pool` / `avg_pool`: maxima / sums of shifted slices, with a cheap
   gradient (no select-and-scatter).
 `resolve('auto', ...)` picks these on CPU and the lax ops on GPU/TPU.
@@ -16,7 +18,9 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
-CONV_IMPLS = ('auto', 'xla', 'im2col')
+from models import onednn
+
+CONV_IMPLS = ('auto', 'xla', 'im2col', 'onednn')
 POOL_IMPLS = ('auto', 'xla', 'slices')
 _FAST_BACKENDS = ('cpu',)
 
@@ -210,6 +214,44 @@ def _conv_bwd(stride, padding, res, g):
 conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def onednn_conv(x, kernel, stride=1, padding='SAME'):
+  """lax_conv's values, all three passes in oneDNN (models/onednn.py)."""
+  return _onednn_conv_fwd(x, kernel, stride, padding)[0]
+
+
+def _onednn_conv_fwd(x, kernel, stride, padding):
+  if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
+    raise ValueError(f"conv_impl='onednn' computes in float32, got "
+                     f"{x.dtype} / {kernel.dtype}; use conv_impl='auto'.")
+  k, f = kernel.shape[0], kernel.shape[-1]
+  pads = _pads(x.shape, k, stride, padding)
+  out_hw = [(size + lo + hi - k) // stride + 1
+            for size, (lo, hi) in zip(x.shape[1:3], pads)]
+  y = onednn.call('onednn_conv_fwd', (x.shape[0], *out_hw, f), x, kernel,
+                  stride, pads)
+  return y, (x, kernel)
+
+
+def _onednn_conv_bwd(stride, padding, res, g):
+  x, kernel = res
+  pads = _pads(x.shape, kernel.shape[0], stride, padding)
+  dx = onednn.call('onednn_conv_bwd_data', x.shape, g, kernel, stride, pads)
+  dw = onednn.call('onednn_conv_bwd_weights', kernel.shape, x, g, stride,
+                   pads)
+  return dx, dw
+
+
+onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd)
+
+
+def fast_conv_impl(dtype=jnp.float32) -> str:
+  """What conv_impl='auto' means on CPU: oneDNN where it is built and the
+  compute is float32, else the im2col backward."""
+  return ('onednn' if jnp.dtype(dtype) == jnp.float32 and onednn.available()
+          else 'im2col')
+
+
 def _taps(xp, window, stride, out_hw):
   """The window*window shifted (strided) views, in row-major window order."""
   return [window_slice(xp, i, j, out_hw, stride)
@@ -321,6 +363,7 @@ class Conv(nn.Module):
   param_dtype: Any = jnp.float32
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros_init()
+  impl: str = 'im2col'  # im2col (`conv`) | onednn (`onednn_conv`).
 
   @nn.compact
   def __call__(self, x):
@@ -333,5 +376,6 @@ class Conv(nn.Module):
     bias = (self.param('bias', self.bias_init, (self.features,),
                        self.param_dtype) if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv(x, kernel, self.strides[0], self.padding)
+    fn = onednn_conv if self.impl == 'onednn' else conv
+    y = fn(x, kernel, self.strides[0], self.padding)
     return y if bias is None else y + bias

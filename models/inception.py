@@ -15,7 +15,7 @@ import itertools
 import jax.numpy as jnp
 from flax import linen as nn
 
-from models import fast_ops
+from models import fast_ops, onednn
 from models.layers import ACTIVATIONS, NORMS, ConvBlock, Pool, check_choice
 
 CHOICES = {
@@ -31,7 +31,7 @@ CHOICES = {
 # 'auto' picks per backend: the fast GEMM / shifted-slice forms on CPU, the lax
 # ops elsewhere (cuDNN and the TPU compiler handle those well).
 IMPL_CHOICES = {
-    'conv_impl': fast_ops.CONV_IMPLS,  # auto | xla | im2col.
+    'conv_impl': fast_ops.CONV_IMPLS,  # auto | xla | im2col | onednn.
     'pool_impl': fast_ops.POOL_IMPLS,  # auto | xla | slices.
 }
 
@@ -48,12 +48,14 @@ class InceptionOptions:
   use_bias: bool = False
   fuse_pointwise: bool = True  # 1x1 siblings that read x as one GEMM.
   dtype: str = 'float32'      # Compute dtype; params stay float32.
-  conv_impl: str = 'auto'     # kxk convs: auto | xla | im2col.
+  conv_impl: str = 'auto'     # kxk convs: auto | xla | im2col | onednn.
   pool_impl: str = 'auto'     # Pools: auto | xla | slices.
 
   def __post_init__(self):
     for name, valid in {**CHOICES, **IMPL_CHOICES}.items():
       check_choice(name, getattr(self, name), valid)
+    if self.conv_impl == 'onednn':
+      onednn.require()  # Why not, before anything compiles.
 
   @property
   def compute_dtype(self):

@@ -39,8 +39,9 @@ class ConvBlock(nn.Module):
   pointwise). `separable` makes a depthwise kxk conv followed by a pointwise
   1x1 (no nonlinearity in between, as in Xception). `impl` picks how a dense
   kxk conv is computed (fast_ops.Conv for 'im2col': the lax forward and input
-  gradient, a chunked im2col GEMM for the kernel gradient); the depthwise
-  conv always uses lax. Params are the same either way.
+  gradient, a chunked im2col GEMM for the kernel gradient; for 'onednn': all
+  three in oneDNN); the depthwise conv always uses lax. Params are the same
+  either way.
   """
   features: int
   kernel: int = 1
@@ -51,7 +52,7 @@ class ConvBlock(nn.Module):
   act: str = 'relu'
   use_bias: bool = False
   dtype: Any = jnp.float32
-  impl: str = 'auto'  # kxk conv: auto | xla | im2col (models/fast_ops.py).
+  impl: str = 'auto'  # kxk conv: auto | xla | im2col | onednn (fast_ops).
 
   def layer_type(self, in_shape) -> str:
     k = f'{self.kernel}x{self.kernel}'
@@ -84,10 +85,12 @@ class ConvBlock(nn.Module):
                           name='pointwise')(y)
       else:
         check_choice('impl', self.impl, fast_ops.CONV_IMPLS)
-        conv = (nn.Conv if fast_ops.resolve(self.impl, 'im2col') == 'xla'
-                else fast_ops.Conv)
-        y = conv(self.features, window, strides, self.padding,
-                 use_bias=self.use_bias, dtype=self.dtype, name='conv')(x)
+        impl = fast_ops.resolve(self.impl, fast_ops.fast_conv_impl(self.dtype))
+        kw = dict(use_bias=self.use_bias, dtype=self.dtype, name='conv')
+        y = (nn.Conv(self.features, window, strides, self.padding, **kw)
+             if impl == 'xla' else
+             fast_ops.Conv(self.features, window, strides, self.padding,
+                           impl=impl, **kw))(x)
     if self.norm == 'batch':
       y = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                        epsilon=1e-5, dtype=self.dtype, name='bn')(y)

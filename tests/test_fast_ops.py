@@ -20,7 +20,7 @@ import pytest
 from flax import linen as nn
 from jax import lax
 
-from models import fast_ops
+from models import fast_ops, onednn
 from models.googlenet import GoogLeNet
 from models.inception import IMPL_CHOICES, InceptionModule, InceptionOptions
 from models.layers import ConvBlock, Pool
@@ -72,13 +72,25 @@ CONV_CASES = [  # (N, H, W, C, F, k, stride, padding)
 ]
 
 
-@pytest.mark.parametrize('n,h,w,c,f,k,stride,padding', CONV_CASES)
-def test_conv_matches_lax(n, h, w, c, f, k, stride, padding):
+needs_onednn = pytest.mark.skipif(
+    not onednn.available(), reason=f'oneDNN: {onednn.unavailable_reason()}')
+FAST_CONVS = [pytest.param(fast_ops.conv, id='im2col'),
+              pytest.param(fast_ops.onednn_conv, id='onednn',
+                           marks=needs_onednn)]
+
+
+@pytest.mark.parametrize('fast_conv', FAST_CONVS)
+@pytest.mark.parametrize('n,h,w,c,f,k,stride,padding', CONV_CASES + [
+    (2, 7, 7, 4, 5, 2, 1, 'SAME'),  # Even kernel: SAME pads more below.
+    (1, 5, 5, 1, 1, 1, 1, 'VALID'),  # One channel, 1x1.
+    (3, 10, 10, 4, 8, 3, 3, 'SAME'),  # Stride 3 over 10: uneven padding.
+])
+def test_conv_matches_lax(fast_conv, n, h, w, c, f, k, stride, padding):
   x, kernel = normal(0, (n, h, w, c)), normal(1, (k, k, c, f)) / k
   y0, (dx0, dk0) = value_and_grads(
       lambda x, kk: ref_conv(x, kk, stride, padding), x, kernel)
   y1, (dx1, dk1) = jax.jit(lambda x, kk: value_and_grads(
-      lambda x, kk: fast_ops.conv(x, kk, stride, padding), x, kk))(x, kernel)
+      lambda x, kk: fast_conv(x, kk, stride, padding), x, kk))(x, kernel)
   assert y1.shape == y0.shape and dk1.shape == kernel.shape
   assert_close(y1, y0)
   assert_close(dx1, dx0)
@@ -114,6 +126,19 @@ def test_unused_input_grad_is_not_computed():
   loss = lambda kk: jnp.sum(fast_ops.conv(x, kk, 2, 'SAME') ** 2)
   hlo = jax.jit(jax.grad(loss)).lower(kernel).compile().as_text()
   assert hlo.count(' while(') == 1  # The weight gradient's loop only.
+
+
+@needs_onednn
+def test_onednn_unused_input_grad_is_not_computed():
+  x, kernel = normal(8, (4, 16, 16, 3)), normal(9, (3, 3, 3, 8))
+  grad = lambda f, argnums: jax.jit(jax.grad(
+      lambda x, kk: jnp.sum(f(x, kk, 2, 'SAME') ** 2), argnums))
+  hlo = grad(fast_ops.onednn_conv, 1).lower(x, kernel).compile().as_text()
+  assert 'onednn_conv_bwd_weights' in hlo
+  assert 'onednn_conv_bwd_data' not in hlo
+  # And what it computes when asked, under vmap (a batch of kernels) too:
+  dx = jax.vmap(grad(fast_ops.onednn_conv, 0), (None, 0))(x, kernel[None])
+  assert_close(dx[0], grad(ref_conv, 0)(x, kernel))
 
 
 def test_weight_grad_method_choice():
@@ -203,6 +228,10 @@ def test_impl_knobs_validate(knob):
 def test_auto_picks_per_backend(monkeypatch):
   assert fast_ops.resolve('auto', 'im2col') == (
       'im2col' if jax.default_backend() == 'cpu' else 'xla')
+  # oneDNN where it is built, for float32 compute; im2col otherwise.
+  assert fast_ops.fast_conv_impl() == (
+      'onednn' if onednn.available() else 'im2col')
+  assert fast_ops.fast_conv_impl(jnp.bfloat16) == 'im2col'
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert fast_ops.resolve('auto', 'im2col') == 'xla'
   assert fast_ops.resolve('im2col', 'im2col') == 'im2col'  # Explicit wins.
@@ -211,7 +240,7 @@ def test_auto_picks_per_backend(monkeypatch):
 
 def test_layer_impls_raise_on_bad_values():
   x = jnp.zeros((1, 4, 4, 3))
-  with pytest.raises(ValueError, match="'auto', 'xla', 'im2col'"):
+  with pytest.raises(ValueError, match="'auto', 'xla', 'im2col', 'onednn'"):
     jax.eval_shape(ConvBlock(2, 3, impl='fft').init, KEY, x)
   with pytest.raises(ValueError, match="'auto', 'xla', 'slices'"):
     jax.eval_shape(Pool(impl='fft').init, KEY, x)
@@ -236,8 +265,10 @@ def assert_trees_close(a, b, **kw):
     assert_close(x, y, **kw)
 
 
-IMPLS = [('im2col', 'slices'), ('im2col', 'xla'), ('xla', 'slices')]
-FULL_NETWORKS = ('googlenet', 'small_inception')  # Slow to compile: one pair.
+IMPLS = [('im2col', 'slices'), pytest.param('onednn', 'slices',
+                                             marks=needs_onednn),
+         ('im2col', 'xla'), ('xla', 'slices')]
+FULL_NETWORKS = ('googlenet', 'small_inception')  # Slow to compile: two pairs.
 
 NETWORKS = {
     'conv_block': (lambda o: o.conv(6, 3, stride=2), (2, 9, 9, 4)),
@@ -261,8 +292,8 @@ NETWORKS = {
 @pytest.mark.parametrize('conv_impl,pool_impl', IMPLS)
 @pytest.mark.parametrize('name', sorted(NETWORKS))
 def test_networks_equal_across_impls(name, conv_impl, pool_impl):
-  if name in FULL_NETWORKS and (conv_impl, pool_impl) != IMPLS[0]:
-    pytest.skip('Whole networks: the all-fast pair only (compile time).')
+  if name in FULL_NETWORKS and pool_impl != 'slices':
+    pytest.skip('Whole networks: the all-fast pairs only (compile time).')
   build, shape = NETWORKS[name]
   ref = build(InceptionOptions(conv_impl='xla', pool_impl='xla'))
   fast = build(InceptionOptions(conv_impl=conv_impl, pool_impl=pool_impl))
@@ -350,12 +381,15 @@ def test_training_curve_unchanged_by_fast_paths():
   therefore compared in 25-step means, against that same control.
   """
   ref = loss_curve(InceptionOptions(conv_impl='xla', pool_impl='xla'))
-  fast = loss_curve(InceptionOptions(conv_impl='im2col', pool_impl='slices'))
   ctrl = loss_curve(InceptionOptions(conv_impl='xla', pool_impl='xla'),
                     perturb=1e-7)
   assert ref[-25:].mean() < 0.25 * ref[0]  # It learns (memorises 32 images).
-  np.testing.assert_allclose(fast[:4], ref[:4], rtol=1e-5)
   means = lambda c: c.reshape(-1, 25).mean(axis=1)
-  fast_gap = np.abs(means(fast) - means(ref)) / ref[0]
   ctrl_gap = np.abs(means(ctrl) - means(ref)) / ref[0]
-  assert fast_gap.max() < max(3 * ctrl_gap.max(), 0.02), (fast_gap, ctrl_gap)
+  for conv_impl in ('im2col', 'onednn') if onednn.available() else ('im2col',):
+    fast = loss_curve(InceptionOptions(conv_impl=conv_impl,
+                                       pool_impl='slices'))
+    np.testing.assert_allclose(fast[:4], ref[:4], rtol=1e-5)
+    fast_gap = np.abs(means(fast) - means(ref)) / ref[0]
+    assert fast_gap.max() < max(3 * ctrl_gap.max(), 0.02), (
+        conv_impl, fast_gap, ctrl_gap)

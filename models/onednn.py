@@ -1,0 +1,120 @@
+"""oneDNN's convolutions inside XLA:CPU programs, through jax.ffi.
+
+XLA:CPU runs a kxk convolution and its two gradients at 100-260 GF/s on this
+project's CPUs; oneDNN's brgemm kernels run the same passes at 400-580
+(scripts/bench_train.py measures the difference). csrc/onednn_conv.cc wraps
+them as three FFI targets; this module builds that library, registers the
+targets and calls them. fast_ops.onednn_conv puts the calls together into a
+differentiable convolution.
+
+The library needs oneDNN (the pinned `onednn-cpu-gomp` and
+`onednn-devel-cpu-gomp` wheels put its library and headers under the
+virtual environment) and a C++17 compiler. `make setup` builds it:
+
+  .venv/bin/python -m models.onednn        # -> build/onednn_conv.so
+
+Without it `conv_impl='auto'` uses the im2col path, and `conv_impl='onednn'`
+is refused with the reason.
+"""
+
+import ctypes
+import functools
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SOURCE = ROOT / 'csrc' / 'onednn_conv.cc'
+LIBRARY = ROOT / 'build' / 'onednn_conv.so'
+PREFIX = pathlib.Path(sys.prefix)  # Where pip puts the wheels' include/, lib/.
+BUILD_HINT = f'build it with `{sys.executable} -m models.onednn` (or make setup)'
+_TARGETS = {'onednn_conv_fwd': 'OnednnConvFwd',
+            'onednn_conv_bwd_data': 'OnednnConvBwdData',
+            'onednn_conv_bwd_weights': 'OnednnConvBwdWeights'}
+
+
+def compile_command(output=LIBRARY) -> list[str]:
+  return ['g++', '-O2', '-std=c++17', '-shared', '-fPIC',
+          f'-I{jax.ffi.include_dir()}', f'-I{PREFIX / "include"}',
+          str(SOURCE), '-o', str(output), f'-L{PREFIX / "lib"}',
+          '-l:libdnnl.so.3', f'-Wl,-rpath,{PREFIX / "lib"}']
+
+
+def build() -> pathlib.Path:
+  """Compiles csrc/onednn_conv.cc into LIBRARY; RuntimeError if it can't."""
+  if not (PREFIX / 'include' / 'oneapi' / 'dnnl' / 'dnnl.hpp').exists():
+    raise RuntimeError(f'no oneDNN headers under {PREFIX / "include"}: '
+                       'pip install -r requirements.txt (x86-64 Linux).')
+  LIBRARY.parent.mkdir(exist_ok=True)
+  partial = LIBRARY.with_suffix('.so.partial')  # Never a half-written library.
+  try:
+    done = subprocess.run(compile_command(partial), capture_output=True,
+                          text=True, check=False)
+  except FileNotFoundError as e:
+    raise RuntimeError(f'no C++ compiler: {e}') from e
+  if done.returncode:
+    raise RuntimeError(f'g++ failed:\n{done.stderr[-4000:]}')
+  partial.replace(LIBRARY)
+  return LIBRARY
+
+
+@functools.cache
+def unavailable_reason() -> str | None:
+  """None once the targets are registered, else why they can't be."""
+  if jax.default_backend() != 'cpu':
+    return f'it runs on CPU only (backend: {jax.default_backend()})'
+  if not LIBRARY.exists():
+    return f'{LIBRARY} is not built; {BUILD_HINT}'
+  if LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
+    return f'{LIBRARY} is older than {SOURCE}; {BUILD_HINT}'
+  try:
+    library = ctypes.cdll.LoadLibrary(str(LIBRARY))
+  except OSError as e:
+    return f'{LIBRARY} does not load ({e}); {BUILD_HINT}'
+  for target, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(
+        target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
+  return None
+
+
+def available() -> bool:
+  return unavailable_reason() is None
+
+
+def require() -> None:
+  """Raises a ValueError that says why oneDNN convs can't run here."""
+  reason = unavailable_reason()
+  if reason:
+    raise ValueError(f"conv_impl='onednn' is not available: {reason}. "
+                     "conv_impl='auto' falls back to 'im2col' by itself.")
+
+
+def call(target: str, out_shape, a, b, stride: int, pads) -> jax.Array:
+  """One pass (a _TARGETS key) on float32 operands a, b -> out_shape.
+
+  pads: ((top, bottom), (left, right)) spatial padding of the input.
+  """
+  require()
+  (top, bottom), (left, right) = pads
+  return jax.ffi.ffi_call(
+      target, jax.ShapeDtypeStruct(out_shape, np.float32),
+      vmap_method='sequential')(
+          a, b, stride=np.int64(stride), pad_top=np.int64(top),
+          pad_bottom=np.int64(bottom), pad_left=np.int64(left),
+          pad_right=np.int64(right))
+
+
+def main():
+  try:
+    print(f'built {build()}')
+  except RuntimeError as e:
+    print(f'oneDNN convolutions not built: {e}\n'
+          "conv_impl='auto' will use the im2col path.", file=sys.stderr)
+    sys.exit(0 if '--optional' in sys.argv else 1)
+
+
+if __name__ == '__main__':
+  main()

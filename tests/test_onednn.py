@@ -1,0 +1,69 @@
+"""models/onednn.py: where the oneDNN convolutions are used, and the errors
+when they can't be. Their values and gradients against lax are in
+tests/test_fast_ops.py (every conv case, whole networks, the loss curve)."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import train
+from configs import base
+from models import fast_ops, onednn
+from models.inception import InceptionOptions
+
+
+@pytest.fixture
+def fresh_reason():
+  """unavailable_reason() re-evaluated inside the test, and again after."""
+  onednn.unavailable_reason.cache_clear()
+  yield
+  onednn.unavailable_reason.cache_clear()
+
+
+def test_built_by_setup_in_ci():
+  """make setup builds the library: in CI it must be there, or every oneDNN
+  test would be skipped without anyone noticing."""
+  if not os.environ.get('CI'):
+    pytest.skip('only CI guarantees the set-up ran')
+  assert onednn.available(), onednn.unavailable_reason()
+
+
+def test_missing_library_is_refused_with_the_fix(monkeypatch, tmp_path,
+                                                 fresh_reason):
+  monkeypatch.setattr(onednn, 'LIBRARY', tmp_path / 'onednn_conv.so')
+  assert 'is not built' in onednn.unavailable_reason()
+  assert fast_ops.fast_conv_impl() == 'im2col'  # auto falls back.
+  with pytest.raises(ValueError, match=r'not available.*-m models\.onednn'):
+    InceptionOptions(conv_impl='onednn')
+  config = base.get_config()
+  config.model.conv_impl = 'onednn'
+  with pytest.raises(ValueError, match='make setup'):
+    train.check_config(config)  # Before any data or compilation.
+
+
+def test_stale_library_is_refused(monkeypatch, tmp_path, fresh_reason):
+  library = tmp_path / 'onednn_conv.so'
+  library.write_bytes(b'')
+  os.utime(library, (0, 0))  # Older than csrc/onednn_conv.cc.
+  monkeypatch.setattr(onednn, 'LIBRARY', library)
+  assert 'is older than' in onednn.unavailable_reason()
+
+
+def test_cpu_only(monkeypatch, fresh_reason):
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert 'CPU only' in onednn.unavailable_reason()
+  assert fast_ops.resolve('auto', fast_ops.fast_conv_impl()) == 'xla'
+
+
+def test_build_without_headers_says_what_to_install(monkeypatch, tmp_path):
+  monkeypatch.setattr(onednn, 'PREFIX', tmp_path)
+  with pytest.raises(RuntimeError, match='pip install -r requirements.txt'):
+    onednn.build()
+
+
+def test_float32_only():
+  x, kernel = jnp.zeros((1, 4, 4, 2), jnp.bfloat16), jnp.zeros((3, 3, 2, 2))
+  with pytest.raises(ValueError, match='float32'):
+    fast_ops.onednn_conv(x, kernel.astype(jnp.bfloat16))

@@ -20,7 +20,7 @@ $(STAMP): requirements.txt
 # oneDNN convolutions for XLA:CPU (models/onednn.py). Optional: without a
 # compiler or oneDNN, conv_impl=auto falls back to the im2col path.
 $(ONEDNN_LIB): csrc/onednn_conv.cc $(STAMP)
-	$(PY) -m models.onednn --optional
+	$(PY) scripts/build_onednn.py --optional
 
 # The main job: the CPU-sized naive-vs-reduced sweep on CIFAR-10, then the
 # report. Data comes from TFDS; point it at a local copy with e.g.

@@ -11,7 +11,7 @@ The library needs oneDNN (the pinned `onednn-cpu-gomp` and
 `onednn-devel-cpu-gomp` wheels put its library and headers under the
 virtual environment) and a C++17 compiler. `make setup` builds it:
 
-  .venv/bin/python -m models.onednn        # -> build/onednn_conv.so
+  .venv/bin/python scripts/build_onednn.py   # -> build/onednn_conv.so
 
 Without it `conv_impl='auto'` uses the im2col path, and `conv_impl='onednn'`
 is refused with the reason.
@@ -30,7 +30,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCE = ROOT / 'csrc' / 'onednn_conv.cc'
 LIBRARY = ROOT / 'build' / 'onednn_conv.so'
 PREFIX = pathlib.Path(sys.prefix)  # Where pip puts the wheels' include/, lib/.
-BUILD_HINT = f'build it with `{sys.executable} -m models.onednn` (or make setup)'
+BUILD_HINT = ('build it with `make setup` (or `python '
+              'scripts/build_onednn.py`)')
 _TARGETS = {'onednn_conv_fwd': 'OnednnConvFwd',
             'onednn_conv_bwd_data': 'OnednnConvBwdData',
             'onednn_conv_bwd_weights': 'OnednnConvBwdWeights'}
@@ -106,15 +107,3 @@ def call(target: str, out_shape, a, b, stride: int, pads) -> jax.Array:
           pad_bottom=np.int64(bottom), pad_left=np.int64(left),
           pad_right=np.int64(right))
 
-
-def main():
-  try:
-    print(f'built {build()}')
-  except RuntimeError as e:
-    print(f'oneDNN convolutions not built: {e}\n'
-          "conv_impl='auto' will use the im2col path.", file=sys.stderr)
-    sys.exit(0 if '--optional' in sys.argv else 1)
-
-
-if __name__ == '__main__':
-  main()

@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 import accounting
 from configs import googlenet, small_inception
+from models import onednn
 from models import ConvBlock, InceptionOptions, PointwiseConv, ReducedConv, build_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -102,6 +104,29 @@ def test_xla_cross_check_on_a_network():
   config.model.width = 0.25
   total = accounting.summarize(config)['total']
   assert 0.8 < total['xla_flops'] / (2 * total['macs']) < 1.1
+
+
+def test_cost_analysis_counts_onednn_convs_as_xla_does():
+  """XLA counts a custom call as -1 flop and byte; accounting.cost_entry
+  counts the oneDNN convolutions as XLA counts its own: equal totals."""
+  if not onednn.available():
+    pytest.skip(f'oneDNN: {onednn.unavailable_reason()}')
+  config = small_inception.get_config('module=reduced')
+  config.model.width = 0.25
+
+  def costs(conv_impl):
+    config.model.conv_impl = conv_impl
+    model = build_model(config.model)
+    x = jax.ShapeDtypeStruct((2, 28, 28, 3), jnp.float32)
+    v = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    loss = lambda v, x: model.apply(v, x).sum()
+    compiled = jax.jit(jax.grad(loss)).lower(v, x).compile()
+    return [accounting.cost_entry(compiled, k)
+            for k in ('flops', 'bytes accessed')]
+
+  xla_flops, _ = costs('xla')
+  flops, nbytes = costs('onednn')
+  assert flops == pytest.approx(xla_flops, rel=0.01) and nbytes > 0
 
 
 def test_model_table_json_compare():

@@ -616,12 +616,15 @@ def test_cpu_vector_width_auto_and_other_backends(monkeypatch):
 
 
 def test_cpu_vector_width_changes_speed_not_results():
-  # Three train steps of the test net under each width, from the same state.
+  # Two train steps of the test net under each width, from the same state.
+  # Not more: this 8x8-input net is chaotic from the third step on (with the
+  # oneDNN convs, a 1e-5 relative change to one batch-norm bias after step 1,
+  # fed to the plain XLA program, moves the loss of step 3 by 0.9%).
   config = test_config.get_config()
   stats = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
   rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (3, 8, 32, 32, 3), np.uint8)
-  labels = rng.integers(0, 10, (3, 8), np.int32)
+  images = rng.integers(0, 256, (2, 8, 32, 32, 3), np.uint8)
+  labels = rng.integers(0, 10, (2, 8), np.int32)
   results = []
   for width in ('256', '512'):
     config.cpu_vector_width = width

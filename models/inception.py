@@ -54,8 +54,11 @@ class InceptionOptions:
   def __post_init__(self):
     for name, valid in {**CHOICES, **IMPL_CHOICES}.items():
       check_choice(name, getattr(self, name), valid)
-    if self.conv_impl == 'onednn':
-      onednn.require()  # Why not, before anything compiles.
+    if self.conv_impl == 'onednn':  # Why not, before anything compiles.
+      onednn.require()
+      if self.dtype != 'float32':
+        raise ValueError(f"conv_impl='onednn' computes in float32, not "
+                         f"dtype={self.dtype!r}; use conv_impl='auto'.")
 
   @property
   def compute_dtype(self):

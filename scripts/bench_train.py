@@ -15,15 +15,18 @@ overrides) times that one config instead. Models (--models picks a subset):
   small           the small Inception net (configs/small_inception.py, 28x28).
 For each, two programs run round-robin in one process (so machine load hits
 them alike): `ours`, the repo's model as configured (conv_impl / pool_impl
-'auto': the fast CPU forms of models/fast_ops.py), and `base`, a
-straightforward linen net of the same architecture kept in this file: nn.Conv
-for every kxk conv, nn.Dense for the 1x1s, nn.max_pool, nn.BatchNorm.
+'auto': on CPU the oneDNN convolutions of models/onednn.py where built, else
+the im2col backward, and the shifted-slice pools of models/fast_ops.py), and
+`base`, a straightforward linen net of the same architecture kept in this
+file: nn.Conv for every kxk conv, nn.Dense for the 1x1s, nn.max_pool,
+nn.BatchNorm.
 
 Figures, per model and program:
   step_ms          median step time;  images_per_s = batch / step time;
-  step_gflops      XLA cost_analysis() flops of that compiled step (it
-                   counts a while loop's body once, so the fast step, whose
-                   conv weight gradients loop over image chunks, reads low);
+  step_gflops      XLA cost_analysis() flops of that compiled step, with
+                   the oneDNN convolutions added (accounting.cost_entry; XLA
+                   counts a while loop's body once, so a step whose im2col
+                   weight gradients loop over image chunks reads low);
   model_gflops     the useful work, the same for both programs: the
                    cost_analysis() of the repo model's step with
                    conv_impl='xla', pool_impl='xla';

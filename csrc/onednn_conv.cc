@@ -12,7 +12,8 @@
 // passes. Primitives are JIT-compiled once per shape and cached. Calls are
 // serialized: each uses every core through OpenMP, and two at once (XLA may
 // run independent branches concurrently) would oversubscribe them.
-// Built by models/onednn.py; called by models/onednn.py's `conv`.
+// Built by scripts/build_onednn.py (models/onednn.build); called through
+// models/onednn.call by fast_ops.onednn_conv.
 
 #include <cstdint>
 #include <map>

@@ -221,9 +221,8 @@ def onednn_conv(x, kernel, stride=1, padding='SAME'):
 
 
 def _onednn_conv_fwd(x, kernel, stride, padding):
-  if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
-    raise ValueError(f"conv_impl='onednn' computes in float32, got "
-                     f"{x.dtype} / {kernel.dtype}; use conv_impl='auto'.")
+  onednn.require(x.dtype)
+  onednn.require(kernel.dtype)
   k, f = kernel.shape[0], kernel.shape[-1]
   pads = _pads(x.shape, k, stride, padding)
   out_hw = [(size + lo + hi - k) // stride + 1

@@ -55,10 +55,7 @@ class InceptionOptions:
     for name, valid in {**CHOICES, **IMPL_CHOICES}.items():
       check_choice(name, getattr(self, name), valid)
     if self.conv_impl == 'onednn':  # Why not, before anything compiles.
-      onednn.require()
-      if self.dtype != 'float32':
-        raise ValueError(f"conv_impl='onednn' computes in float32, not "
-                         f"dtype={self.dtype!r}; use conv_impl='auto'.")
+      onednn.require(self.dtype)
 
   @property
   def compute_dtype(self):

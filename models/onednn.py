@@ -25,6 +25,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -91,8 +92,12 @@ def available() -> bool:
   return unavailable_reason() is None
 
 
-def require() -> None:
-  """Raises a ValueError that says why oneDNN convs can't run here."""
+def require(dtype='float32') -> None:
+  """Raises a ValueError that says why oneDNN convs can't run here, or can't
+  compute in `dtype` (float32 only)."""
+  if jnp.dtype(dtype) != jnp.float32:
+    raise ValueError(f"conv_impl='onednn' computes in float32, not "
+                     f"dtype={jnp.dtype(dtype).name!r}; use conv_impl='auto'.")
   reason = unavailable_reason()
   if reason:
     raise ValueError(f"conv_impl='onednn' is not available: {reason}. "
@@ -112,4 +117,3 @@ def call(target: str, out_shape, a, b, stride: int, pads) -> jax.Array:
           a, b, stride=np.int64(stride), pad_top=np.int64(top),
           pad_bottom=np.int64(bottom), pad_left=np.int64(left),
           pad_right=np.int64(right))
-

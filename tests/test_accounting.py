@@ -13,8 +13,8 @@ import pytest
 
 import accounting
 from configs import googlenet, small_inception
-from models import onednn
-from models import ConvBlock, InceptionOptions, PointwiseConv, ReducedConv, build_model
+from models import (ConvBlock, InceptionOptions, PointwiseConv, ReducedConv,
+                    build_model, onednn)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 K, M = 1024, 1e6

@@ -57,6 +57,9 @@ Figures, per model and program:
                    allocated temporaries, thread wake-ups);
   peak_mb          compiled.memory_analysis(): temp + argument + output bytes;
   speedup_vs_baseline = base step time / ours step time.
+--variants=CONV:POOL,... adds programs of the repo model with those
+conv_impl / pool_impl, timed in the same rounds, named by the pair; each
+one's time_vs_ours = its step time / ours' (above 1: auto chose better).
 
 Memory: XLA:CPU allocates the step's temporaries afresh every call, and with
 glibc's default malloc every 4 KiB page of them is faulted in again each step
@@ -103,6 +106,9 @@ flags.DEFINE_integer('repeats', 5, 'Timed rounds (median reported); width '
                      '1.0 uses min(repeats, 3).')
 flags.DEFINE_integer('batch', 128, 'Batch size.')
 flags.DEFINE_bool('baseline', True, 'Also time the plain linen baseline.')
+flags.DEFINE_list('variants', [], 'Also time the repo model with other '
+                  'impls, each CONV:POOL (conv_impl:pool_impl, e.g. '
+                  'xla:xla,im2col:slices), to check what auto picks.')
 FLAGS = flags.FLAGS
 
 MODELS = {  # name -> config spec
@@ -349,21 +355,47 @@ class GemmProbe:
     return benchlib.median(self.rates)
 
 
-def bench_model(config, repeats: int, batch: int, baseline: bool) -> dict:
+def variant_config(config, variant: str):
+  """config with model.conv_impl:pool_impl set from 'CONV:POOL'."""
+  conv, sep, pool = variant.partition(':')
+  if not sep or not conv or not pool:
+    raise ValueError(f'--variants entry {variant!r}: write CONV:POOL, '
+                     'e.g. xla:slices.')
+  config = config.copy_and_resolve_references()
+  config.model.conv_impl, config.model.pool_impl = conv, pool
+  build_model(config.model)  # Unknown or unavailable impls raise here.
+  return config
+
+
+def bench_model(config, repeats: int, batch: int, baseline: bool,
+                variants=(), log=lambda msg: None) -> dict:
   config = config.copy_and_resolve_references()
   config.batch_size = batch
-  programs = {'ours': Stepper(build_model(config.model), config, batch)}
+  models = {'ours': (build_model(config.model), config)}
   if baseline:
-    programs['base'] = Stepper(baseline_model(config), config, batch)
+    models['base'] = (baseline_model(config), config)
+  for v in variants:
+    vc = variant_config(config, v)
+    models[v] = (build_model(vc.model), vc)
+  programs = {}
+  for name, (model, cfg) in models.items():
+    t0 = time.perf_counter()
+    programs[name] = Stepper(model, cfg, batch)
+    log(f'  {name}: compiled in {time.perf_counter() - t0:.1f} s')
   gemm = GemmProbe()
+  t0 = time.perf_counter()
   times = benchlib.time_interleaved({**programs, 'gemm': gemm}, repeats,
                                     warmup=1)
+  log(f'  timed {repeats} rounds in {time.perf_counter() - t0:.1f} s')
   gemm.rates = gemm.rates[1:]  # Drop the warmup round.
   gemm_gf = gemm.gflops()
+  t0 = time.perf_counter()
   useful = model_flops(config, batch)
   row = {'model': config.model.to_dict(), 'batch': batch,
          'model_gflops': useful / 1e9, 'gemm_gflops': gemm_gf,
          **gemm_bound(config, batch), 'stream_gbps': stream_gbps()}
+  log(f'  model flops, layer GEMMs, bandwidth in '
+      f'{time.perf_counter() - t0:.1f} s')
   for name, prog in programs.items():
     t = benchlib.median(times[name])
     achieved = benchlib.gflops(useful, t)
@@ -385,26 +417,32 @@ def bench_model(config, repeats: int, batch: int, baseline: bool) -> dict:
     row['speedup_vs_baseline'] = (row['base']['step_ms'] /
                                   row['ours']['step_ms'])
     row['paired_speedup'] = benchlib.paired_ratio(times['base'], times['ours'])
+  for v in variants:
+    row[v]['time_vs_ours'] = row[v]['step_ms'] / row['ours']['step_ms']
+    if baseline:
+      row[v]['speedup_vs_baseline'] = (row['base']['step_ms'] /
+                                       row[v]['step_ms'])
   return row
 
 
 def print_table(out):
   print(f'device: {out["device"]}, batch {out["batch"]}, float32, median of '
         f'the repeats; GF/s; GLIBC_TUNABLES={out["glibc_tunables"]!r}')
-  hdr = (f'{"model":9} {"prog":4} {"step ms":>9} {"img/s":>7} {"step GF":>8} '
+  hdr = (f'{"model":9} {"prog":13} {"step ms":>9} {"img/s":>7} {"step GF":>8} '
          f'{"model GF":>8} {"GF/s":>7} {"gemm":>7} {"util":>5} {"bound":>5} '
          f'{"GB":>6} {"mem":>5} {"sys ms":>6} {"peak MB":>8} {"spread":>6} '
          f'{"speedup":>7}')
   print(hdr)
   print('-' * len(hdr))
   for name, r in out['models'].items():
-    for prog in ('base', 'ours'):
+    for prog in ('base', 'ours', *out['variants']):
       if prog not in r:
         continue
       p = r[prog]
-      speed = (f'{r["speedup_vs_baseline"]:7.2f}' if prog == 'ours' and
-               'speedup_vs_baseline' in r else '')
-      print(f'{name:9} {prog:4} {p["step_ms"]:9.1f} {p["images_per_s"]:7.1f} '
+      speedup = p.get('speedup_vs_baseline', r.get('speedup_vs_baseline')
+                      if prog == 'ours' else None)
+      speed = f'{speedup:7.2f}' if speedup else ''
+      print(f'{name:9} {prog:13} {p["step_ms"]:9.1f} {p["images_per_s"]:7.1f} '
             f'{p["step_gflops"]:8.2f} {r["model_gflops"]:8.2f} '
             f'{p["achieved_gflops"]:7.1f} {r["gemm_gflops"]:7.1f} '
             f'{p["utilization"]:5.2f} {p["gemm_bound_fraction"]:5.2f} '
@@ -431,7 +469,8 @@ def selected_configs() -> dict:
 def run_info() -> dict:
   """The header of the JSON output: device, batch, malloc setting."""
   return {'device': benchlib.device_info(), 'batch': FLAGS.batch,
-          'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''), 'models': {}}
+          'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
+          'variants': FLAGS.variants, 'models': {}}
 
 
 def main(argv):
@@ -441,7 +480,7 @@ def main(argv):
   for name, config in configs.items():
     repeats = min(FLAGS.repeats, 3) if name == 'g10' else FLAGS.repeats
     out['models'][name] = bench_model(config, repeats, FLAGS.batch,
-                                      FLAGS.baseline)
+                                      FLAGS.baseline, FLAGS.variants, log)
     log(f'{name}: done')
   if FLAGS.json:
     benchlib.print_json(out)

@@ -43,3 +43,14 @@ def test_gemm_bound_times_every_shape():
 def test_stream_bandwidth_is_measured():
   # 8 MB: x <- 0.5 x + 1 reads and writes 16 MB per call.
   assert bench_train.stream_gbps(megabytes=8, calls=3) > 0.1
+
+
+def test_variant_config_sets_both_impls_and_refuses_bad_entries():
+  config = load_config('configs/test.py')
+  v = bench_train.variant_config(config, 'xla:slices')
+  assert (v.model.conv_impl, v.model.pool_impl) == ('xla', 'slices')
+  assert (config.model.conv_impl, config.model.pool_impl) == ('auto', 'auto')
+  with pytest.raises(ValueError, match='CONV:POOL'):
+    bench_train.variant_config(config, 'xla')
+  with pytest.raises(ValueError, match='conv_impl'):
+    bench_train.variant_config(config, 'winograd:xla')

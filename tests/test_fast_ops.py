@@ -152,7 +152,9 @@ def test_weight_grad_method_choice():
 def test_conv_forward_is_the_lax_conv():
   """Same forward HLO: the fast form only changes the backward pass."""
   x, kernel = normal(5, (2, 8, 8, 4)), normal(6, (3, 3, 4, 8))
-  ops = lambda f: jax.jit(f).lower(x, kernel).compile().as_text().count(
+  # The HLO before optimization: GPU compilers rewrite convolutions into
+  # cuDNN custom calls.
+  ops = lambda f: jax.jit(f).lower(x, kernel).as_text('hlo').count(
       'convolution(')
   assert ops(lambda x, kk: fast_ops.conv(x, kk)) == ops(
       lambda x, kk: fast_ops.lax_conv(x, kk)) == 1
@@ -319,7 +321,8 @@ def test_networks_equal_across_impls(name, conv_impl, pool_impl):
 
 def test_conv_block_param_paths_do_not_depend_on_impl():
   x = jnp.zeros((1, 6, 6, 3))
-  for impl in fast_ops.CONV_IMPLS:
+  impls = [i for i in fast_ops.CONV_IMPLS if i != 'onednn' or onednn.available()]
+  for impl in impls:
     p = jax.eval_shape(ConvBlock(5, 3, impl=impl, use_bias=True).init, KEY,
                        x)['params']
     assert jax.tree.map(jnp.shape, p) == {

@@ -120,7 +120,9 @@ def cost_entry(compiled: Any, key: str) -> float:
   'bytes accessed' (every instruction's operand and output bytes).
 
   XLA knows nothing of custom calls (it counts each as -1); the oneDNN
-  convolutions' are added here, counted as XLA counts its own convolution.
+  passes' are added here: a convolution's as XLA counts its own, a max
+  pool's forward as XLA counts a reduce-window max (k*k - 1 per output), its
+  backward as one add per output.
   """
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -132,9 +134,11 @@ def cost_entry(compiled: Any, key: str) -> float:
 
 
 _CUSTOM_CALL = re.compile(
-    r'= f32\[([\d,]+)\]\S* custom-call\(.*custom_call_target="onednn_conv_'
-    r'(\w+)", operand_layout_constraints=\{f32\[([\d,]+)\]\S*, '
-    r'f32\[([\d,]+)\]\S*\}.*backend_config=\{([^}]*)\}')
+    r'= (.*) custom-call\(.*custom_call_target="onednn_(\w+)", '
+    r'operand_layout_constraints=\{(.*)\}, api_version.*'
+    r'backend_config=\{([^}]*)\}')
+_SHAPE = re.compile(r'(f32|u8)\[([\d,]+)\]')
+_ITEMSIZE = {'f32': 4, 'u8': 1}
 
 
 def _valid_taps(size: int, k: int, stride: int, lo: int, out: int) -> int:
@@ -144,18 +148,28 @@ def _valid_taps(size: int, k: int, stride: int, lo: int, out: int) -> int:
 
 
 def _onednn_calls(hlo: str):
-  """{'flops', 'bytes accessed'} of each oneDNN convolution pass in `hlo`."""
+  """{'flops', 'bytes accessed'} of each oneDNN pass in `hlo`."""
   for m in _CUSTOM_CALL.finditer(hlo):
-    out, pass_, a, b = (m[1], m[2], m[3], m[4])
-    out, a, b = ([int(d) for d in s.split(',')] for s in (out, a, b))
-    attrs = dict(re.findall(r'(\w+) = (-?\d+)', m[5]))
-    x, y, w = {'fwd': (a, out, b), 'bwd_data': (out, a, b),
-               'bwd_weights': (a, b, out)}[pass_]
-    s = int(attrs['stride'])
-    taps = (_valid_taps(x[1], w[0], s, int(attrs['pad_top']), y[1]) *
-            _valid_taps(x[2], w[1], s, int(attrs['pad_left']), y[2]))
-    yield {'flops': 2.0 * x[0] * taps * w[2] * w[3],
-           'bytes accessed': 4.0 * sum(map(math.prod, (out, a, b)))}
+    results, operands = _SHAPE.findall(m[1]), _SHAPE.findall(m[3])
+    attrs = {k: int(v) for k, v in re.findall(r'(\w+) = (-?\d+)', m[4])}
+    shapes = [[int(d) for d in dims.split(',')] for _, dims in
+              results + operands]
+    nbytes = sum(_ITEMSIZE[t] * math.prod(s) for (t, _), s in
+                 zip(results + operands, shapes))
+    out, a = shapes[0], shapes[len(results)]
+    if m[2].startswith('max_pool'):
+      fwd = m[2] == 'max_pool_fwd'
+      flops = math.prod(out if fwd else a) * (attrs['window']**2 - 1 if fwd
+                                              else 1)
+    else:
+      b = shapes[len(results) + 1]
+      x, y, w = {'conv_fwd': (a, out, b), 'conv_bwd_data': (out, a, b),
+                 'conv_bwd_weights': (a, b, out)}[m[2]]
+      s = attrs['stride']
+      taps = (_valid_taps(x[1], w[0], s, attrs['pad_top'], y[1]) *
+              _valid_taps(x[2], w[1], s, attrs['pad_left'], y[2]))
+      flops = 2.0 * x[0] * taps * w[2] * w[3]
+    yield {'flops': float(flops), 'bytes accessed': float(nbytes)}
 
 
 def cost_flops(compiled: Any) -> float:

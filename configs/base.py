@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
       # How convs / pools are computed (models/fast_ops.py); same params and
       # math. auto: the fast forms on CPU, the lax ops on GPU/TPU.
       conv_impl='auto',        # auto | xla | im2col | onednn (models/onednn.py).
-      pool_impl='auto',        # auto | xla | slices (shifted-slice pools).
+      pool_impl='auto',        # auto | xla | slices | onednn (max pools).
   ))
   config.image_size = 32       # Network input is image_size x image_size x 3.
 

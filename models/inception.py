@@ -28,11 +28,12 @@ CHOICES = {
     'dtype': ('float32', 'bfloat16'),
 }
 # How convs and pools are computed (models/fast_ops.py); same params and math.
-# 'auto' picks per backend: the fast GEMM / shifted-slice forms on CPU, the lax
-# ops elsewhere (cuDNN and the TPU compiler handle those well).
+# 'auto' picks per backend: oneDNN (where built) or the fast GEMM /
+# shifted-slice forms on CPU, the lax ops elsewhere (cuDNN and the TPU
+# compiler handle those well).
 IMPL_CHOICES = {
     'conv_impl': fast_ops.CONV_IMPLS,  # auto | xla | im2col | onednn.
-    'pool_impl': fast_ops.POOL_IMPLS,  # auto | xla | slices.
+    'pool_impl': fast_ops.POOL_IMPLS,  # auto | xla | slices | onednn.
 }
 
 
@@ -49,12 +50,12 @@ class InceptionOptions:
   fuse_pointwise: bool = True  # 1x1 siblings that read x as one GEMM.
   dtype: str = 'float32'      # Compute dtype; params stay float32.
   conv_impl: str = 'auto'     # kxk convs: auto | xla | im2col | onednn.
-  pool_impl: str = 'auto'     # Pools: auto | xla | slices.
+  pool_impl: str = 'auto'     # Pools: auto | xla | slices | onednn.
 
   def __post_init__(self):
     for name, valid in {**CHOICES, **IMPL_CHOICES}.items():
       check_choice(name, getattr(self, name), valid)
-    if self.conv_impl == 'onednn':  # Why not, before anything compiles.
+    if 'onednn' in (self.conv_impl, self.pool_impl):  # Before compiling.
       onednn.require(self.dtype)
 
   @property

@@ -85,7 +85,8 @@ class ConvBlock(nn.Module):
                           name='pointwise')(y)
       else:
         check_choice('impl', self.impl, fast_ops.CONV_IMPLS)
-        impl = fast_ops.resolve(self.impl, fast_ops.fast_conv_impl(self.dtype))
+        fast = fast_ops.fast_impl('im2col', self.dtype)
+        impl = fast_ops.resolve(self.impl, fast)
         kw = dict(use_bias=self.use_bias, dtype=self.dtype, name='conv')
         y = (nn.Conv(self.features, window, strides, self.padding, **kw)
              if impl == 'xla' else
@@ -102,12 +103,14 @@ class Pool(nn.Module):
 
   impl='slices' (fast_ops.max_pool / avg_pool): maxima / sums of shifted
   slices, whose gradient avoids XLA:CPU's slow select-and-scatter.
+  impl='onednn': stride-1 max pools in oneDNN (fast_ops.onednn_max_pool);
+  strided and average pools as 'slices', which is faster for them.
   """
   kind: str = 'max'
   window: int = 3
   stride: int = 1
   padding: str = 'SAME'
-  impl: str = 'auto'  # auto | xla | slices (models/fast_ops.py).
+  impl: str = 'auto'  # auto | xla | slices | onednn (models/fast_ops.py).
 
   def layer_type(self, in_shape) -> str:
     return f'{self.kind}pool{self.window}x{self.window}/{self.stride}'
@@ -119,7 +122,11 @@ class Pool(nn.Module):
   def __call__(self, x):
     check_choice('pool', self.kind, POOLS)
     check_choice('impl', self.impl, fast_ops.POOL_IMPLS)
-    if fast_ops.resolve(self.impl, 'slices') == 'slices':
+    impl = fast_ops.resolve(self.impl, fast_ops.fast_impl('slices', x.dtype))
+    if impl == 'onednn' and self.kind == 'max' and self.stride == 1:
+      return fast_ops.onednn_max_pool(x, self.window, self.stride,
+                                      self.padding)
+    if impl != 'xla':
       pool = fast_ops.max_pool if self.kind == 'max' else fast_ops.avg_pool
       return pool(x, self.window, self.stride, self.padding)
     pool = nn.max_pool if self.kind == 'max' else nn.avg_pool

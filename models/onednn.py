@@ -1,11 +1,12 @@
-"""oneDNN's convolutions inside XLA:CPU programs, through jax.ffi.
+"""oneDNN's convolutions and max pools inside XLA:CPU programs, through jax.ffi.
 
 XLA:CPU runs a kxk convolution and its two gradients at 100-260 GF/s on this
 project's CPUs; oneDNN's brgemm kernels run the same passes at 400-580
-(scripts/bench_train.py measures the difference). csrc/onednn_conv.cc wraps
-them as three FFI targets; this module builds that library, registers the
-targets and calls them. fast_ops.onednn_conv puts the calls together into a
-differentiable convolution.
+(scripts/bench_train.py measures the difference). Its stride-1 max pool,
+forward and backward, is 2-3x faster than fast_ops.max_pool. The library
+csrc/onednn_conv.cc wraps them as five FFI targets; this module builds it,
+registers the targets and calls them. fast_ops.onednn_conv and
+fast_ops.onednn_max_pool put the calls together into differentiable ops.
 
 The library needs oneDNN (the pinned `onednn-cpu-gomp` and
 `onednn-devel-cpu-gomp` wheels put its library and headers under the
@@ -36,7 +37,9 @@ BUILD_HINT = ('build it with `make setup` (or `python '
               'scripts/build_onednn.py`)')
 _TARGETS = {'onednn_conv_fwd': 'OnednnConvFwd',
             'onednn_conv_bwd_data': 'OnednnConvBwdData',
-            'onednn_conv_bwd_weights': 'OnednnConvBwdWeights'}
+            'onednn_conv_bwd_weights': 'OnednnConvBwdWeights',
+            'onednn_max_pool_fwd': 'OnednnMaxPoolFwd',
+            'onednn_max_pool_bwd': 'OnednnMaxPoolBwd'}
 
 
 def compile_command(output=LIBRARY) -> list[str]:
@@ -104,16 +107,16 @@ def require(dtype='float32') -> None:
                      "conv_impl='auto' falls back to 'im2col' by itself.")
 
 
-def call(target: str, out_shape, a, b, stride: int, pads) -> jax.Array:
-  """One pass (a _TARGETS key) on float32 operands a, b -> out_shape.
+def call(target: str, results, *operands, stride: int, pads, **attrs):
+  """One pass (a _TARGETS key) on float32 operands -> `results` (a
+  jax.ShapeDtypeStruct, or a tuple of them).
 
-  pads: ((top, bottom), (left, right)) spatial padding of the input.
+  pads: ((top, bottom), (left, right)) spatial padding of the input; attrs:
+  further integer attributes (a pool's window).
   """
   require()
   (top, bottom), (left, right) = pads
-  return jax.ffi.ffi_call(
-      target, jax.ShapeDtypeStruct(out_shape, np.float32),
-      vmap_method='sequential')(
-          a, b, stride=np.int64(stride), pad_top=np.int64(top),
-          pad_bottom=np.int64(bottom), pad_left=np.int64(left),
-          pad_right=np.int64(right))
+  ints = dict(stride=stride, pad_top=top, pad_bottom=bottom, pad_left=left,
+              pad_right=right, **attrs)
+  return jax.ffi.ffi_call(target, results, vmap_method='sequential')(
+      *operands, **{k: np.int64(v) for k, v in ints.items()})

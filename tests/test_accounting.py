@@ -13,8 +13,8 @@ import pytest
 
 import accounting
 from configs import googlenet, small_inception
-from models import (ConvBlock, InceptionOptions, PointwiseConv, ReducedConv,
-                    build_model, onednn)
+from models import (ConvBlock, InceptionOptions, PointwiseConv, Pool,
+                    ReducedConv, build_model, onednn)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 K, M = 1024, 1e6
@@ -127,6 +127,25 @@ def test_cost_analysis_counts_onednn_convs_as_xla_does():
   xla_flops, _ = costs('xla')
   flops, nbytes = costs('onednn')
   assert flops == pytest.approx(xla_flops, rel=0.01) and nbytes > 0
+
+
+@pytest.mark.parametrize('window', [3, 5])
+def test_cost_analysis_counts_onednn_max_pools(window):
+  """Forward: as XLA counts a reduce-window max (k*k - 1 per output), and
+  every byte of x, y and the one-byte index; backward: one add per output."""
+  if not onednn.available():
+    pytest.skip(f'oneDNN: {onednn.unavailable_reason()}')
+  x = jnp.ones((2, 7, 9, 3))
+  n = x.size  # Stride 1, SAME: as many outputs as inputs.
+  cost = lambda f: [accounting.cost_entry(jax.jit(f).lower(x).compile(), k)
+                    for k in ('flops', 'bytes accessed')]
+  pool = lambda impl: lambda x: Pool('max', window, impl=impl).apply({}, x)
+  xla_flops, _ = cost(pool('xla'))
+  flops, nbytes = cost(pool('onednn'))
+  assert flops == xla_flops == n * (window**2 - 1)
+  assert nbytes == n * (4 + 4 + 1)
+  grad_flops, _ = cost(jax.grad(lambda x: pool('onednn')(x).sum()))
+  assert grad_flops == flops + n  # The sum's gradient is a constant.
 
 
 def test_model_table_json_compare():

@@ -180,12 +180,19 @@ def permutation(shape, seed=0):
   return jnp.asarray(v.reshape(shape) / v.size - 0.5, jnp.float32)
 
 
-@pytest.mark.parametrize('kind', ['max', 'avg'])
+FAST_MAX_POOLS = [pytest.param(fast_ops.max_pool, id='slices'),
+                  pytest.param(fast_ops.onednn_max_pool, id='onednn',
+                               marks=needs_onednn)]
+FAST_POOLS = [pytest.param('max', p.values[0], id=f'max-{p.id}', marks=p.marks)
+              for p in FAST_MAX_POOLS] + [
+                  pytest.param('avg', fast_ops.avg_pool, id='avg-slices')]
+
+
+@pytest.mark.parametrize('kind,ours', FAST_POOLS)
 @pytest.mark.parametrize('shape,window,stride,padding', POOL_CASES)
-def test_pool_matches_flax(kind, shape, window, stride, padding):
+def test_pool_matches_flax(kind, ours, shape, window, stride, padding):
   x = permutation(shape)
   ref = nn.max_pool if kind == 'max' else nn.avg_pool
-  ours = fast_ops.max_pool if kind == 'max' else fast_ops.avg_pool
   y0, (dx0,) = value_and_grads(
       lambda x: ref(x, (window,) * 2, (stride,) * 2, padding), x)
   y1, (dx1,) = jax.jit(lambda x: value_and_grads(
@@ -196,21 +203,22 @@ def test_pool_matches_flax(kind, shape, window, stride, padding):
   assert_close(dx1, dx0, atol=1e-6)
 
 
+@pytest.mark.parametrize('max_pool', FAST_MAX_POOLS)
 @pytest.mark.parametrize('stride', [1, 2])
-def test_max_pool_ties_go_to_the_first_max_like_select_and_scatter(stride):
+def test_max_pool_ties_go_to_the_first_max_like_select_and_scatter(
+    stride, max_pool):
   """On ties lax routes the whole gradient to the first max of the window in
-  row-major order; so does the fast form (a plain chain of jnp.maximum would
+  row-major order; so do the fast forms (a plain chain of jnp.maximum would
   split it between the tied entries instead)."""
   x = jnp.asarray(np.random.default_rng(1).integers(0, 3, (2, 8, 8, 3)),
                   jnp.float32)  # Many ties.
   y0, (dx0,) = value_and_grads(
       lambda x: nn.max_pool(x, (3, 3), (stride, stride), 'SAME'), x)
-  y1, (dx1,) = value_and_grads(
-      lambda x: fast_ops.max_pool(x, 3, stride, 'SAME'), x)
+  y1, (dx1,) = value_and_grads(lambda x: max_pool(x, 3, stride, 'SAME'), x)
   np.testing.assert_array_equal(y1, y0)
   assert_close(dx1, dx0, atol=1e-6)
   zeros = jnp.zeros((1, 4, 4, 1))
-  _, (dx,) = value_and_grads(lambda x: fast_ops.max_pool(x, 3, 1), zeros)
+  _, (dx,) = value_and_grads(lambda x: max_pool(x, 3, 1), zeros)
   _, (dx_ref,) = value_and_grads(
       lambda x: nn.max_pool(x, (3, 3), (1, 1), 'SAME'), zeros)
   np.testing.assert_allclose(dx, dx_ref, atol=1e-6)
@@ -231,9 +239,9 @@ def test_auto_picks_per_backend(monkeypatch):
   assert fast_ops.resolve('auto', 'im2col') == (
       'im2col' if jax.default_backend() == 'cpu' else 'xla')
   # oneDNN where it is built, for float32 compute; im2col otherwise.
-  assert fast_ops.fast_conv_impl() == (
+  assert fast_ops.fast_impl('im2col') == (
       'onednn' if onednn.available() else 'im2col')
-  assert fast_ops.fast_conv_impl(jnp.bfloat16) == 'im2col'
+  assert fast_ops.fast_impl('im2col', jnp.bfloat16) == 'im2col'
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert fast_ops.resolve('auto', 'im2col') == 'xla'
   assert fast_ops.resolve('im2col', 'im2col') == 'im2col'  # Explicit wins.
@@ -267,7 +275,7 @@ def assert_trees_close(a, b, **kw):
     assert_close(x, y, **kw)
 
 
-IMPLS = [('im2col', 'slices'), pytest.param('onednn', 'slices',
+IMPLS = [('im2col', 'slices'), pytest.param('onednn', 'onednn',
                                              marks=needs_onednn),
          ('im2col', 'xla'), ('xla', 'slices')]
 FULL_NETWORKS = ('googlenet', 'small_inception')  # Slow to compile: two pairs.
@@ -277,6 +285,7 @@ NETWORKS = {
     'conv_block_valid': (lambda o: o.conv(6, 5, padding='VALID'),
                          (2, 9, 9, 4)),
     'pool': (lambda o: o.pool_layer('max', 3, 2), (2, 9, 9, 4)),
+    'pool_stride1': (lambda o: o.pool_layer('max', 3, 1), (2, 9, 9, 4)),
     'inception': (lambda o: InceptionModule(4, 3, 5, 2, 3, 2, o),
                   (2, 6, 6, 5)),
     'naive_inception': (lambda o: InceptionModule(
@@ -294,19 +303,20 @@ NETWORKS = {
 @pytest.mark.parametrize('conv_impl,pool_impl', IMPLS)
 @pytest.mark.parametrize('name', sorted(NETWORKS))
 def test_networks_equal_across_impls(name, conv_impl, pool_impl):
-  if name in FULL_NETWORKS and pool_impl != 'slices':
+  if name in FULL_NETWORKS and pool_impl == 'xla':
     pytest.skip('Whole networks: the all-fast pairs only (compile time).')
   build, shape = NETWORKS[name]
   ref = build(InceptionOptions(conv_impl='xla', pool_impl='xla'))
   fast = build(InceptionOptions(conv_impl=conv_impl, pool_impl=pool_impl))
   x = normal(10, shape)
-  kw = {} if name == 'pool' else {'train': True}
+  pool = name.startswith('pool')
+  kw = {} if pool else {'train': True}
   v_ref = random_variables(ref, x, seed=7, **kw)
   # Same param names and shapes: checkpoints and accounting are unaffected.
   shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(
       functools.partial(m.init, **kw), KEY, x))
   assert shapes(fast) == shapes(ref)
-  if name == 'pool':
+  if pool:
     y0 = jax.jit(ref.apply)(v_ref, x)
     y1 = jax.jit(fast.apply)(v_ref, x)
     np.testing.assert_array_equal(y1, y0)
@@ -321,7 +331,8 @@ def test_networks_equal_across_impls(name, conv_impl, pool_impl):
 
 def test_conv_block_param_paths_do_not_depend_on_impl():
   x = jnp.zeros((1, 6, 6, 3))
-  impls = [i for i in fast_ops.CONV_IMPLS if i != 'onednn' or onednn.available()]
+  impls = [i for i in fast_ops.CONV_IMPLS
+           if i != 'onednn' or onednn.available()]
   for impl in impls:
     p = jax.eval_shape(ConvBlock(5, 3, impl=impl, use_bias=True).init, KEY,
                        x)['params']
@@ -389,9 +400,10 @@ def test_training_curve_unchanged_by_fast_paths():
   assert ref[-25:].mean() < 0.25 * ref[0]  # It learns (memorises 32 images).
   means = lambda c: c.reshape(-1, 25).mean(axis=1)
   ctrl_gap = np.abs(means(ctrl) - means(ref)) / ref[0]
-  for conv_impl in ('im2col', 'onednn') if onednn.available() else ('im2col',):
+  impls = [('im2col', 'slices')] + [('onednn', 'onednn')] * onednn.available()
+  for conv_impl, pool_impl in impls:
     fast = loss_curve(InceptionOptions(conv_impl=conv_impl,
-                                       pool_impl='slices'))
+                                       pool_impl=pool_impl))
     np.testing.assert_allclose(fast[:4], ref[:4], rtol=1e-5)
     fast_gap = np.abs(means(fast) - means(ref)) / ref[0]
     assert fast_gap.max() < max(3 * ctrl_gap.max(), 0.02), (

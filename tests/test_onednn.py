@@ -34,9 +34,11 @@ def test_missing_library_is_refused_with_the_fix(monkeypatch, tmp_path,
                                                  fresh_reason):
   monkeypatch.setattr(onednn, 'LIBRARY', tmp_path / 'onednn_conv.so')
   assert 'is not built' in onednn.unavailable_reason()
-  assert fast_ops.fast_conv_impl() == 'im2col'  # auto falls back.
-  with pytest.raises(ValueError, match=r'not available.*scripts/build_onednn\.py'):
-    InceptionOptions(conv_impl='onednn')
+  assert fast_ops.fast_impl('im2col') == 'im2col'  # auto falls back.
+  for knob in ('conv_impl', 'pool_impl'):
+    with pytest.raises(ValueError,
+                       match=r'not available.*scripts/build_onednn\.py'):
+      InceptionOptions(**{knob: 'onednn'})
   config = base.get_config()
   config.model.conv_impl = 'onednn'
   with pytest.raises(ValueError, match='make setup'):
@@ -54,7 +56,7 @@ def test_stale_library_is_refused(monkeypatch, tmp_path, fresh_reason):
 def test_cpu_only(monkeypatch, fresh_reason):
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert 'CPU only' in onednn.unavailable_reason()
-  assert fast_ops.resolve('auto', fast_ops.fast_conv_impl()) == 'xla'
+  assert fast_ops.resolve('auto', fast_ops.fast_impl('im2col')) == 'xla'
 
 
 def test_build_without_headers_says_what_to_install(monkeypatch, tmp_path):

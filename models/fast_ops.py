@@ -6,8 +6,8 @@
   again on CPU where its library is built; the default there.
 - `max_pool` / `avg_pool`: maxima / sums of shifted slices, with a cheap
   gradient (no select-and-scatter).
-- `onednn_max_pool`: both passes in oneDNN, 2-3x faster again than
-  `max_pool` at stride 1 (slower strided: there `max_pool` stays).
+- `onednn_max_pool`: oneDNN's max pool (strided: its forward, then the
+  `max_pool` backward), 1.5-3x faster again than `max_pool`.
 `resolve('auto', ...)` picks these on CPU and the lax ops on GPU/TPU.
 Checked against lax in tests/test_fast_ops.py; timed by scripts/bench_train.py.
 """
@@ -257,9 +257,10 @@ def _out_shape(shape, window, stride, pads, features):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def onednn_max_pool(x, window=3, stride=1, padding='SAME'):
-  """nn.max_pool's values and gradient, both passes in oneDNN: the forward
-  saves each output's window position of its first maximum (one byte), the
-  backward adds the output gradient there."""
+  """nn.max_pool's values and gradient in oneDNN: the forward saves each
+  output's window position of its first maximum (one byte, the same index
+  as max_pool's), the backward adds the output gradient there (strided: the
+  max_pool backward, from that index)."""
   return _onednn_max_pool_fwd(x, window, stride, padding)[0]
 
 
@@ -275,6 +276,8 @@ def _onednn_max_pool_fwd(x, window, stride, padding):
 
 def _onednn_max_pool_bwd(window, stride, padding, res, g):
   where, shape = res
+  if stride > 1:  # oneDNN's strided backward is 2x slower than the gather.
+    return _max_pool_bwd(window, stride, padding, res, g)
   pads = _pads(shape, window, stride, padding)
   return (onednn.call('onednn_max_pool_bwd', _f32(shape), g, where,
                       window=window, stride=stride, pads=pads),)
@@ -350,7 +353,8 @@ def _max_pool_bwd(window, stride, padding, res, g):
   """dx[p] = sum_t [first[o] == t] g[o] over the o whose tap t is p.
 
   Gathered, for one fused loop: g and `first` are dilated by the stride
-  (holes: 0 and -1) and padded once; tap (i, j) reads them shifted back.
+  (holes: 0 and k*k, no tap) and padded once; tap (i, j) reads them shifted
+  back. `first` may be int8 or oneDNN's uint8 index (onednn_max_pool).
   """
   first, (n, h, w, c) = res
   k, out_hw = window, g.shape[1:3]
@@ -360,7 +364,7 @@ def _max_pool_bwd(window, stride, padding, res, g):
       for l, size, o in zip(lo, (h, w), out_hw)] + [(0, 0, 0)]
   g, first = lax.optimization_barrier((g, first))
   gd = lax.pad(g, jnp.zeros((), g.dtype), config)
-  fd = lax.pad(first, jnp.asarray(-1, first.dtype), config)
+  fd = lax.pad(first, jnp.asarray(k * k, first.dtype), config)
   zero = jnp.zeros((), g.dtype)
   parts = []
   for i in range(k):

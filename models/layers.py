@@ -103,8 +103,8 @@ class Pool(nn.Module):
 
   impl='slices' (fast_ops.max_pool / avg_pool): maxima / sums of shifted
   slices, whose gradient avoids XLA:CPU's slow select-and-scatter.
-  impl='onednn': stride-1 max pools in oneDNN (fast_ops.onednn_max_pool);
-  strided and average pools as 'slices', which is faster for them.
+  impl='onednn': max pools in oneDNN (fast_ops.onednn_max_pool); average
+  pools as 'slices'.
   """
   kind: str = 'max'
   window: int = 3
@@ -123,7 +123,7 @@ class Pool(nn.Module):
     check_choice('pool', self.kind, POOLS)
     check_choice('impl', self.impl, fast_ops.POOL_IMPLS)
     impl = fast_ops.resolve(self.impl, fast_ops.fast_impl('slices', x.dtype))
-    if impl == 'onednn' and self.kind == 'max' and self.stride == 1:
+    if impl == 'onednn' and self.kind == 'max':
       return fast_ops.onednn_max_pool(x, self.window, self.stride,
                                       self.padding)
     if impl != 'xla':

@@ -15,8 +15,9 @@ overrides) times that one config instead. Models (--models picks a subset):
   small           the small Inception net (configs/small_inception.py, 28x28).
 For each, two programs run round-robin in one process (so machine load hits
 them alike): `ours`, the repo's model as configured (conv_impl / pool_impl
-'auto': on CPU the oneDNN convolutions of models/onednn.py where built, else
-the im2col backward, and the shifted-slice pools of models/fast_ops.py), and
+'auto': on CPU the oneDNN convolutions and max pools of models/onednn.py
+where built, else the im2col backward and the shifted-slice pools of
+models/fast_ops.py), and
 `base`, a straightforward linen net of the same architecture kept in this
 file: nn.Conv for every kxk conv, nn.Dense for the 1x1s, nn.max_pool,
 nn.BatchNorm.

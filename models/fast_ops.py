@@ -227,9 +227,9 @@ def _onednn_conv_fwd(x, kernel, stride, padding):
   onednn.require(kernel.dtype)
   k, f = kernel.shape[0], kernel.shape[-1]
   pads = _pads(x.shape, k, stride, padding)
-  y = onednn.call('onednn_conv_fwd', _f32(_out_shape(x.shape, k, stride, pads,
-                                                     f)),
-                  x, kernel, stride=stride, pads=pads)
+  out = _out_shape(x.shape, k, stride, pads, f)
+  y = onednn.call('onednn_conv_fwd', _f32(out), x, kernel, stride=stride,
+                  pads=pads)
   return y, (x, kernel)
 
 
@@ -266,6 +266,9 @@ def onednn_max_pool(x, window=3, stride=1, padding='SAME'):
 
 def _onednn_max_pool_fwd(x, window, stride, padding):
   onednn.require(x.dtype)
+  if window * window > 255:  # The index is one byte.
+    raise ValueError(f'onednn_max_pool: window={window} is over 15; use '
+                     "pool_impl='slices'.")
   pads = _pads(x.shape, window, stride, padding)
   out = _out_shape(x.shape, window, stride, pads, x.shape[-1])
   y, where = onednn.call('onednn_max_pool_fwd',

@@ -440,8 +440,7 @@ def print_table(out):
       if prog not in r:
         continue
       p = r[prog]
-      speedup = p.get('speedup_vs_baseline', r.get('speedup_vs_baseline')
-                      if prog == 'ours' else None)
+      speedup = (r if prog == 'ours' else p).get('speedup_vs_baseline')
       speed = f'{speedup:7.2f}' if speedup else ''
       print(f'{name:9} {prog:13} {p["step_ms"]:9.1f} {p["images_per_s"]:7.1f} '
             f'{p["step_gflops"]:8.2f} {r["model_gflops"]:8.2f} '
@@ -478,6 +477,8 @@ def main(argv):
   del argv
   log = (lambda m: print(m, file=sys.stderr)) if FLAGS.json else print
   configs, out = selected_configs(), run_info()
+  for v in FLAGS.variants:  # Bad entries fail before anything compiles.
+    variant_config(next(iter(configs.values())), v)
   for name, config in configs.items():
     repeats = min(FLAGS.repeats, 3) if name == 'g10' else FLAGS.repeats
     out['models'][name] = bench_model(config, repeats, FLAGS.batch,

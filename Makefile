@@ -17,8 +17,9 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $(STAMP)
 
-# oneDNN convolutions for XLA:CPU (models/onednn.py). Optional: without a
-# compiler or oneDNN, conv_impl=auto falls back to the im2col path.
+# oneDNN convolutions and max pools for XLA:CPU (models/onednn.py). Optional:
+# without a compiler or oneDNN, auto falls back to the im2col convs and
+# shifted-slice pools.
 $(ONEDNN_LIB): csrc/onednn_conv.cc $(STAMP)
 	$(PY) scripts/build_onednn.py --optional
 

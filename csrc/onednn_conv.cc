@@ -19,7 +19,7 @@
 // serialized: each uses every core through OpenMP, and two at once (XLA may
 // run independent branches concurrently) would oversubscribe them.
 // Built by scripts/build_onednn.py (models/onednn.build); called through
-// models/onednn.call by fast_ops.onednn_conv.
+// models/onednn.call by fast_ops.onednn_conv and fast_ops.onednn_max_pool.
 
 #include <cstdint>
 #include <map>
@@ -264,38 +264,30 @@ ffi::Error MaxPoolBwd(F32 dy, U8 ws, F32Out dx, int64_t window,
 
 }  // namespace
 
-// Two 4-D float32 operands, one result, the stride and the padding.
-auto Binding() {
-  return ffi::Ffi::Bind()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Ret<F32>()
-      .Attr<int64_t>("stride")
-      .Attr<int64_t>("pad_top")
-      .Attr<int64_t>("pad_bottom")
-      .Attr<int64_t>("pad_left")
-      .Attr<int64_t>("pad_right");
-}
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvFwd, ConvFwd, Binding());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvBwdData, ConvBwdData, Binding());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvBwdWeights, ConvBwdWeights,
-                              Binding());
-
-// The pool's window, stride and padding.
+// `binding` followed by the stride and the padding, a conv's and a pool's.
 template <typename B>
-auto PoolAttrs(B binding) {
-  return std::move(binding).template Attr<int64_t>("window")
-      .template Attr<int64_t>("stride")
+auto WindowAttrs(B binding) {
+  return std::move(binding).template Attr<int64_t>("stride")
       .template Attr<int64_t>("pad_top")
       .template Attr<int64_t>("pad_bottom")
       .template Attr<int64_t>("pad_left")
       .template Attr<int64_t>("pad_right");
 }
 
+// Two 4-D float32 operands, one result.
+auto ConvBinding() {
+  return WindowAttrs(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>());
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvFwd, ConvFwd, ConvBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvBwdData, ConvBwdData, ConvBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvBwdWeights, ConvBwdWeights,
+                              ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OnednnMaxPoolFwd, MaxPoolFwd,
-    PoolAttrs(ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Ret<U8>()));
+    WindowAttrs(ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Ret<U8>()
+                    .Attr<int64_t>("window")));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OnednnMaxPoolBwd, MaxPoolBwd,
-    PoolAttrs(ffi::Ffi::Bind().Arg<F32>().Arg<U8>().Ret<F32>()));
+    WindowAttrs(ffi::Ffi::Bind().Arg<F32>().Arg<U8>().Ret<F32>()
+                    .Attr<int64_t>("window")));

@@ -14,8 +14,8 @@ virtual environment) and a C++17 compiler. `make setup` builds it:
 
   .venv/bin/python scripts/build_onednn.py   # -> build/onednn_conv.so
 
-Without it `conv_impl='auto'` uses the im2col path, and `conv_impl='onednn'`
-is refused with the reason.
+Without it `conv_impl` / `pool_impl` 'auto' use the im2col convolutions and
+shifted-slice pools, and an explicit 'onednn' is refused with the reason.
 """
 
 import ctypes
@@ -96,15 +96,17 @@ def available() -> bool:
 
 
 def require(dtype='float32') -> None:
-  """Raises a ValueError that says why oneDNN convs can't run here, or can't
-  compute in `dtype` (float32 only)."""
+  """Raises a ValueError that says why the oneDNN ops (conv_impl or
+  pool_impl 'onednn') can't run here, or can't compute in `dtype` (float32
+  only)."""
   if jnp.dtype(dtype) != jnp.float32:
-    raise ValueError(f"conv_impl='onednn' computes in float32, not "
-                     f"dtype={jnp.dtype(dtype).name!r}; use conv_impl='auto'.")
+    raise ValueError("conv_impl / pool_impl 'onednn' computes in float32, "
+                     f"not dtype={jnp.dtype(dtype).name!r}; use 'auto'.")
   reason = unavailable_reason()
   if reason:
-    raise ValueError(f"conv_impl='onednn' is not available: {reason}. "
-                     "conv_impl='auto' falls back to 'im2col' by itself.")
+    raise ValueError("conv_impl / pool_impl 'onednn' is not available: "
+                     f"{reason}. 'auto' falls back by itself (convs to "
+                     "'im2col', pools to 'slices').")
 
 
 def call(target: str, results, *operands, stride: int, pads, **attrs):

@@ -107,6 +107,9 @@ flags.DEFINE_integer('repeats', 5, 'Timed rounds (median reported); width '
                      '1.0 uses min(repeats, 3).')
 flags.DEFINE_integer('batch', 128, 'Batch size.')
 flags.DEFINE_bool('baseline', True, 'Also time the plain linen baseline.')
+flags.DEFINE_bool('bounds', True, 'Also time the model\'s own GEMMs and the '
+                  'memory bandwidth (the bound and mem columns, about a '
+                  'minute per model); --nobounds for a quick check.')
 flags.DEFINE_list('variants', [], 'Also time the repo model with other '
                   'impls, each CONV:POOL (conv_impl:pool_impl, e.g. '
                   'xla:xla,im2col:slices), to check what auto picks.')
@@ -369,7 +372,7 @@ def variant_config(config, variant: str):
 
 
 def bench_model(config, repeats: int, batch: int, baseline: bool,
-                variants=(), log=lambda msg: None) -> dict:
+                variants=(), log=lambda msg: None, bounds: bool = True) -> dict:
   config = config.copy_and_resolve_references()
   config.batch_size = batch
   models = {'ours': (build_model(config.model), config)}
@@ -390,13 +393,15 @@ def bench_model(config, repeats: int, batch: int, baseline: bool,
   log(f'  timed {repeats} rounds in {time.perf_counter() - t0:.1f} s')
   gemm.rates = gemm.rates[1:]  # Drop the warmup round.
   gemm_gf = gemm.gflops()
-  t0 = time.perf_counter()
   useful = model_flops(config, batch)
   row = {'model': config.model.to_dict(), 'batch': batch,
          'model_gflops': useful / 1e9, 'gemm_gflops': gemm_gf,
-         **gemm_bound(config, batch), 'stream_gbps': stream_gbps()}
-  log(f'  model flops, layer GEMMs, bandwidth in '
-      f'{time.perf_counter() - t0:.1f} s')
+         'gemm_bound_ms': None, 'layer_gemm_gflops': None,
+         'stream_gbps': None}
+  if bounds:
+    t0 = time.perf_counter()
+    row.update(gemm_bound(config, batch), stream_gbps=stream_gbps())
+    log(f'  layer GEMMs, bandwidth in {time.perf_counter() - t0:.1f} s')
   for name, prog in programs.items():
     t = benchlib.median(times[name])
     achieved = benchlib.gflops(useful, t)
@@ -404,10 +409,12 @@ def bench_model(config, repeats: int, batch: int, baseline: bool,
                  'step_gflops': prog.flops / 1e9,
                  'achieved_gflops': achieved,
                  'utilization': achieved / gemm_gf,
-                 'gemm_bound_fraction': row['gemm_bound_ms'] / (t * 1e3),
+                 'gemm_bound_fraction': (row['gemm_bound_ms'] / (t * 1e3)
+                                         if bounds else None),
                  'step_gbytes': prog.bytes / 1e9,
-                 'memory_bound_fraction': prog.bytes / 1e9 / row['stream_gbps']
-                                          / t,
+                 'memory_bound_fraction': (
+                     prog.bytes / 1e9 / row['stream_gbps'] / t
+                     if bounds else None),
                  'cpu_user_ms': 1e3 * benchlib.median(
                      [u for u, _ in prog.cpu_seconds]),
                  'cpu_sys_ms': 1e3 * benchlib.median(
@@ -442,21 +449,24 @@ def print_table(out):
       p = r[prog]
       speedup = (r if prog == 'ours' else p).get('speedup_vs_baseline')
       speed = f'{speedup:7.2f}' if speedup else ''
+      bound, mem = (f'{x:5.2f}' if x is not None else f'{"-":>5}' for x in
+                    (p['gemm_bound_fraction'], p['memory_bound_fraction']))
       print(f'{name:9} {prog:13} {p["step_ms"]:9.1f} {p["images_per_s"]:7.1f} '
             f'{p["step_gflops"]:8.2f} {r["model_gflops"]:8.2f} '
             f'{p["achieved_gflops"]:7.1f} {r["gemm_gflops"]:7.1f} '
-            f'{p["utilization"]:5.2f} {p["gemm_bound_fraction"]:5.2f} '
-            f'{p["step_gbytes"]:6.1f} {p["memory_bound_fraction"]:5.2f} '
+            f'{p["utilization"]:5.2f} {bound} {p["step_gbytes"]:6.1f} {mem} '
             f'{p["cpu_sys_ms"]:6.0f} {p["peak_mb"]:8.0f} {p["spread"]:6.2f} '
             f'{speed}')
-  print('bound: the model\'s own GEMMs timed alone (gemm_bound_ms: ' +
-        ', '.join(f'{n} {r["gemm_bound_ms"]:.0f} ms at '
-                  f'{r["layer_gemm_gflops"]:.0f} GF/s'
-                  for n, r in out['models'].items()) + ') / step time.')
-  print('GB: bytes the step\'s instructions read and write (XLA); mem: that '
-        'at the measured stream bandwidth (' +
-        ', '.join(f'{r["stream_gbps"]:.0f}' for r in out['models'].values())
-        + ' GB/s) / step time.')
+  bounded = {n: r for n, r in out['models'].items() if r['stream_gbps']}
+  if bounded:
+    print('bound: the model\'s own GEMMs timed alone (gemm_bound_ms: ' +
+          ', '.join(f'{n} {r["gemm_bound_ms"]:.0f} ms at '
+                    f'{r["layer_gemm_gflops"]:.0f} GF/s'
+                    for n, r in bounded.items()) + ') / step time.')
+    print('GB: bytes the step\'s instructions read and write (XLA); mem: '
+          'that at the measured stream bandwidth (' +
+          ', '.join(f'{r["stream_gbps"]:.0f}' for r in bounded.values())
+          + ' GB/s) / step time.')
 
 
 def selected_configs() -> dict:
@@ -481,9 +491,12 @@ def main(argv):
     variant_config(next(iter(configs.values())), v)
   for name, config in configs.items():
     repeats = min(FLAGS.repeats, 3) if name == 'g10' else FLAGS.repeats
-    out['models'][name] = bench_model(config, repeats, FLAGS.batch,
-                                      FLAGS.baseline, FLAGS.variants, log)
-    log(f'{name}: done')
+    row = out['models'][name] = bench_model(
+        config, repeats, FLAGS.batch, FLAGS.baseline, FLAGS.variants, log,
+        FLAGS.bounds)
+    log(f'{name}: ' + ', '.join(f'{p} {row[p]["step_ms"]:.2f} ms'
+                                for p in ('base', 'ours', *FLAGS.variants)
+                                if p in row))
   if FLAGS.json:
     benchlib.print_json(out)
   else:

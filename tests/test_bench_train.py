@@ -54,3 +54,22 @@ def test_variant_config_sets_both_impls_and_refuses_bad_entries():
     bench_train.variant_config(config, 'xla')
   with pytest.raises(ValueError, match='conv_impl'):
     bench_train.variant_config(config, 'winograd:xla')
+
+
+def test_bench_model_without_bounds_reports_ratios_of_its_times(capsys):
+  config = load_config('configs/test.py')
+  row = bench_train.bench_model(config, repeats=1, batch=2, baseline=True,
+                                variants=('xla:xla',), bounds=False)
+  assert row['gemm_bound_ms'] is None and row['stream_gbps'] is None
+  for prog in ('base', 'ours', 'xla:xla'):
+    assert row[prog]['gemm_bound_fraction'] is None
+    assert row[prog]['images_per_s'] == pytest.approx(
+        2e3 / row[prog]['step_ms'])
+  assert row['speedup_vs_baseline'] == pytest.approx(
+      row['base']['step_ms'] / row['ours']['step_ms'])
+  assert row['xla:xla']['time_vs_ours'] == pytest.approx(
+      row['xla:xla']['step_ms'] / row['ours']['step_ms'])
+  bench_train.print_table({'device': 'cpu', 'batch': 2, 'glibc_tunables': '',
+                           'variants': ['xla:xla'], 'models': {'t': row}})
+  table = capsys.readouterr().out
+  assert 'xla:xla' in table and 'bound:' not in table

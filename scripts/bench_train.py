@@ -61,6 +61,9 @@ Figures, per model and program:
 --variants=CONV:POOL,... adds programs of the repo model with those
 conv_impl / pool_impl, timed in the same rounds, named by the pair; each
 one's time_vs_ours = its step time / ours' (above 1: auto chose better).
+--nobounds skips gemm_bound_ms and stream_gbps (and their fractions: null),
+about a minute per model, for a quick check (e.g. on a GPU). Each model's
+step times go to stderr as it finishes, so a run cut short keeps them.
 
 Memory: XLA:CPU allocates the step's temporaries afresh every call, and with
 glibc's default malloc every 4 KiB page of them is faulted in again each step

@@ -26,10 +26,12 @@ def get_config() -> ml_collections.ConfigDict:
       use_bias=False,          # Conv bias.
       fuse_pointwise=True,     # 1x1 siblings reading one input: one GEMM.
       dtype='float32',         # Compute dtype: float32 | bfloat16.
-      # How convs / pools are computed (models/fast_ops.py); same params and
-      # math. auto: the fast forms on CPU, the lax ops on GPU/TPU.
+      # How convs / pools / batch norms are computed (models/fast_ops.py,
+      # models/norm.py); same params and math. auto: the fast conv and pool
+      # forms on CPU, the lax ops on GPU/TPU; custom_vjp norms on CPU/GPU.
       conv_impl='auto',        # auto | xla | im2col | onednn (models/onednn.py).
       pool_impl='auto',        # auto | xla | slices | onednn (max pools).
+      norm_impl='auto',        # auto | xla | custom_vjp (batch-norm backward).
   ))
   config.image_size = 32       # Network input is image_size x image_size x 3.
 

@@ -27,11 +27,11 @@ POOL_IMPLS = ('auto', 'xla', 'slices', 'onednn')
 _FAST_BACKENDS = ('cpu',)
 
 
-def resolve(impl: str, fast: str) -> str:
-  """'auto' -> `fast` on CPU, 'xla' on other backends; others unchanged."""
+def resolve(impl: str, fast: str, backends=_FAST_BACKENDS) -> str:
+  """'auto' -> `fast` on `backends` (CPU), 'xla' elsewhere; others unchanged."""
   if impl != 'auto':
     return impl
-  return fast if jax.default_backend() in _FAST_BACKENDS else 'xla'
+  return fast if jax.default_backend() in backends else 'xla'
 
 
 def same_pads(size: int, window: int, stride: int) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import itertools
 import jax.numpy as jnp
 from flax import linen as nn
 
-from models import fast_ops, onednn
+from models import fast_ops, norm as norm_ops, onednn
 from models.layers import ACTIVATIONS, NORMS, ConvBlock, Pool, check_choice
 
 CHOICES = {
@@ -27,13 +27,15 @@ CHOICES = {
     'norm': NORMS,
     'dtype': ('float32', 'bfloat16'),
 }
-# How convs and pools are computed (models/fast_ops.py); same params and math.
-# 'auto' picks per backend: oneDNN (where built) or the fast GEMM /
-# shifted-slice forms on CPU, the lax ops elsewhere (cuDNN and the TPU
-# compiler handle those well).
+# How convs, pools and batch norms are computed (models/fast_ops.py,
+# models/norm.py); same params and math. 'auto' picks per backend: oneDNN
+# (where built) or the fast GEMM / shifted-slice forms on CPU, the lax ops
+# elsewhere (cuDNN and the TPU compiler handle those well); the hand-written
+# batch-norm backward on CPU and GPU, flax's on TPU.
 IMPL_CHOICES = {
     'conv_impl': fast_ops.CONV_IMPLS,  # auto | xla | im2col | onednn.
     'pool_impl': fast_ops.POOL_IMPLS,  # auto | xla | slices | onednn.
+    'norm_impl': norm_ops.NORM_IMPLS,  # auto | xla | custom_vjp.
 }
 
 
@@ -51,6 +53,7 @@ class InceptionOptions:
   dtype: str = 'float32'      # Compute dtype; params stay float32.
   conv_impl: str = 'auto'     # kxk convs: auto | xla | im2col | onednn.
   pool_impl: str = 'auto'     # Pools: auto | xla | slices | onednn.
+  norm_impl: str = 'auto'     # Batch norms: auto | xla | custom_vjp.
 
   def __post_init__(self):
     for name, valid in {**CHOICES, **IMPL_CHOICES}.items():
@@ -65,7 +68,8 @@ class InceptionOptions:
   def conv(self, features: int, kernel: int = 1, **kw) -> ConvBlock:
     """A ConvBlock with this network's norm, bias and dtype."""
     return ConvBlock(features, kernel, norm=self.norm, use_bias=self.use_bias,
-                     dtype=self.compute_dtype, impl=self.conv_impl, **kw)
+                     dtype=self.compute_dtype, impl=self.conv_impl,
+                     norm_impl=self.norm_impl, **kw)
 
   def pool_layer(self, kind: str, window: int = 3, stride: int = 1,
                  padding: str = 'SAME', **kw) -> Pool:

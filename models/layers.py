@@ -12,7 +12,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 from flax import linen as nn
 
-from models import fast_ops
+from models import fast_ops, norm as norm_ops
 from models.pointwise import PointwiseConv
 
 NORMS = ('batch', 'none')
@@ -41,7 +41,8 @@ class ConvBlock(nn.Module):
   kxk conv is computed (fast_ops.Conv for 'im2col': the lax forward and input
   gradient, a chunked im2col GEMM for the kernel gradient; for 'onednn': all
   three in oneDNN); the depthwise conv always uses lax. Params are the same
-  either way.
+  either way. `norm_impl` picks the batch norm's form (models/norm.py); its
+  variables are the same either way too.
   """
   features: int
   kernel: int = 1
@@ -53,6 +54,7 @@ class ConvBlock(nn.Module):
   use_bias: bool = False
   dtype: Any = jnp.float32
   impl: str = 'auto'  # kxk conv: auto | xla | im2col | onednn (fast_ops).
+  norm_impl: str = 'auto'  # Batch norm: auto | xla | custom_vjp (norm.py).
 
   def layer_type(self, in_shape) -> str:
     k = f'{self.kernel}x{self.kernel}'
@@ -93,8 +95,13 @@ class ConvBlock(nn.Module):
              fast_ops.Conv(self.features, window, strides, self.padding,
                            impl=impl, **kw))(x)
     if self.norm == 'batch':
-      y = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                       epsilon=1e-5, dtype=self.dtype, name='bn')(y)
+      check_choice('norm_impl', self.norm_impl, norm_ops.NORM_IMPLS)
+      bn = dict(momentum=0.9, epsilon=1e-5, dtype=self.dtype, name='bn')
+      if fast_ops.resolve(self.norm_impl, 'custom_vjp',
+                          norm_ops.AUTO_BACKENDS) == 'xla':
+        y = nn.BatchNorm(use_running_average=not train, **bn)(y)
+      else:
+        y = norm_ops.BatchNorm(**bn)(y, train)
     return ACTIVATIONS[self.act](y)
 
 

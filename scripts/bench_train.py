@@ -14,10 +14,11 @@ overrides) times that one config instead. Models (--models picks a subset):
   naive025        GoogLeNet-CIFAR, naive modules, width 0.25;
   small           the small Inception net (configs/small_inception.py, 28x28).
 For each, two programs run round-robin in one process (so machine load hits
-them alike): `ours`, the repo's model as configured (conv_impl / pool_impl
-'auto': on CPU the oneDNN convolutions and max pools of models/onednn.py
-where built, else the im2col backward and the shifted-slice pools of
-models/fast_ops.py), and
+them alike): `ours`, the repo's model as configured (conv_impl / pool_impl /
+norm_impl 'auto': on CPU the oneDNN convolutions and max pools of
+models/onednn.py where built, else the im2col backward and the
+shifted-slice pools of models/fast_ops.py; the batch norms with
+models/norm.py's hand-written backward), and
 `base`, a straightforward linen net of the same architecture kept in this
 file: nn.Conv for every kxk conv, nn.Dense for the 1x1s, nn.max_pool,
 nn.BatchNorm.
@@ -30,7 +31,7 @@ Figures, per model and program:
                    weight gradients loop over image chunks reads low);
   model_gflops     the useful work, the same for both programs: the
                    cost_analysis() of the repo model's step with
-                   conv_impl='xla', pool_impl='xla';
+                   conv_impl, pool_impl and norm_impl 'xla';
   achieved_gflops  model_gflops / step time;
   gemm_gflops      plain 2-D float32 GEMMs timed in the same rounds (median
                    over three shapes like the network's 1x1s and im2col
@@ -58,9 +59,10 @@ Figures, per model and program:
                    allocated temporaries, thread wake-ups);
   peak_mb          compiled.memory_analysis(): temp + argument + output bytes;
   speedup_vs_baseline = base step time / ours step time.
---variants=CONV:POOL,... adds programs of the repo model with those
-conv_impl / pool_impl, timed in the same rounds, named by the pair; each
-one's time_vs_ours = its step time / ours' (above 1: auto chose better).
+--variants=CONV:POOL[:NORM],... adds programs of the repo model with those
+conv_impl / pool_impl [/ norm_impl], timed in the same rounds, named by the
+entry; each one's time_vs_ours = its step time / ours' (above 1: auto chose
+better).
 --nobounds skips gemm_bound_ms and stream_gbps (and their fractions: null),
 about a minute per model, for a quick check (e.g. on a GPU). Each model's
 step times go to stderr as it finishes, so a run cut short keeps them.
@@ -114,8 +116,9 @@ flags.DEFINE_bool('bounds', True, 'Also time the model\'s own GEMMs and the '
                   'memory bandwidth (the bound and mem columns, about a '
                   'minute per model); --nobounds for a quick check.')
 flags.DEFINE_list('variants', [], 'Also time the repo model with other '
-                  'impls, each CONV:POOL (conv_impl:pool_impl, e.g. '
-                  'xla:xla,im2col:slices), to check what auto picks.')
+                  'impls, each CONV:POOL[:NORM] (conv_impl:pool_impl'
+                  '[:norm_impl], e.g. xla:xla:xla,im2col:slices), to check '
+                  'what auto picks.')
 FLAGS = flags.FLAGS
 
 MODELS = {  # name -> config spec
@@ -272,7 +275,8 @@ class Stepper:
 def model_flops(config, batch: int) -> float:
   """cost_analysis() flops of the step with the lax conv and pool forms."""
   ref = config.copy_and_resolve_references()
-  ref.model.conv_impl, ref.model.pool_impl = 'xla', 'xla'
+  for knob in VARIANT_KNOBS:
+    ref.model[knob] = 'xla'
   model = build_model(ref.model)
   step = jax.jit(functools.partial(train.train_step, model=model, config=ref,
                                    stats=STATS))
@@ -362,14 +366,19 @@ class GemmProbe:
     return benchlib.median(self.rates)
 
 
+VARIANT_KNOBS = ('conv_impl', 'pool_impl', 'norm_impl')
+
+
 def variant_config(config, variant: str):
-  """config with model.conv_impl:pool_impl set from 'CONV:POOL'."""
-  conv, sep, pool = variant.partition(':')
-  if not sep or not conv or not pool:
-    raise ValueError(f'--variants entry {variant!r}: write CONV:POOL, '
-                     'e.g. xla:slices.')
+  """config with model.conv_impl:pool_impl[:norm_impl] set from
+  'CONV:POOL[:NORM]' (norm_impl left as configured if NORM is absent)."""
+  values = variant.split(':')
+  if not 2 <= len(values) <= 3 or not all(values):
+    raise ValueError(f'--variants entry {variant!r}: write CONV:POOL or '
+                     'CONV:POOL:NORM, e.g. xla:slices or onednn:onednn:xla.')
   config = config.copy_and_resolve_references()
-  config.model.conv_impl, config.model.pool_impl = conv, pool
+  for knob, value in zip(VARIANT_KNOBS, values):
+    config.model[knob] = value
   build_model(config.model)  # Unknown or unavailable impls raise here.
   return config
 

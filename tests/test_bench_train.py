@@ -45,13 +45,20 @@ def test_stream_bandwidth_is_measured():
   assert bench_train.stream_gbps(megabytes=8, calls=3) > 0.1
 
 
-def test_variant_config_sets_both_impls_and_refuses_bad_entries():
+def test_variant_config_sets_the_impls_and_refuses_bad_entries():
   config = load_config('configs/test.py')
   v = bench_train.variant_config(config, 'xla:slices')
   assert (v.model.conv_impl, v.model.pool_impl) == ('xla', 'slices')
   assert (config.model.conv_impl, config.model.pool_impl) == ('auto', 'auto')
-  with pytest.raises(ValueError, match='CONV:POOL'):
-    bench_train.variant_config(config, 'xla')
+  assert v.model.norm_impl == 'auto'  # Left as configured.
+  v = bench_train.variant_config(config, 'im2col:xla:custom_vjp')
+  assert (v.model.conv_impl, v.model.pool_impl,
+          v.model.norm_impl) == ('im2col', 'xla', 'custom_vjp')
+  for bad in ('xla', 'xla:xla:xla:xla', 'xla::xla'):
+    with pytest.raises(ValueError, match='CONV:POOL'):
+      bench_train.variant_config(config, bad)
+  with pytest.raises(ValueError, match='norm_impl'):
+    bench_train.variant_config(config, 'xla:xla:fused')
   with pytest.raises(ValueError, match='conv_impl'):
     bench_train.variant_config(config, 'winograd:xla')
 

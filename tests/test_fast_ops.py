@@ -5,8 +5,9 @@ at precision HIGHEST, nn.max_pool, nn.avg_pool): outputs, input gradients and
 kernel gradients, over strides 1 and 2, SAME and VALID, kernels 3, 5 and 7.
 Max-pool inputs are permutations (no ties) for exact gradient comparison;
 ties are checked separately. Then the networks: the same params give the same
-outputs under every conv_impl / pool_impl, and a tiny GoogLeNet trains to the
-same loss curve with and without the fast paths.
+outputs under every conv_impl / pool_impl (with the hand-written batch-norm
+backward, norm_impl='custom_vjp', against flax's), and a tiny GoogLeNet trains
+to the same loss curve with and without the fast paths.
 """
 
 import functools
@@ -232,7 +233,7 @@ def test_impl_knobs_validate(knob):
     InceptionOptions(**{knob: 'fast'})
   for valid in IMPL_CHOICES[knob]:
     assert repr(valid) in str(e.value)
-  assert InceptionOptions().conv_impl == InceptionOptions().pool_impl == 'auto'
+  assert {getattr(InceptionOptions(), k) for k in IMPL_CHOICES} == {'auto'}
 
 
 def test_auto_picks_per_backend(monkeypatch):
@@ -279,6 +280,9 @@ IMPLS = [('im2col', 'slices'), pytest.param('onednn', 'onednn',
                                              marks=needs_onednn),
          ('im2col', 'xla'), ('xla', 'slices')]
 FULL_NETWORKS = ('googlenet', 'small_inception')  # Slow to compile: two pairs.
+# The reference: lax convs, flax pools and batch norms, differentiated by XLA.
+# The fast forms are compared with it under norm_impl='custom_vjp'.
+REF_OPTS = InceptionOptions(conv_impl='xla', pool_impl='xla', norm_impl='xla')
 
 NETWORKS = {
     'conv_block': (lambda o: o.conv(6, 3, stride=2), (2, 9, 9, 4)),
@@ -306,8 +310,9 @@ def test_networks_equal_across_impls(name, conv_impl, pool_impl):
   if name in FULL_NETWORKS and pool_impl == 'xla':
     pytest.skip('Whole networks: the all-fast pairs only (compile time).')
   build, shape = NETWORKS[name]
-  ref = build(InceptionOptions(conv_impl='xla', pool_impl='xla'))
-  fast = build(InceptionOptions(conv_impl=conv_impl, pool_impl=pool_impl))
+  ref = build(REF_OPTS)
+  fast = build(InceptionOptions(conv_impl=conv_impl, pool_impl=pool_impl,
+                                norm_impl='custom_vjp'))
   x = normal(10, shape)
   pool = name.startswith('pool')
   kw = {} if pool else {'train': True}
@@ -394,16 +399,16 @@ def test_training_curve_unchanged_by_fast_paths():
   unperturbed run by ~10% of the loss within 10 steps. The whole curve is
   therefore compared in 25-step means, against that same control.
   """
-  ref = loss_curve(InceptionOptions(conv_impl='xla', pool_impl='xla'))
-  ctrl = loss_curve(InceptionOptions(conv_impl='xla', pool_impl='xla'),
-                    perturb=1e-7)
+  ref = loss_curve(REF_OPTS)
+  ctrl = loss_curve(REF_OPTS, perturb=1e-7)
   assert ref[-25:].mean() < 0.25 * ref[0]  # It learns (memorises 32 images).
   means = lambda c: c.reshape(-1, 25).mean(axis=1)
   ctrl_gap = np.abs(means(ctrl) - means(ref)) / ref[0]
   impls = [('im2col', 'slices')] + [('onednn', 'onednn')] * onednn.available()
   for conv_impl, pool_impl in impls:
     fast = loss_curve(InceptionOptions(conv_impl=conv_impl,
-                                       pool_impl=pool_impl))
+                                       pool_impl=pool_impl,
+                                       norm_impl='custom_vjp'))
     np.testing.assert_allclose(fast[:4], ref[:4], rtol=1e-5)
     fast_gap = np.abs(means(fast) - means(ref)) / ref[0]
     assert fast_gap.max() < max(3 * ctrl_gap.max(), 0.02), (

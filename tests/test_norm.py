@@ -1,0 +1,143 @@
+"""models/norm.py against flax's nn.BatchNorm and a plain-jnp reference.
+
+Same variables, outputs, updated statistics and gradients (through a ReLU
+and a random cotangent, as in the networks), in training and eval mode,
+for 2-D and 4-D inputs and float32 / bfloat16 outputs; and gradients that
+flow through the returned batch statistics themselves.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from models import norm
+from models.layers import ConvBlock
+from tests.test_fast_ops import assert_close, normal
+
+KEY = jax.random.PRNGKey(0)
+
+
+def inputs(shape):
+  """An input with a channel-dependent offset and spread, as after a conv."""
+  c = shape[-1]
+  return normal(1, shape) * (1 + jnp.arange(c) / c) + jnp.linspace(-2, 3, c)
+
+
+def variables(shape):
+  """Random params and running statistics for a BatchNorm over shape[-1]."""
+  c = (shape[-1],)
+  return {'params': {'scale': 1 + 0.3 * normal(2, c), 'bias': normal(3, c)},
+          'batch_stats': {'mean': normal(4, c), 'var': 1 + normal(5, c) ** 2}}
+
+
+def run(module, v, x, train):
+  """relu(module(x)), its updated statistics, and the gradients of
+  sum(relu(y) * g) with respect to params and x."""
+  kw = {'use_running_average': not train} if isinstance(
+      module, nn.BatchNorm) else {'train': train}
+
+  def loss(params, x):
+    y, state = module.apply({**v, 'params': params}, x, mutable=['batch_stats'],
+                            **kw)
+    y = nn.relu(y)
+    return jnp.sum(y.astype(jnp.float32) * normal(6, y.shape)), (y, state)
+  (_, (y, state)), grads = jax.jit(jax.value_and_grad(
+      loss, argnums=(0, 1), has_aux=True))(v['params'], x)
+  return y, state, grads
+
+
+@pytest.mark.parametrize('train', [True, False])
+@pytest.mark.parametrize('shape', [(4, 5, 5, 3), (2, 7, 6, 16), (32, 9)])
+def test_batch_norm_matches_flax(shape, train):
+  x, v = inputs(shape), variables(shape)
+  ref = nn.BatchNorm(momentum=0.9, epsilon=1e-5)
+  ours = norm.BatchNorm(momentum=0.9, epsilon=1e-5)
+  # Same variable tree: checkpoints carry over between the two.
+  tree = lambda m, **kw: jax.tree.map(jnp.shape, jax.eval_shape(
+      lambda: m.init(KEY, x, **kw)))
+  assert tree(ours, train=train) == tree(ref, use_running_average=not train)
+  y_ref, state_ref, grads_ref = run(ref, v, x, train)
+  y, state, grads = run(ours, v, x, train)
+  assert_close(y, y_ref, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(state_ref)):
+    assert_close(a, b, rtol=1e-5)
+  if train:  # The running averages moved toward the batch's statistics.
+    mean = state['batch_stats']['mean']
+    assert not np.allclose(mean, v['batch_stats']['mean'])
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+    assert_close(a, b)
+
+
+def test_batch_norm_bfloat16_output_matches_flax():
+  shape = (4, 6, 6, 8)
+  x, v = inputs(shape).astype(jnp.bfloat16), variables(shape)
+  y_ref, state_ref, grads_ref = run(
+      nn.BatchNorm(momentum=0.9, dtype=jnp.bfloat16), v, x, True)
+  y, state, grads = run(norm.BatchNorm(momentum=0.9, dtype=jnp.bfloat16),
+                        v, x, True)
+  assert y.dtype == y_ref.dtype == jnp.bfloat16
+  assert grads[1].dtype == jnp.bfloat16  # dx in the input's dtype.
+  assert_close(y.astype(jnp.float32), y_ref.astype(jnp.float32), rtol=1e-2,
+               atol=1e-2)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(state_ref)):
+    assert_close(a, b, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+    assert_close(a.astype(jnp.float32), b.astype(jnp.float32), rtol=2e-2,
+                 atol=2e-2)
+
+
+def reference(x, scale, bias, epsilon=1e-5):
+  """Training batch norm in plain jnp, differentiated by JAX."""
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axes)
+  var = jnp.maximum(jnp.mean(x * x, axes) - mean * mean, 0.0)
+  return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias, mean, var
+
+
+@pytest.mark.parametrize('shape', [(3, 4, 4, 5), (64, 2)])
+def test_batch_norm_gradients_through_statistics(shape):
+  """Cotangents on all three outputs, the batch mean and variance included."""
+  x = inputs(shape)
+  scale, bias = 1 + 0.3 * normal(2, shape[-1:]), normal(3, shape[-1:])
+  outs, vjp = jax.vjp(norm.batch_norm, x, scale, bias)
+  outs_ref, vjp_ref = jax.vjp(reference, x, scale, bias)
+  cot = tuple(normal(7 + i, o.shape) for i, o in enumerate(outs))
+  for a, b in zip(outs + vjp(cot), outs_ref + vjp_ref(cot)):
+    assert_close(a, b)
+
+
+def test_conv_block_norm_impls_agree():
+  """ConvBlock with either norm_impl: same variables, outputs, gradients."""
+  x = inputs((2, 6, 6, 3))
+  blocks = {i: ConvBlock(5, 3, norm_impl=i) for i in ('xla', 'custom_vjp')}
+  v = blocks['xla'].init(KEY, x, train=True)
+  v = jax.tree.map(lambda p: p + 0.1 * normal(8, p.shape), v)
+
+  def run_block(block):
+    def loss(params):
+      y, state = block.apply({**v, 'params': params}, x, train=True,
+                             mutable=['batch_stats'])
+      return jnp.sum(y * normal(9, y.shape)), (y, state)
+    return jax.value_and_grad(loss, has_aux=True)(v['params'])
+
+  (_, ref_aux), ref_grads = run_block(blocks['xla'])
+  (_, aux), grads = run_block(blocks['custom_vjp'])
+  assert jax.tree.structure(grads) == jax.tree.structure(ref_grads)
+  for a, b in zip(jax.tree.leaves((aux, grads)),
+                  jax.tree.leaves((ref_aux, ref_grads))):
+    assert_close(a, b)
+  with pytest.raises(ValueError, match="'auto', 'xla', 'custom_vjp'"):
+    ConvBlock(5, 3, norm_impl='fused').init(KEY, x)
+
+
+@pytest.mark.parametrize('backend,custom', [('cpu', True), ('gpu', True),
+                                            ('tpu', False)])
+def test_auto_norm_impl_per_backend(monkeypatch, backend, custom):
+  """'auto' is the hand-written backward on CPU and GPU, flax's on TPU."""
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  x = inputs((2, 6, 6, 3))
+  jaxpr = jax.make_jaxpr(lambda x: ConvBlock(5, 3, impl='xla').init_with_output(
+      KEY, x, train=True))(x)
+  assert ('custom_vjp' in str(jaxpr)) == custom

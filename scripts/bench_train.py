@@ -71,7 +71,9 @@ Memory: XLA:CPU allocates the step's temporaries afresh every call, and with
 glibc's default malloc every 4 KiB page of them is faulted in again each step
 (~0.4M faults, ~0.6 s of kernel time per step at width 0.25 here). Running
 with transparent huge pages for malloc, GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
-removes most of that for both programs; the output records the setting.
+removes most of that for both programs; the output records the setting,
+and LD_PRELOAD (where another malloc is preloaded: the GEMM reference and
+both steps move with the allocator, by 5-20% here; see the README).
 What is left shows in cpu_sys_ms: XLA:CPU's temporary block (3 GB per step
 at width 0.5) and the GEMM libraries' larger scratch buffers are over glibc's
 32 MB mmap limit, so they are mapped, zeroed by the kernel and unmapped again
@@ -447,7 +449,8 @@ def bench_model(config, repeats: int, batch: int, baseline: bool,
 
 def print_table(out):
   print(f'device: {out["device"]}, batch {out["batch"]}, float32, median of '
-        f'the repeats; GF/s; GLIBC_TUNABLES={out["glibc_tunables"]!r}')
+        f'the repeats; GF/s; GLIBC_TUNABLES={out["glibc_tunables"]!r}, '
+        f'LD_PRELOAD={out["ld_preload"]!r}')
   hdr = (f'{"model":9} {"prog":13} {"step ms":>9} {"img/s":>7} {"step GF":>8} '
          f'{"model GF":>8} {"GF/s":>7} {"gemm":>7} {"util":>5} {"bound":>5} '
          f'{"GB":>6} {"mem":>5} {"sys ms":>6} {"peak MB":>8} {"spread":>6} '
@@ -492,6 +495,7 @@ def run_info() -> dict:
   """The header of the JSON output: device, batch, malloc setting."""
   return {'device': benchlib.device_info(), 'batch': FLAGS.batch,
           'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
+          'ld_preload': os.environ.get('LD_PRELOAD', ''),
           'variants': FLAGS.variants, 'models': {}}
 
 

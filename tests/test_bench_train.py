@@ -77,6 +77,8 @@ def test_bench_model_without_bounds_reports_ratios_of_its_times(capsys):
   assert row['xla:xla']['time_vs_ours'] == pytest.approx(
       row['xla:xla']['step_ms'] / row['ours']['step_ms'])
   bench_train.print_table({'device': 'cpu', 'batch': 2, 'glibc_tunables': '',
+                           'ld_preload': 'libjemalloc.so.2',
                            'variants': ['xla:xla'], 'models': {'t': row}})
   table = capsys.readouterr().out
   assert 'xla:xla' in table and 'bound:' not in table
+  assert "LD_PRELOAD='libjemalloc.so.2'" in table  # The malloc is recorded.

@@ -14,7 +14,8 @@ from flax import linen as nn
 
 from models import norm
 from models.layers import ConvBlock
-from tests.test_fast_ops import assert_close, normal
+from tests.test_fast_ops import assert_close, assert_trees_close, normal
+from tests.test_fast_ops import run as run_block
 
 KEY = jax.random.PRNGKey(0)
 
@@ -61,13 +62,11 @@ def test_batch_norm_matches_flax(shape, train):
   y_ref, state_ref, grads_ref = run(ref, v, x, train)
   y, state, grads = run(ours, v, x, train)
   assert_close(y, y_ref, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(state_ref)):
-    assert_close(a, b, rtol=1e-5)
+  assert_trees_close(state, state_ref, rtol=1e-5)
   if train:  # The running averages moved toward the batch's statistics.
     mean = state['batch_stats']['mean']
     assert not np.allclose(mean, v['batch_stats']['mean'])
-  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
-    assert_close(a, b)
+  assert_trees_close(grads, grads_ref)
 
 
 def test_batch_norm_bfloat16_output_matches_flax():
@@ -81,11 +80,9 @@ def test_batch_norm_bfloat16_output_matches_flax():
   assert grads[1].dtype == jnp.bfloat16  # dx in the input's dtype.
   assert_close(y.astype(jnp.float32), y_ref.astype(jnp.float32), rtol=1e-2,
                atol=1e-2)
-  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(state_ref)):
-    assert_close(a, b, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
-    assert_close(a.astype(jnp.float32), b.astype(jnp.float32), rtol=2e-2,
-                 atol=2e-2)
+  assert_trees_close(state, state_ref, rtol=1e-5)
+  f32 = lambda t: jax.tree.map(lambda a: a.astype(jnp.float32), t)
+  assert_trees_close(f32(grads), f32(grads_ref), rtol=2e-2, atol=2e-2)
 
 
 def reference(x, scale, bias, epsilon=1e-5):
@@ -104,8 +101,7 @@ def test_batch_norm_gradients_through_statistics(shape):
   outs, vjp = jax.vjp(norm.batch_norm, x, scale, bias)
   outs_ref, vjp_ref = jax.vjp(reference, x, scale, bias)
   cot = tuple(normal(7 + i, o.shape) for i, o in enumerate(outs))
-  for a, b in zip(outs + vjp(cot), outs_ref + vjp_ref(cot)):
-    assert_close(a, b)
+  assert_trees_close(outs + vjp(cot), outs_ref + vjp_ref(cot))
 
 
 def test_conv_block_norm_impls_agree():
@@ -114,20 +110,8 @@ def test_conv_block_norm_impls_agree():
   blocks = {i: ConvBlock(5, 3, norm_impl=i) for i in ('xla', 'custom_vjp')}
   v = blocks['xla'].init(KEY, x, train=True)
   v = jax.tree.map(lambda p: p + 0.1 * normal(8, p.shape), v)
-
-  def run_block(block):
-    def loss(params):
-      y, state = block.apply({**v, 'params': params}, x, train=True,
-                             mutable=['batch_stats'])
-      return jnp.sum(y * normal(9, y.shape)), (y, state)
-    return jax.value_and_grad(loss, has_aux=True)(v['params'])
-
-  (_, ref_aux), ref_grads = run_block(blocks['xla'])
-  (_, aux), grads = run_block(blocks['custom_vjp'])
-  assert jax.tree.structure(grads) == jax.tree.structure(ref_grads)
-  for a, b in zip(jax.tree.leaves((aux, grads)),
-                  jax.tree.leaves((ref_aux, ref_grads))):
-    assert_close(a, b)
+  assert_trees_close(run_block(blocks['custom_vjp'], v, x, True),
+                     run_block(blocks['xla'], v, x, True))
   with pytest.raises(ValueError, match="'auto', 'xla', 'custom_vjp'"):
     ConvBlock(5, 3, norm_impl='fused').init(KEY, x)
 

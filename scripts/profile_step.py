@@ -13,13 +13,15 @@ instruction's op_name metadata to
   kind:  conv kxk, 1x1 (pointwise), batch norm, pool, concat, input
          (augmentation), other (loss, softmax, ...).
 Figures are per step, in ms of thread time (two threads busy for 1 ms count
-2 ms): `busy_ms` per compute thread, and `idle_ms`, the time in the step's
-span when a compute thread ran no traced instruction. An instruction is
-traced on the thread that starts it: the other thread's share of a loop
-split in two (XLA's outer_dimension_partitions) or of a YNNPACK GEMM is not
-traced, so `idle_ms` overstates idleness; getrusage's CPU time
-(bench_train.py's cpu_user_ms + cpu_sys_ms over the step time) is the
-measure of how busy the two cores are. Tracing records every instruction
+2 ms): `busy_ms` per compute thread (the intra-op pool's, and the client
+thread that XLA's executor starts on and runs instructions in until it hands
+work to the pool), and `idle_ms`, the pool's thread time in the step's
+span (one pool thread per core) less the busy time of them all. An
+instruction is traced on the thread that starts it: the other thread's
+share of a loop split in two (XLA's outer_dimension_partitions) or of a
+YNNPACK GEMM is not traced, so `idle_ms` overstates idleness; getrusage's
+CPU time (bench_train.py's cpu_user_ms + cpu_sys_ms over the step time) is
+the measure of how busy the two cores are. Tracing records every instruction
 and so slows the step (by about half at GoogLeNet width 0.25 here): read
 the shares.
 """
@@ -46,7 +48,11 @@ flags.DEFINE_integer('steps', 3, 'Traced steps (after 2 untraced ones).')
 flags.DEFINE_integer('top', 15, 'Longest instructions to list.')
 FLAGS = flags.FLAGS
 
-COMPUTE_THREAD = 'XLAEigen'  # XLA:CPU's intra-op thread pool.
+POOL_THREAD = 'XLAEigen'  # XLA:CPU's intra-op thread pool, one per core.
+# Threads that run the step's instructions: the pool's, and the client thread
+# the thunk executor starts on (it runs instructions there until it hands
+# work to the pool, sometimes a whole forward pass).
+COMPUTE_THREADS = (POOL_THREAD, 'XLAPjRtCpuClient')
 NOT_OPS = ('ThunkExecutor', 'end: ', 'SlinkyThreadPool', 'ThreadpoolListener')
 KINDS = (  # (kind, a regex for an op_name path component); first match wins.
     ('batch norm', r'bn'),
@@ -79,7 +85,7 @@ def classify(op_name: str) -> tuple[str, str]:
 
 
 def read_events(trace_dir: str):
-  """(thread, name, start_ps, end_ps) of every instruction on XLA threads."""
+  """(thread name, instruction, start_ps, end_ps) on the compute threads."""
   # TensorFlow ships the XPlane proto (it is pinned for TFDS anyway).
   from tensorflow.tsl.profiler.protobuf import xplane_pb2
   paths = glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'),
@@ -93,13 +99,13 @@ def read_events(trace_dir: str):
   for plane in space.planes:
     names = {k: v.name for k, v in plane.event_metadata.items()}
     for line in plane.lines:
-      if COMPUTE_THREAD not in line.name:
+      if not any(t in line.name for t in COMPUTE_THREADS):
         continue
       for ev in line.events:
         name = names.get(ev.metadata_id, '?')
         if not name.startswith(NOT_OPS):
           start = line.timestamp_ns * 1000 + ev.offset_ps
-          events.append((line.id, name, start, start + ev.duration_ps))
+          events.append((line.name, name, start, start + ev.duration_ps))
   return events
 
 
@@ -130,7 +136,8 @@ def summarize(events, names: dict[str, str], steps: int, top: int) -> dict:
       'span_ms': ms(span),
       'op_ms': ms(sum(by_op.values())),
       'busy_ms': sorted((ms(b) for b in busy.values()), reverse=True),
-      'idle_ms': ms(sum(span - b for b in busy.values())),
+      'idle_ms': ms(max(0, span * sum(POOL_THREAD in t for t in busy)
+                        - sum(busy.values()))),
       'by_kind': [{'pass': p, 'kind': k, 'ms': ms(v)}
                   for (p, k), v in by_kind.most_common()],
       'top_ops': [{'name': n, 'ms': ms(v), 'op_name': names.get(n, '')}
@@ -158,8 +165,8 @@ def print_profile(name: str, p: dict) -> None:
   print(f'\n{name}: traced step {p["traced_step_ms"]:.0f} ms; instructions '
         f'{p["op_ms"]:.0f} ms of thread time; busy per thread '
         f'{", ".join(f"{b:.0f}" for b in p["busy_ms"])} ms; idle '
-        f'{p["idle_ms"]:.0f} ms (thread time in the span with no traced '
-        'instruction)')
+        f'{p["idle_ms"]:.0f} ms (pool thread time in the span less the '
+        'busy time)')
   print(f'  {"pass":9} {"kind":16} {"ms":>8} {"share":>6}')
   for row in p['by_kind']:
     print(f'  {row["pass"]:9} {row["kind"]:16} {row["ms"]:8.1f} '

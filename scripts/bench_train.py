@@ -104,7 +104,7 @@ import train  # noqa: E402
 from configs.common import load_config  # noqa: E402
 from models import build_model  # noqa: E402
 from models.googlenet import WIDTHS  # noqa: E402
-from models.inception import scaled  # noqa: E402
+from models.inception import IMPL_CHOICES, scaled  # noqa: E402
 from models.small_inception import LAYOUT  # noqa: E402
 
 flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
@@ -275,7 +275,8 @@ class Stepper:
 
 
 def model_flops(config, batch: int) -> float:
-  """cost_analysis() flops of the step with the lax conv and pool forms."""
+  """cost_analysis() flops of the step with every impl knob 'xla' (the lax
+  convs and pools, flax's batch norm)."""
   ref = config.copy_and_resolve_references()
   for knob in VARIANT_KNOBS:
     ref.model[knob] = 'xla'
@@ -368,7 +369,7 @@ class GemmProbe:
     return benchlib.median(self.rates)
 
 
-VARIANT_KNOBS = ('conv_impl', 'pool_impl', 'norm_impl')
+VARIANT_KNOBS = tuple(IMPL_CHOICES)  # conv_impl, pool_impl, norm_impl.
 
 
 def variant_config(config, variant: str):

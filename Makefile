@@ -1,13 +1,15 @@
-# Two entry points, each of which creates .venv on first use:
-#   make main   -- the main job
-#   make test   -- the test suite
+# Entry points, each of which creates .venv on first use:
+#   make main       -- the main job
+#   make test       -- the whole test suite
+#   make test-fast  -- the suite less the tests marked slow (whole networks,
+#                      training runs, spawned trainings, anything over ~10 s)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ONEDNN_LIB := build/onednn_conv.so
 
-.PHONY: main test setup clean-venv
+.PHONY: main test test-fast setup clean-venv
 
 setup: $(STAMP) $(ONEDNN_LIB)
 
@@ -17,11 +19,11 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $(STAMP)
 
-# oneDNN convolutions and max pools for XLA:CPU (models/onednn.py). Optional:
-# without a compiler or oneDNN, auto falls back to the im2col convs and
+# oneDNN convolutions and max pools for XLA:CPU (ops/onednn/). Optional:
+# without a compiler or oneDNN, ops 'auto' falls back to the im2col convs and
 # shifted-slice pools.
-$(ONEDNN_LIB): csrc/onednn_conv.cc $(STAMP)
-	$(PY) scripts/build_onednn.py --optional
+$(ONEDNN_LIB): ops/onednn/onednn_conv.cc $(STAMP)
+	$(PY) -m ops.onednn.build --optional
 
 # The main job: the CPU-sized naive-vs-reduced sweep on CIFAR-10, then the
 # report. Data comes from TFDS; point it at a local copy with e.g.
@@ -38,6 +40,9 @@ main: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

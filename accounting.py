@@ -22,12 +22,14 @@ tests/test_accounting.py):
 
 import dataclasses
 import math
-import re
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+import ops
+from ops import onednn
 
 
 @dataclasses.dataclass
@@ -127,49 +129,10 @@ def cost_entry(compiled: Any, key: str) -> float:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   extra = {'flops': 0.0, 'bytes accessed': 0.0}
-  for call in _onednn_calls(compiled.as_text()):
+  for call in onednn.call_costs(compiled.as_text()):
     for k, v in call.items():
       extra[k] += v + 1  # + 1: XLA's -1 for an unknown custom call.
   return float(cost[key]) + extra.get(key, 0.0)
-
-
-_CUSTOM_CALL = re.compile(
-    r'= (.*) custom-call\(.*custom_call_target="onednn_(\w+)", '
-    r'operand_layout_constraints=\{(.*)\}, api_version.*'
-    r'backend_config=\{([^}]*)\}')
-_SHAPE = re.compile(r'(f32|u8)\[([\d,]+)\]')
-_ITEMSIZE = {'f32': 4, 'u8': 1}
-
-
-def _valid_taps(size: int, k: int, stride: int, lo: int, out: int) -> int:
-  """(output, tap) pairs of one axis whose input falls inside the image."""
-  return sum(0 <= o * stride + t - lo < size
-             for o in range(out) for t in range(k))
-
-
-def _onednn_calls(hlo: str):
-  """{'flops', 'bytes accessed'} of each oneDNN pass in `hlo`."""
-  for m in _CUSTOM_CALL.finditer(hlo):
-    results, operands = _SHAPE.findall(m[1]), _SHAPE.findall(m[3])
-    attrs = {k: int(v) for k, v in re.findall(r'(\w+) = (-?\d+)', m[4])}
-    shapes = [[int(d) for d in dims.split(',')] for _, dims in
-              results + operands]
-    nbytes = sum(_ITEMSIZE[t] * math.prod(s) for (t, _), s in
-                 zip(results + operands, shapes))
-    out, a = shapes[0], shapes[len(results)]
-    if m[2].startswith('max_pool'):
-      fwd = m[2] == 'max_pool_fwd'
-      flops = math.prod(out if fwd else a) * (attrs['window']**2 - 1 if fwd
-                                              else 1)
-    else:
-      b = shapes[len(results) + 1]
-      x, y, w = {'conv_fwd': (a, out, b), 'conv_bwd_data': (out, a, b),
-                 'conv_bwd_weights': (a, b, out)}[m[2]]
-      s = attrs['stride']
-      taps = (_valid_taps(x[1], w[0], s, attrs['pad_top'], y[1]) *
-              _valid_taps(x[2], w[1], s, attrs['pad_left'], y[2]))
-      flops = 2.0 * x[0] * taps * w[2] * w[3]
-    yield {'flops': float(flops), 'bytes accessed': float(nbytes)}
 
 
 def cost_flops(compiled: Any) -> float:
@@ -187,7 +150,7 @@ def summarize(config, with_xla: bool = True) -> dict:
    'total': {'params', 'macs', 'xla_flops'}}; MACs and FLOPs per image.
   """
   from models import build_model  # Local: keeps this module model-agnostic.
-  model = build_model(config.model)
+  model = build_model(config.model, ops.resolve(config))
   acc = account(model, input_shape(config))
   total = {'params': acc.params, 'macs': acc.macs}
   if with_xla:

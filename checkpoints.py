@@ -3,7 +3,9 @@
 Each checkpoint holds the train state and a JSON `meta` with the model config
 and every parameter's shape. A run refuses a workdir whose checkpoints were
 written by another model (before anything is compiled or overwritten), and a
-checkpoint that fails to restore falls back to the one before it.
+checkpoint that fails to restore falls back to the one before it. How the
+layers are computed (config.ops) is not part of the model: the params are
+the same under every choice, so a checkpoint resumes under any of them.
 """
 
 import os
@@ -27,7 +29,8 @@ def fingerprint(model_config: dict, abstract_state: Any) -> dict:
 
 
 class Checkpoints:
-  """Saves every `every` steps (and on demand), keeping the last `keep`."""
+  """Saves when asked (train.py: every checkpoint_every_steps, at the end
+  and on a stop), keeping the last `keep`."""
 
   def __init__(self, workdir: str, keep: int, meta: dict):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')

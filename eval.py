@@ -8,15 +8,13 @@ per-class accuracy and the confusion matrix. --data points the run at
 another source, e.g. a folder with a `test/` split.
 """
 
-import json
 import os
-import re
 
 import jax
-import ml_collections
 from absl import app, flags, logging
 
 import input_pipeline
+import rundir
 import train
 
 # --workdir is train.py's flag (defining it again raises DuplicateFlagError).
@@ -28,7 +26,7 @@ FLAGS = flags.FLAGS
 
 def evaluate(workdir: str, split: str | None = None,
              data: str | None = None) -> dict:
-  config = train.load_run_config(workdir)
+  config = rundir.load_run_config(workdir)
   if data:
     config.data.source = data
   split = split or config.data.eval_split
@@ -37,11 +35,9 @@ def evaluate(workdir: str, split: str | None = None,
   result = runner.evaluate(state, input_pipeline.load_split(config.data, split))
   result |= {'step': int(jax.device_get(state.step)),
              'source': config.data.source}
-  name = re.sub(r'\W+', '_', split).strip('_')
-  path = os.path.join(workdir, f'eval_{name}.json')
+  path = os.path.join(workdir, rundir.eval_file(split))
   if jax.process_index() == 0:
-    with open(path, 'w') as f:
-      json.dump(result, f, indent=1)
+    rundir.write_json_atomic(path, result)
   logging.info('Wrote %s', path)
   return result
 

@@ -1,26 +1,22 @@
 """CIFAR-10 input pipeline: whole splits as uint8 arrays, augmentation in jit.
 
-A split is small (CIFAR-10 train is 150 MB as uint8), so it is loaded once into
-host memory. Batches are numpy gathers at indices from `batch_indices`, which
-depend only on (seed, step), so a resumed run sees exactly the same batches.
-Augmentation and normalisation run on the accelerator in `augment_batch`.
+A CIFAR-sized split fits in host memory as uint8, so it is loaded once.
+Batches are numpy gathers at indices from `batch_indices`, which depend only
+on (seed, step), so a resumed run sees exactly the same batches. Augmentation
+and normalisation run on the accelerator in `augment_batch`.
 
-Config keys (`config.data`, defaults in `default_config()`):
-  source: 'tfds' to load `dataset` with TensorFlow Datasets, or the path of an
-    image folder laid out as `<split>/<class>/*.{png,jpg,jpeg}`, or of a
-    .tar.gz/.tgz/.zip archive of one (a single wrapping folder is fine).
-  dataset: TFDS name, e.g. 'cifar10'. Only used when source is 'tfds'.
-  data_dir: TFDS data dir; None for TFDS's default (~/tensorflow_datasets).
-  cache_dir: where a local source's decoded arrays are cached as .npz;
-    None for ~/.cache/pointwise.
-  train_split, eval_split: split names, e.g. 'train', 'test', 'train[:90%]',
-    'train[90%:]', 'train[10%:20%]'. TFDS gets them as they are. For a local
-    source a percent slice takes that range of every class (files sorted by
-    name), so 'train[:90%]' and 'train[90%:]' are disjoint, stratified, cover
-    the split and are the same on every run.
-  num_workers: processes decoding a local source; None for all cores, 1 to
-    decode in this process. (Like any multiprocessing, this needs the main
-    script's `if __name__ == '__main__':` guard.)
+`load_split(config.data, split)` takes the `config.data` block that
+configs/base.py defines and documents (`default_config()` returns a copy).
+The source is TFDS (`source='tfds'`: the prepared dataset stays in TFDS's
+data dir) or a local image folder/archive of `<split>/<class>/<image>`
+(decoded once, then cached as .npz). `split` is a name with an optional
+percent slice, e.g. 'train', 'train[:90%]', 'train[90%:]', 'train[10%:20%]',
+and means the same for both sources: the whole named split is loaded and the
+[start%, end%) range of every class is kept (`_stratified_range`), in the
+order the source stores it. So 'train[:90%]' and 'train[90%:]' are disjoint,
+stratified, cover the split and are the same on every run. Decoding a local
+source with `num_workers` > 1 uses processes, so the main script needs the
+usual `if __name__ == '__main__':` guard.
 
 Problems with the data raise `DataError` (a ValueError) whose message says
 what to fix: `MissingSplitError` for an absent split, `DataUnavailableError`
@@ -48,7 +44,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 import ml_collections
-from ml_collections import config_dict
 import numpy as np
 from PIL import Image
 
@@ -62,16 +57,11 @@ Array = np.ndarray | jax.Array
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The `config.data` defaults; see the module docstring."""
-  return ml_collections.ConfigDict(dict(
-      source='tfds',
-      dataset='cifar10',
-      data_dir=config_dict.placeholder(str),
-      cache_dir=config_dict.placeholder(str),
-      train_split='train',
-      eval_split='test',
-      num_workers=config_dict.placeholder(int),
-  ))
+  """A fresh copy of the `config.data` block of configs/base.py."""
+  # The one definition (every key documented) is the config's; importing it
+  # here, not at the top, keeps this module importable without configs/.
+  from configs import base  # pylint: disable=g-import-not-at-top
+  return base.get_config().data
 
 
 class DataError(ValueError):
@@ -94,25 +84,60 @@ class Split:
   class_names: list[str]
   name: str
 
-  def __len__(self) -> int:
-    return len(self.labels)
-
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
 
 
 def load_split(data_cfg: ml_collections.ConfigDict, split: str) -> Split:
-  """Loads `split` (e.g. 'train[:90%]') of the source that `data_cfg` names."""
+  """Loads `split` (e.g. 'train[:90%]') of the source that `data_cfg` names.
+
+  Both sources load the whole named split, then keep the split's percent
+  range of every class, so a split string selects the same examples from the
+  same data whichever source holds it.
+  """
   cfg = default_config()
   cfg.update(ml_collections.ConfigDict(data_cfg).to_dict())  # Fill defaults.
-  if cfg.source == 'tfds':
-    images, labels, class_names = _load_tfds(cfg, split)
-  else:
-    images, labels, class_names = _load_local(cfg, split)
+  name, start, end = _parse_split(split)
+  load = _load_tfds if cfg.source == 'tfds' else _load_local
+  images, labels, class_names = load(cfg, name)
+  if (start, end) != (0, 100):
+    keep = _stratified_range(labels, start, end)
+    images, labels = images[keep], labels[keep]
   if not len(labels):
     raise DataError(f'Split {split!r} of {cfg.source!r} has no examples.')
   return Split(images, labels.astype(np.int32), list(class_names), split)
+
+
+def _parse_split(split: str) -> tuple[str, int, int]:
+  """'train[10%:20%]' -> ('train', 10, 20); 'test' -> ('test', 0, 100)."""
+  match = _SPLIT_RE.match(split.replace(' ', ''))
+  if not match:
+    raise DataError(
+        f'Cannot parse split {split!r}: a split is a name, optionally with a '
+        "percent slice taken from every class, e.g. 'train', 'train[:90%]', "
+        "'train[90%:]'.")
+  bounds = []
+  for percent, default in zip(match.groups()[1:], (0, 100)):
+    value = default if percent is None else int(percent)
+    if not -100 <= value <= 100:
+      raise DataError(f'Split {split!r}: percents must be in [-100, 100].')
+    bounds.append(value % 100 if value < 0 else value)  # -10% is 90%.
+  return match.group(1), bounds[0], bounds[1]
+
+
+def _stratified_range(labels: np.ndarray, start: int, end: int) -> np.ndarray:
+  """Indices of the [start%, end%) range of every class, in stored order.
+
+  Of a class of n examples, those at positions n * start // 100 up to
+  n * end // 100 within the class, so adjacent ranges neither overlap nor
+  leave gaps.
+  """
+  ranges = []
+  for c in np.unique(labels):
+    idx = np.flatnonzero(labels == c)  # This class, in stored order.
+    ranges.append(idx[len(idx) * start // 100:len(idx) * end // 100])
+  return np.sort(np.concatenate(ranges))
 
 
 def _check_split_present(name: str, present: Sequence[str],
@@ -128,8 +153,12 @@ def _check_split_present(name: str, present: Sequence[str],
 # --- TFDS -------------------------------------------------------------------
 
 
-def _load_tfds(cfg: ml_collections.ConfigDict, split: str):
-  """(images, labels, class_names) of a TFDS split."""
+def _load_tfds(cfg: ml_collections.ConfigDict, name: str):
+  """(images, labels, class_names) of the whole TFDS split `name`, e.g. 'train'.
+
+  In TFDS's stored order; TFDS slicing is not used, since it cuts the split
+  in that order rather than per class.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
@@ -145,13 +174,11 @@ def _load_tfds(cfg: ml_collections.ConfigDict, split: str):
 
   present = list(builder.info.splits)  # Empty if unknown, e.g. mock data.
   if present:
-    for part in split.split('+'):
-      _check_split_present(part.split('[')[0].strip(), present,
-                           f'TFDS dataset {cfg.dataset!r}')
-  ds = builder.as_dataset(split=split, as_supervised=True).batch(4096)
+    _check_split_present(name, present, f'TFDS dataset {cfg.dataset!r}')
+  ds = builder.as_dataset(split=name, as_supervised=True).batch(4096)
   batches = list(tfds.as_numpy(ds))  # [((B, H, W, 3) uint8, (B,) int64)]
   if not batches:
-    raise DataError(f'Split {split!r} of TFDS {cfg.dataset!r} is empty.')
+    raise DataError(f'Split {name!r} of TFDS {cfg.dataset!r} is empty.')
   images = np.concatenate([x for x, _ in batches])
   labels = np.concatenate([y for _, y in batches])
   label_key = builder.info.supervised_keys[1]
@@ -178,9 +205,11 @@ def _tfds_help(cfg: ml_collections.ConfigDict, data_dir_root,
 # --- Local image folders and archives -------------------------------------
 
 
-def _load_local(cfg: ml_collections.ConfigDict, split: str):
-  """(images, labels, class_names) of a split of an image folder/archive."""
-  name, start, end = _parse_split(split)
+def _load_local(cfg: ml_collections.ConfigDict, name: str):
+  """(images, labels, class_names) of the whole split `name` of a local source.
+
+  Sorted by class, then file name.
+  """
   source = os.path.abspath(os.path.expanduser(cfg.source))
   if not os.path.exists(source):
     raise DataError(
@@ -196,36 +225,7 @@ def _load_local(cfg: ml_collections.ConfigDict, split: str):
     images, labels, class_names = _decode_split(source, name, cfg.num_workers)
     _save_npz(cache_path, images=images, labels=labels,
               class_names=np.array(class_names))
-
-  if (start, end) != (0, 100):
-    keep = _stratified_range(labels, start, end)
-    images, labels = images[keep], labels[keep]
   return images, labels, class_names
-
-
-def _parse_split(split: str) -> tuple[str, int, int]:
-  """'train[10%:20%]' -> ('train', 10, 20); 'test' -> ('test', 0, 100)."""
-  match = _SPLIT_RE.match(split.replace(' ', ''))
-  if not match:
-    raise DataError(
-        f'Cannot parse split {split!r}: local sources take a name, optionally '
-        "with a percent slice, e.g. 'train', 'train[:90%]', 'train[90%:]'.")
-  bounds = []
-  for percent, default in zip(match.groups()[1:], (0, 100)):
-    value = default if percent is None else int(percent)
-    if not -100 <= value <= 100:
-      raise DataError(f'Split {split!r}: percents must be in [-100, 100].')
-    bounds.append(value % 100 if value < 0 else value)  # -10% is 90%.
-  return match.group(1), bounds[0], bounds[1]
-
-
-def _stratified_range(labels: np.ndarray, start: int, end: int) -> np.ndarray:
-  """Indices of the [start%, end%) range of every class, in stored order."""
-  ranges = []
-  for c in np.unique(labels):
-    idx = np.flatnonzero(labels == c)  # This class, in file-name order.
-    ranges.append(idx[len(idx) * start // 100:len(idx) * end // 100])
-  return np.concatenate(ranges)
 
 
 def _decode_split(source: str, split: str, num_workers: int | None):

@@ -9,6 +9,7 @@ a 'data' axis, batches sharded on it, params replicated. A workdir with
 checkpoints resumes; DIR/summary.json records accuracy next to compute.
 """
 
+import dataclasses
 import functools
 import json
 import math
@@ -32,12 +33,12 @@ from ml_collections import config_flags
 import accounting
 import checkpoints
 import input_pipeline
+import ops
+import rundir
 from models import build_model
 
 OPTIMIZERS = ('sgd', 'adamw')
-STATS_KEY = 'data_stats'  # In DIR/config.json: the train split's mean, std.
 SCHEDULES = ('cosine', 'step')
-CPU_VECTOR_WIDTHS = ('auto', '256', '512')  # config.cpu_vector_width.
 
 
 class _QuietOrbax(logging.logging.Filter):
@@ -73,31 +74,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
            f'({devices}); e.g. --config.{key}={devices * max(1, size // devices)}.')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     fail('set num_epochs > 0 or num_train_steps > 0.')
-  if str(config.get('cpu_vector_width', 'auto')) not in CPU_VECTOR_WIDTHS:
-    fail(f'cpu_vector_width={config.cpu_vector_width!r}; choose one of '
-         f'{CPU_VECTOR_WIDTHS}.')
-  build_model(config.model)  # Unknown model names and keys raise here.
-
-
-def _cpu_has_avx512() -> bool:
-  try:
-    with open('/proc/cpuinfo') as f:
-      return ' avx512f' in f.read()
-  except OSError:
-    return False
-
-
-def compiler_options(config) -> dict:
-  """XLA options for the jitted steps. On CPU: the vector width XLA's own
-  loops (batch norm, pools, ReLU, concatenation) are compiled for; 'auto'
-  is 512 bits where the CPU has AVX-512 (6-8% faster steps at GoogLeNet
-  width 0.25 here, scripts/bench_train.py), else XLA's default 256."""
-  width = str(config.get('cpu_vector_width', 'auto'))
-  if jax.default_backend() != 'cpu':
-    return {}
-  if width == 'auto':
-    width = '512' if _cpu_has_avx512() else '256'
-  return {'xla_cpu_prefer_vector_width': int(width)}
+  # Unknown model names, keys and op choices raise here.
+  build_model(config.model, ops.resolve(config))
+  ops.compiler_options(config)
 
 
 def make_optimizer(config, steps_per_epoch: int, total_steps: int):
@@ -191,12 +170,12 @@ class Runner:
 
   def __init__(self, config, stats):
     self.config = config
-    self.model = build_model(config.model)
+    self.model = build_model(config.model, ops.resolve(config))
     self.mesh = Mesh(np.asarray(jax.devices()), ('data',))
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
     self.replicated = NamedSharding(self.mesh, P())
     kw = dict(model=self.model, config=config, stats=stats)
-    options = compiler_options(config)
+    options = ops.compiler_options(config)
     self.train_step = jax.jit(functools.partial(train_step, **kw),
                               donate_argnums=(0,), compiler_options=options)
     self.eval_step = jax.jit(functools.partial(eval_step, **kw),
@@ -285,22 +264,250 @@ def load_optional_split(data_config, split: str):
     return None
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  """{'data': {'source': x}} -> {'data.source': x}."""
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out |= _flatten(v, f'{prefix}{k}.')
-    else:
-      out[prefix + k] = v if isinstance(v, (int, float, str, bool)) else str(v)
-  return out
+@dataclasses.dataclass
+class Data:
+  """The splits, in memory as uint8, and what the schedule derives from them."""
+  train: input_pipeline.Split
+  val: input_pipeline.Split
+  test: input_pipeline.Split | None
+  stats: tuple  # The train split's per-channel (mean, std), Python floats.
+  steps_per_epoch: int
+  total_steps: int
 
 
-def _write_json(path: str, obj: dict) -> None:
+def load_data(config) -> Data:
+  """Every split the run uses; augmentation runs later, in the step."""
+  data = config.data
+  train = input_pipeline.load_split(data, data.train_split)
+  val = input_pipeline.load_split(data, data.eval_split)
+  test = (load_optional_split(data, data.test_split)
+          if data.test_split not in ('', None, data.eval_split) else None)
+  if train.num_classes > config.model.num_classes:
+    raise ValueError(
+        f'The data has {train.num_classes} classes but the model '
+        f'{config.model.num_classes}; set --config.model.num_classes='
+        f'{train.num_classes}.')
+  # Python floats: np.float32 would reach config.json as strings.
+  stats = tuple(tuple(map(float, s))
+                for s in input_pipeline.dataset_stats(train))
+  steps_per_epoch = input_pipeline.steps_per_epoch(len(train.labels),
+                                                   config.batch_size)
+  total_steps = (config.num_train_steps if config.num_train_steps > 0 else
+                 math.ceil(config.num_epochs * steps_per_epoch))
+  return Data(train, val, test, stats, steps_per_epoch, total_steps)
+
+
+def restore_or_create(config, workdir: str, runner: Runner, tx,
+                      stats) -> tuple[checkpoints.Checkpoints, TrainState, dict]:
+  """The checkpoints, the state to start from (the latest checkpoint that
+  restores, else a fresh one) and the summary of the run so far ({} when it
+  starts afresh). A workdir of another model is refused before anything is
+  compiled or written."""
+  abstract = runner.abstract_state(tx)
+  ckpt = checkpoints.Checkpoints(
+      workdir, config.keep_checkpoints,
+      checkpoints.fingerprint(config.model.to_dict(), abstract) |
+      {'image_size': config.image_size})
+  ckpt.check_compatible()
   if jax.process_index() == 0:
-    with open(path + '.tmp', 'w') as f:
-      json.dump(obj, f, indent=1, default=str)
-    os.replace(path + '.tmp', path)
+    rundir.write_json_atomic(os.path.join(workdir, rundir.CONFIG),
+                             config.to_dict() | {rundir.STATS_KEY: stats})
+  state = ckpt.restore_latest(runner.sharded(abstract))
+  if state is None:
+    return ckpt, runner.create_state(tx), {}
+  logging.info('Resuming from step %d in %s.', int(jax.device_get(state.step)),
+               ckpt.directory)
+  path = os.path.join(workdir, rundir.SUMMARY)
+  return ckpt, state, rundir.read_json(path) if os.path.exists(path) else {}
+
+
+class MetricLog:
+  """Scalars to TensorBoard (clu) and to DIR/metrics.jsonl."""
+
+  def __init__(self, workdir: str, config, resumed: bool):
+    self.is_main = jax.process_index() == 0
+    # Synchronous: no writer threads to start while a signal may arrive.
+    self.writer = metric_writers.create_default_writer(
+        workdir, just_logging=not self.is_main, asynchronous=False)
+    if not resumed:
+      self.writer.write_hparams(rundir.flatten(config.to_dict(),
+                                               stringify=True))
+    self.path = os.path.join(workdir, rundir.METRICS)
+
+  def __call__(self, step: int, scalars: dict) -> None:
+    self.writer.write_scalars(step, scalars)
+    if self.is_main:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps({'step': step, **scalars}) + '\n')
+
+  def flush(self) -> None:
+    self.writer.flush()
+
+  def close(self) -> None:
+    self.writer.close()
+
+
+class Timer:
+  """Training wall time (evaluation and checkpoints excluded), and the
+  images per second of the steps alone: XLA's compile is timed apart."""
+
+  def __init__(self, previous: dict):
+    self.seconds = previous.get('train_seconds', 0.0)
+    self.compile_seconds = previous.get('compile_seconds') or 0.0
+    self.images, self.step_seconds = 0, 0.0
+    self.previous_rate = previous.get('train_images_per_s')
+    self.start()
+
+  def start(self) -> None:
+    self.tick, self.compiling = time.perf_counter(), 0.0
+
+  def compiled(self, seconds: float) -> None:
+    self.compiling += seconds
+    self.compile_seconds += seconds
+
+  def stop(self, images: int) -> None:
+    elapsed = time.perf_counter() - self.tick
+    self.seconds += elapsed
+    self.step_seconds += elapsed - self.compiling
+    self.images += images
+
+  @property
+  def images_per_s(self) -> float | None:
+    """This session's rate; a resumed run that took no step keeps the last."""
+    if not self.images:
+      return self.previous_rate
+    return self.images / max(self.step_seconds, 1e-9)
+
+
+@dataclasses.dataclass
+class LoopResult:
+  status: str          # 'ok', 'interrupted' or 'diverged'.
+  state: TrainState
+  step: int            # The last step taken.
+  val_result: dict | None
+  best_val_accuracy: float
+  step_flops: float | None
+
+
+def train_loop(config, runner: Runner, data: Data, state: TrainState,
+               ckpt: checkpoints.Checkpoints, schedule, log: MetricLog,
+               timer: Timer, best: float) -> LoopResult:
+  """Steps from the state's step to data.total_steps, logging, evaluating
+  and checkpointing on schedule; stops early on a signal, a time slot's end
+  (stop_after_steps) or a non-finite loss."""
+  start = int(jax.device_get(state.step))
+  step_fn, step_flops = None, None
+  status, val_result, pending, done = 'ok', None, [], start
+  with StopSignal() as stop:
+    for step in range(start, data.total_steps):
+      idx = input_pipeline.batch_indices(
+          len(data.train.labels), config.batch_size, step, config.seed,
+          process_index=jax.process_index(),
+          process_count=jax.process_count())
+      images, labels = (runner.to_global(data.train.images[idx]),
+                        runner.to_global(data.train.labels[idx]))
+      if step_fn is None:  # Compile once; read XLA's cost of the step.
+        t0 = time.perf_counter()
+        step_fn = runner.train_step.lower(state, images, labels).compile()
+        timer.compiled(time.perf_counter() - t0)
+        step_flops = accounting.cost_flops(step_fn)
+      state, metrics = step_fn(state, images, labels)
+      pending.append(metrics)
+      done = step + 1
+      last = done == data.total_steps
+      time_slot_over = 0 < config.stop_after_steps <= done - start
+      if time_slot_over:
+        stop.received = stop.received or f'stop_after_steps={done - start}'
+      stopping = stop.decide(time_slot_over or
+                             done % config.log_every_steps == 0)
+      if not (last or stopping or any(done % config[k] == 0 for k in (
+          'log_every_steps', 'checkpoint_every_steps', 'eval_every_steps'))):
+        continue
+      # Block here: every metric since the last flush must be finite.
+      host = jax.device_get(pending)
+      timer.stop(len(host) * config.batch_size)
+      pending = []
+      if not _all_finite(host, done, ckpt):
+        status = 'diverged'
+        break
+      _log_train(log, host, done, schedule(step), timer, data, config)
+      if last or done % config.eval_every_steps == 0:
+        val_result = runner.evaluate(state, data.val)
+        best = max(best, val_result['accuracy'])
+        log(done, {'val/accuracy': val_result['accuracy'],
+                   'val/loss': val_result['loss']})
+        logging.info('step %d  val accuracy %.4f  loss %.4f', done,
+                     val_result['accuracy'], val_result['loss'])
+      if last or stopping or done % config.checkpoint_every_steps == 0:
+        ckpt.save(done, state)
+      log.flush()
+      timer.start()
+      if stopping:
+        logging.warning('Stopping at step %d (%s); checkpoint saved in %s.',
+                        done, stopping, ckpt.directory)
+        status = 'interrupted'
+        break
+  return LoopResult(status, state, done, val_result, best, step_flops)
+
+
+def _all_finite(host: list[dict], done: int, ckpt) -> bool:
+  """Whether every loss since the last flush, and the newest params, are
+  finite (a loss is of the params before its step; the newest params are
+  what a checkpoint would save). Logs the way out when not."""
+  losses = [float(m['loss']) for m in host]
+  if all(map(math.isfinite, losses + [float(host[-1]['param_norm'])])):
+    return True
+  logging.error(
+      'Loss or params became non-finite by step %d (last loss %s): training '
+      'diverged. The last good checkpoint is kept in %s; try a lower '
+      'learning_rate or grad_clip_norm.', done, losses[-1], ckpt.directory)
+  return False
+
+
+def _log_train(log: MetricLog, host: list[dict], done: int, lr, timer: Timer,
+               data: Data, config) -> None:
+  """The mean of each train metric since the last flush; a console line."""
+  rate = timer.images_per_s or 0.0
+  scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  scalars |= {'learning_rate': float(lr), 'images_per_s': rate}
+  log(done, {f'train/{k}': v for k, v in scalars.items()})
+  eta = (data.total_steps - done) * config.batch_size / max(rate, 1e-9)
+  logging.info(
+      'step %d/%d  epoch %.2f  loss %.4f  acc %.3f  %.0f img/s  ETA %s',
+      done, data.total_steps, done / data.steps_per_epoch, scalars['loss'],
+      scalars['accuracy'], rate,
+      time.strftime('%H:%M:%S', time.gmtime(eta)) if timer.images else '?')
+
+
+def make_summary(config, workdir: str, runner: Runner, data: Data,
+                 result: LoopResult, timer: Timer, costs: dict,
+                 previous: dict) -> dict:
+  """summary.json: what was trained, its costs, speed and accuracy, with
+  the keys in rundir.SUMMARY_KEYS' order."""
+  ok = result.status == 'ok'
+  val_accuracy = (result.val_result or {}).get('accuracy',
+                                               previous.get('val_accuracy'))
+  summary = {
+      'status': result.status, 'model': config.model.name,
+      'module': config.model.module, 'workdir': os.path.abspath(workdir),
+      'params': costs['params'], 'macs_per_image': costs['macs'],
+      'xla_flops_per_image': costs['xla_flops'],
+      'train_step_flops': result.step_flops,
+      'train_images_per_s': timer.images_per_s,
+      'compile_seconds': timer.compile_seconds,
+      'train_seconds': timer.seconds, 'steps': result.step,
+      'epochs': result.step / data.steps_per_epoch,
+      'batch_size': config.batch_size, 'val_split': data.val.name,
+      'val_accuracy': val_accuracy,
+      'best_val_accuracy': result.best_val_accuracy,
+  }
+  if data.test is not None and ok:  # Only a finished run is tested.
+    summary['test_accuracy'] = runner.evaluate(result.state,
+                                               data.test)['accuracy']
+  return summary | {
+      'device_kind': jax.devices()[0].device_kind,
+      'device_count': jax.device_count(), 'process_count': jax.process_count(),
+      'jax_version': jax.__version__}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -311,185 +518,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_config(config)
   quiet_orbax()
   os.makedirs(workdir, exist_ok=True)
-  is_main = jax.process_index() == 0
-
-  # Data: everything in memory as uint8; augmentation runs in the step.
-  train = input_pipeline.load_split(config.data, config.data.train_split)
-  val = input_pipeline.load_split(config.data, config.data.eval_split)
-  test = (load_optional_split(config.data, config.data.test_split)
-          if config.data.test_split not in ('', None, config.data.eval_split)
-          else None)
-  if train.num_classes > config.model.num_classes:
-    raise ValueError(
-        f'The data has {train.num_classes} classes but the model '
-        f'{config.model.num_classes}; set --config.model.num_classes='
-        f'{train.num_classes}.')
-  # Python floats: np.float32 would reach config.json as strings.
-  stats = tuple(tuple(map(float, s)) for s in input_pipeline.dataset_stats(train))
-  steps_per_epoch = input_pipeline.steps_per_epoch(len(train.labels),
-                                                   config.batch_size)
-  total_steps = (config.num_train_steps if config.num_train_steps > 0 else
-                 math.ceil(config.num_epochs * steps_per_epoch))
-
-  runner = Runner(config, stats)
-  tx, schedule = make_optimizer(config, steps_per_epoch, total_steps)
-  abstract = runner.abstract_state(tx)
-  ckpt = checkpoints.Checkpoints(
-      workdir, config.keep_checkpoints,
-      checkpoints.fingerprint(config.model.to_dict(), abstract) |
-      {'image_size': config.image_size})
-  ckpt.check_compatible()  # Before compiling or writing anything.
-
+  data = load_data(config)
+  runner = Runner(config, data.stats)
+  tx, schedule = make_optimizer(config, data.steps_per_epoch, data.total_steps)
+  ckpt, state, previous = restore_or_create(config, workdir, runner, tx,
+                                            data.stats)
   costs = accounting.summarize(config)['total']
-  _write_json(os.path.join(workdir, 'config.json'),
-              config.to_dict() | {STATS_KEY: stats})
-  state = ckpt.restore_latest(runner.sharded(abstract))
-  state = state if state is not None else runner.create_state(tx)
-  start = int(jax.device_get(state.step))
-  if start:
-    logging.info('Resuming from step %d in %s.', start, ckpt.directory)
-
-  # Synchronous: no writer threads to start while a signal may arrive.
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=not is_main, asynchronous=False)
-  if start == 0:
-    writer.write_hparams(_flatten(config.to_dict()))
-  history_path = os.path.join(workdir, 'metrics.jsonl')
-  summary_path = os.path.join(workdir, 'summary.json')
-  previous = {}
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      previous = json.load(f)
-  best = previous.get('best_val_accuracy', 0.0) if start else 0.0
-
-  def log(step: int, scalars: dict) -> None:
-    writer.write_scalars(step, scalars)
-    if is_main:
-      with open(history_path, 'a') as f:
-        f.write(json.dumps({'step': step, **scalars}) + '\n')
-
-  step_flops = None
-  status, val_result, pending = 'ok', None, []
-  train_seconds = previous.get('train_seconds', 0.0) if start else 0.0
-  timed_images, timed_seconds = 0, 0.0
-  tick = time.perf_counter()
-  with StopSignal() as stop:
-    for step in range(start, total_steps):
-      idx = input_pipeline.batch_indices(
-          len(train.labels), config.batch_size, step, config.seed,
-          process_index=jax.process_index(),
-          process_count=jax.process_count())
-      images, labels = (runner.to_global(train.images[idx]),
-                        runner.to_global(train.labels[idx]))
-      if step_flops is None:  # Compile once; read XLA's cost of the step.
-        step_fn = runner.train_step.lower(state, images, labels).compile()
-        step_flops = accounting.cost_flops(step_fn)
-      state, metrics = step_fn(state, images, labels)
-      pending.append(metrics)
-      done = step + 1
-      last = done == total_steps
-      time_slot_over = 0 < config.stop_after_steps <= done - start
-      if time_slot_over:
-        stop.received = stop.received or f'stop_after_steps={done - start}'
-      stopping = stop.decide(time_slot_over or
-                             done % config.log_every_steps == 0)
-      flush = (last or stopping or done % config.log_every_steps == 0 or
-               done % config.checkpoint_every_steps == 0 or
-               done % config.eval_every_steps == 0)
-      if not flush:
-        continue
-      # Block here: every metric since the last flush must be finite.
-      host = jax.device_get(pending)
-      now = time.perf_counter()
-      train_seconds += now - tick
-      if step > start:  # Skip the first (compiling) step when timing.
-        timed_images += len(host) * config.batch_size
-        timed_seconds += now - tick
-      pending = []
-      losses = [float(m['loss']) for m in host]
-      # A loss is of the params before its step: the newest params, which a
-      # checkpoint would save, must be finite too.
-      if not all(map(math.isfinite, losses + [float(host[-1]['param_norm'])])):
-        status = 'diverged'
-        logging.error(
-            'Loss or params became non-finite by step %d (last loss %s): '
-            'training diverged. The last good checkpoint is kept in %s; try '
-            'a lower learning_rate or grad_clip_norm.', done, losses[-1],
-            ckpt.directory)
-        break
-      images_per_s = timed_images / max(timed_seconds, 1e-9)
-      scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-      scalars |= {'learning_rate': float(schedule(step)),
-                  'images_per_s': images_per_s}
-      log(done, {f'train/{k}': v for k, v in scalars.items()})
-      eta = (total_steps - done) * config.batch_size / max(images_per_s, 1e-9)
-      logging.info(
-          'step %d/%d  epoch %.2f  loss %.4f  acc %.3f  %.0f img/s  ETA %s',
-          done, total_steps, done / steps_per_epoch, scalars['loss'],
-          scalars['accuracy'], images_per_s,
-          time.strftime('%H:%M:%S', time.gmtime(eta)) if timed_images else '?')
-      if last or done % config.eval_every_steps == 0:
-        val_result = runner.evaluate(state, val)
-        best = max(best, val_result['accuracy'])
-        log(done, {'val/accuracy': val_result['accuracy'],
-                   'val/loss': val_result['loss']})
-        logging.info('step %d  val accuracy %.4f  loss %.4f', done,
-                     val_result['accuracy'], val_result['loss'])
-      if last or stopping or done % config.checkpoint_every_steps == 0:
-        ckpt.save(done, state)
-      writer.flush()
-      tick = time.perf_counter()
-      if stopping:
-        logging.warning('Stopping at step %d (%s); checkpoint saved in %s.',
-                        done, stopping, ckpt.directory)
-        status = 'interrupted'
-        break
+  log = MetricLog(workdir, config, resumed=int(jax.device_get(state.step)) > 0)
+  timer = Timer(previous)
+  result = train_loop(config, runner, data, state, ckpt, schedule, log, timer,
+                      best=previous.get('best_val_accuracy', 0.0))
   ckpt.close()
-
-  step = int(jax.device_get(state.step)) if status != 'diverged' else done
-  summary = {
-      'status': status, 'model': config.model.name,
-      'module': config.model.module, 'workdir': os.path.abspath(workdir),
-      'params': costs['params'], 'macs_per_image': costs['macs'],
-      'xla_flops_per_image': costs['xla_flops'],
-      'train_step_flops': step_flops,
-      'train_images_per_s': (timed_images / timed_seconds if timed_seconds
-                             else previous.get('train_images_per_s')),
-      'train_seconds': train_seconds, 'steps': step,
-      'epochs': step / steps_per_epoch, 'batch_size': config.batch_size,
-      'val_split': val.name,
-      'val_accuracy': (val_result or {}).get('accuracy',
-                                             previous.get('val_accuracy')),
-      'best_val_accuracy': best,
-      'device_kind': jax.devices()[0].device_kind,
-      'device_count': jax.device_count(), 'process_count': jax.process_count(),
-      'jax_version': jax.__version__,
-  }
-  if test is not None and status == 'ok':
-    result = runner.evaluate(state, test)
-    summary['test_accuracy'] = result['accuracy']
-  _write_json(summary_path, summary)
-  writer.close()
+  summary = make_summary(config, workdir, runner, data, result, timer, costs,
+                         previous)
+  summary_path = os.path.join(workdir, rundir.SUMMARY)
+  if jax.process_index() == 0:
+    rundir.write_json_atomic(summary_path, summary)
+  log.close()
   logging.info('Summary: %s', json.dumps(summary))
-  if status == 'diverged':
+  if result.status == 'diverged':
     raise FloatingPointError(
-        f'Training diverged (non-finite loss by step {step}); '
+        f'Training diverged (non-finite loss by step {result.step}); '
         f'status recorded in {summary_path}.')
   return summary
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """A run's saved config; its normalisation stats under STATS_KEY."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise ValueError(f'{path} not found: is {workdir!r} a train.py workdir?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def restore_for_eval(config, workdir: str) -> tuple[Runner, TrainState]:
   """A Runner and the latest restorable checkpoint of a finished run."""
-  stats = tuple(tuple(map(float, s)) for s in config[STATS_KEY])
+  stats = tuple(tuple(map(float, s)) for s in config[rundir.STATS_KEY])
   runner = Runner(config, stats)
   abstract = runner.abstract_state(make_optimizer(config, 1, 1)[0])
   ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, {})

@@ -26,26 +26,39 @@ def get_config() -> ml_collections.ConfigDict:
       use_bias=False,          # Conv bias.
       fuse_pointwise=True,     # 1x1 siblings reading one input: one GEMM.
       dtype='float32',         # Compute dtype: float32 | bfloat16.
-      # How convs / pools / batch norms are computed (models/fast_ops.py,
-      # models/norm.py); same params and math. auto: the fast conv and pool
-      # forms on CPU, the lax ops on GPU/TPU; custom_vjp norms on CPU/GPU.
-      conv_impl='auto',        # auto | xla | im2col | onednn (models/onednn.py).
-      pool_impl='auto',        # auto | xla | slices | onednn (max pools).
-      norm_impl='auto',        # auto | xla | custom_vjp (batch-norm backward).
+  ))
+  # How convs, pools and batch norms are computed (ops/; ops.resolve decides
+  # 'auto' per backend). Same params and math whichever is chosen: not part
+  # of the model, so a checkpoint resumes under any of them.
+  config.ops = ml_collections.ConfigDict(dict(
+      conv='auto',             # auto | xla | im2col | onednn.
+      pool='auto',             # auto | xla | slices | onednn (max pools).
+      norm='auto',             # auto | xla | custom_vjp (batch-norm backward).
+      cpu_vector_width='auto', # XLA:CPU loops: auto (512 with AVX-512) | 256 | 512.
   ))
   config.image_size = 32       # Network input is image_size x image_size x 3.
 
-  # Data: `source` is 'tfds' or a path to `<split>/<class>/*.jpg` (a folder,
-  # .tar.gz or .zip), e.g. ../shared/data/cifar10-train-jpeg.tar.gz.
+  # Data: input_pipeline.load_split reads this block, and
+  # input_pipeline.default_config() returns a copy of it. `source` is 'tfds'
+  # (TFDS's `dataset`, prepared once in `data_dir`) or a local
+  # `<split>/<class>/*.{png,jpg,jpeg}` as a folder, .tar.gz/.tgz or .zip
+  # (decoded once, cached in `cache_dir`), e.g.
+  # ../shared/data/cifar10-train-jpeg.tar.gz. A split is a name with an
+  # optional percent slice: 'train', 'train[:90%]', 'train[90%:]' (=
+  # 'train[-10%:]'). Both sources load the whole named split, then keep the
+  # [start%, end%) range of every class in stored order (local: by file name;
+  # TFDS: its record order; TFDS's own slicing is not used). So the train and
+  # eval splits below are disjoint, stratified and the same on every run.
   config.data = ml_collections.ConfigDict(dict(
       source='tfds',
-      dataset='cifar10',       # TFDS name.
+      dataset='cifar10',       # TFDS name; source='tfds' only.
       data_dir=config_dict.placeholder(str),   # TFDS data dir; None: default.
       cache_dir=config_dict.placeholder(str),  # None: ~/.cache/pointwise.
-      train_split='train[:90%]',  # Percent slices are stratified per class.
-      eval_split='train[90%:]',   # Validation: the held-out 10%.
+      train_split='train[:90%]',  # The first 90% of every class.
+      eval_split='train[90%:]',   # Validation: the last 10% of every class.
       test_split='test',       # Evaluated at the end if the source has it.
-      num_workers=2,           # Parallel JPEG decoding.
+      num_workers=2,           # Processes decoding a local source (0: one
+                               # per core; 1: in the main process).
       random_crop=True,        # Random crop after reflect padding.
       crop_padding=4,
       flip=True,               # Random horizontal flip.
@@ -75,10 +88,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.stop_after_steps = -1  # > 0: checkpoint and stop after this many
                                 # steps of this run (e.g. a job's time slot).
-
-  # XLA:CPU vector width for the jitted steps: auto (512 with AVX-512, else
-  # 256) | 256 | 512. Other backends ignore it.
-  config.cpu_vector_width = 'auto'
 
   # Multi-host: call jax.distributed.initialize() (also --distributed).
   config.distributed = False

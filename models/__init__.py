@@ -1,8 +1,10 @@
 """Model registry: a config's `model.name` -> a linen module.
 
-`build_model(config.model)` splits the model config into the ablation knobs
-shared by every Inception module (InceptionOptions) and the network's own
-fields; an unknown name or key raises a ValueError that lists the valid ones.
+`build_model(config.model, ops.resolve(config))` splits the model config into
+the ablation knobs shared by every Inception module (InceptionOptions) and
+the network's own fields; an unknown name or key raises a ValueError that
+lists the valid ones. The optional `Ops` say how the layers are computed
+(ops/); the default is XLA's own ops.
 """
 
 import dataclasses
@@ -15,12 +17,16 @@ from models.inception import InceptionModule, InceptionOptions, ReducedConv
 from models.layers import ConvBlock, Pool
 from models.pointwise import PointwiseConv
 from models.small_inception import SmallInception
+from ops import Ops
 
 MODELS: dict[str, type[nn.Module]] = {
     'googlenet': GoogLeNet,
     'small_inception': SmallInception,
 }
-OPTION_KEYS = tuple(f.name for f in dataclasses.fields(InceptionOptions))
+OPTION_KEYS = tuple(f.name for f in dataclasses.fields(InceptionOptions)
+                    if f.name != 'ops')
+MOVED_KEYS = {'conv_impl': 'ops.conv', 'pool_impl': 'ops.pool',
+              'norm_impl': 'ops.norm'}  # Once model keys; now config.ops.
 
 
 def network_keys(cls) -> tuple[str, ...]:
@@ -28,7 +34,8 @@ def network_keys(cls) -> tuple[str, ...]:
                if f.name not in ('parent', 'name', 'opts'))
 
 
-def build_model(model_config: Mapping[str, Any]) -> nn.Module:
+def build_model(model_config: Mapping[str, Any], ops: Ops = Ops()
+                ) -> nn.Module:
   """Builds `model_config.name` with every other key as a field or knob."""
   cfg = dict(model_config)
   name = cfg.pop('name', None)
@@ -37,13 +44,17 @@ def build_model(model_config: Mapping[str, Any]) -> nn.Module:
                      f'{", ".join(sorted(MODELS))}. Set --config.model.name.')
   cls = MODELS[name]
   unknown = sorted(set(cfg) - set(OPTION_KEYS) - set(network_keys(cls)))
+  moved = [f'model.{k} is now {MOVED_KEYS[k]}' for k in unknown
+           if k in MOVED_KEYS]
+  if moved:
+    raise ValueError(f'{"; ".join(moved)}: set --config.ops.* instead.')
   if unknown:
     raise ValueError(
         f'Unknown model config key(s) {unknown} for {name!r}; valid keys: '
         f'{", ".join(sorted(network_keys(cls) + OPTION_KEYS))}.')
   defaults = dataclasses.asdict(cls.__dataclass_fields__['opts'].default)
   opts = InceptionOptions(**{**defaults, **{k: cfg.pop(k) for k in OPTION_KEYS
-                                            if k in cfg}})
+                                            if k in cfg}, 'ops': ops})
   return cls(opts=opts, **cfg)
 
 

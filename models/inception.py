@@ -15,8 +15,8 @@ import itertools
 import jax.numpy as jnp
 from flax import linen as nn
 
-from models import fast_ops, norm as norm_ops, onednn
 from models.layers import ACTIVATIONS, NORMS, ConvBlock, Pool, check_choice
+from ops import Ops
 
 CHOICES = {
     'module': ('naive', 'reduced'),
@@ -27,21 +27,12 @@ CHOICES = {
     'norm': NORMS,
     'dtype': ('float32', 'bfloat16'),
 }
-# How convs, pools and batch norms are computed (models/fast_ops.py,
-# models/norm.py); same params and math. 'auto' picks per backend: oneDNN
-# (where built) or the fast GEMM / shifted-slice forms on CPU, the lax ops
-# elsewhere (cuDNN and the TPU compiler handle those well); the hand-written
-# batch-norm backward on CPU and GPU, flax's on TPU.
-IMPL_CHOICES = {
-    'conv_impl': fast_ops.CONV_IMPLS,  # auto | xla | im2col | onednn.
-    'pool_impl': fast_ops.POOL_IMPLS,  # auto | xla | slices | onednn.
-    'norm_impl': norm_ops.NORM_IMPLS,  # auto | xla | custom_vjp.
-}
 
 
 @dataclasses.dataclass(frozen=True)
 class InceptionOptions:
-  """Ablation knobs shared by every module of a network."""
+  """Ablation knobs shared by every module of a network, and the `ops`
+  that compute its layers (not a knob: same params and math either way)."""
   module: str = 'reduced'
   reduce_act: str = 'relu'
   branch3: str = 'standard'
@@ -51,15 +42,11 @@ class InceptionOptions:
   use_bias: bool = False
   fuse_pointwise: bool = True  # 1x1 siblings that read x as one GEMM.
   dtype: str = 'float32'      # Compute dtype; params stay float32.
-  conv_impl: str = 'auto'     # kxk convs: auto | xla | im2col | onednn.
-  pool_impl: str = 'auto'     # Pools: auto | xla | slices | onednn.
-  norm_impl: str = 'auto'     # Batch norms: auto | xla | custom_vjp.
+  ops: Ops = Ops()            # From ops.resolve(config); default: XLA's.
 
   def __post_init__(self):
-    for name, valid in {**CHOICES, **IMPL_CHOICES}.items():
+    for name, valid in CHOICES.items():
       check_choice(name, getattr(self, name), valid)
-    if 'onednn' in (self.conv_impl, self.pool_impl):  # Before compiling.
-      onednn.require(self.dtype)
 
   @property
   def compute_dtype(self):
@@ -68,13 +55,12 @@ class InceptionOptions:
   def conv(self, features: int, kernel: int = 1, **kw) -> ConvBlock:
     """A ConvBlock with this network's norm, bias and dtype."""
     return ConvBlock(features, kernel, norm=self.norm, use_bias=self.use_bias,
-                     dtype=self.compute_dtype, impl=self.conv_impl,
-                     norm_impl=self.norm_impl, **kw)
+                     dtype=self.compute_dtype, ops=self.ops, **kw)
 
   def pool_layer(self, kind: str, window: int = 3, stride: int = 1,
                  padding: str = 'SAME', **kw) -> Pool:
-    """A Pool computed the way `pool_impl` says (`pool` is the branch knob)."""
-    return Pool(kind, window, stride, padding, impl=self.pool_impl, **kw)
+    """A Pool computed by `ops` (`pool` is the branch knob)."""
+    return Pool(kind, window, stride, padding, ops=self.ops, **kw)
 
 
 class InceptionModule(nn.Module):

@@ -12,8 +12,8 @@ from typing import Any, Callable
 import jax.numpy as jnp
 from flax import linen as nn
 
-from models import fast_ops, norm as norm_ops
 from models.pointwise import PointwiseConv
+from ops import Ops
 
 NORMS = ('batch', 'none')
 ACTIVATIONS: dict[str, Callable] = {'relu': nn.relu, 'linear': lambda x: x}
@@ -37,12 +37,8 @@ class ConvBlock(nn.Module):
 
   kernel == 1 goes through the pointwise core (strided 1x1 = subsample, then
   pointwise). `separable` makes a depthwise kxk conv followed by a pointwise
-  1x1 (no nonlinearity in between, as in Xception). `impl` picks how a dense
-  kxk conv is computed (fast_ops.Conv for 'im2col': the lax forward and input
-  gradient, a chunked im2col GEMM for the kernel gradient; for 'onednn': all
-  three in oneDNN); the depthwise conv always uses lax. Params are the same
-  either way. `norm_impl` picks the batch norm's form (models/norm.py); its
-  variables are the same either way too.
+  1x1 (no nonlinearity in between, as in Xception). `ops` computes the dense
+  kxk conv and the batch norm (ops/); the depthwise conv is always lax's.
   """
   features: int
   kernel: int = 1
@@ -53,8 +49,7 @@ class ConvBlock(nn.Module):
   act: str = 'relu'
   use_bias: bool = False
   dtype: Any = jnp.float32
-  impl: str = 'auto'  # kxk conv: auto | xla | im2col | onednn (fast_ops).
-  norm_impl: str = 'auto'  # Batch norm: auto | xla | custom_vjp (norm.py).
+  ops: Ops = Ops()  # How the kxk conv and the norm are computed.
 
   def layer_type(self, in_shape) -> str:
     k = f'{self.kernel}x{self.kernel}'
@@ -86,38 +81,23 @@ class ConvBlock(nn.Module):
         y = PointwiseConv(self.features, self.use_bias, self.dtype,
                           name='pointwise')(y)
       else:
-        check_choice('impl', self.impl, fast_ops.CONV_IMPLS)
-        fast = fast_ops.fast_impl('im2col', self.dtype)
-        impl = fast_ops.resolve(self.impl, fast)
-        kw = dict(use_bias=self.use_bias, dtype=self.dtype, name='conv')
-        y = (nn.Conv(self.features, window, strides, self.padding, **kw)
-             if impl == 'xla' else
-             fast_ops.Conv(self.features, window, strides, self.padding,
-                           impl=impl, **kw))(x)
+        y = self.ops.conv_layer(self.features, self.kernel, self.stride,
+                                self.padding, use_bias=self.use_bias,
+                                dtype=self.dtype, name='conv')(x)
     if self.norm == 'batch':
-      check_choice('norm_impl', self.norm_impl, norm_ops.NORM_IMPLS)
-      bn = dict(momentum=0.9, epsilon=1e-5, dtype=self.dtype, name='bn')
-      if fast_ops.resolve(self.norm_impl, 'custom_vjp',
-                          norm_ops.AUTO_BACKENDS) == 'xla':
-        y = nn.BatchNorm(use_running_average=not train, **bn)(y)
-      else:
-        y = norm_ops.BatchNorm(**bn)(y, train)
+      y = self.ops.norm_layer(train, momentum=0.9, epsilon=1e-5,
+                              dtype=self.dtype, name='bn')(y)
     return ACTIVATIONS[self.act](y)
 
 
 class Pool(nn.Module):
-  """Max or average pooling; a zero-MAC row in the accounting.
-
-  impl='slices' (fast_ops.max_pool / avg_pool): maxima / sums of shifted
-  slices, whose gradient avoids XLA:CPU's slow select-and-scatter.
-  impl='onednn': max pools in oneDNN (fast_ops.onednn_max_pool); average
-  pools as 'slices'.
-  """
+  """Max or average pooling, computed by `ops`; a zero-MAC row in the
+  accounting."""
   kind: str = 'max'
   window: int = 3
   stride: int = 1
   padding: str = 'SAME'
-  impl: str = 'auto'  # auto | xla | slices | onednn (models/fast_ops.py).
+  ops: Ops = Ops()
 
   def layer_type(self, in_shape) -> str:
     return f'{self.kind}pool{self.window}x{self.window}/{self.stride}'
@@ -128,14 +108,5 @@ class Pool(nn.Module):
   @nn.compact
   def __call__(self, x):
     check_choice('pool', self.kind, POOLS)
-    check_choice('impl', self.impl, fast_ops.POOL_IMPLS)
-    impl = fast_ops.resolve(self.impl, fast_ops.fast_impl('slices', x.dtype))
-    if impl == 'onednn' and self.kind == 'max':
-      return fast_ops.onednn_max_pool(x, self.window, self.stride,
-                                      self.padding)
-    if impl != 'xla':
-      pool = fast_ops.max_pool if self.kind == 'max' else fast_ops.avg_pool
-      return pool(x, self.window, self.stride, self.padding)
-    pool = nn.max_pool if self.kind == 'max' else nn.avg_pool
-    return pool(x, (self.window, self.window), (self.stride, self.stride),
-                self.padding)
+    return self.ops.apply_pool(x, self.kind, self.window, self.stride,
+                              self.padding)

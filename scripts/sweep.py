@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from absl import app, flags, logging  # noqa: E402
 
+import rundir  # noqa: E402
 from configs.common import load_config, load_module  # noqa: E402
 from configs.sweeps.common import Run  # noqa: E402
 
@@ -60,14 +61,6 @@ def command(run: Run, workdir: str, extra: list[str]) -> list[str]:
           + [flag(k, v) for k, v in run.overrides.items()] + extra)
 
 
-def status(run_dir: str) -> str | None:
-  try:
-    with open(os.path.join(run_dir, 'summary.json')) as f:
-      return json.load(f).get('status')
-  except (FileNotFoundError, json.JSONDecodeError):
-    return None
-
-
 def check_runs(runs: list[Run]) -> None:
   """Every run's config loads and knows its keys, before anything launches."""
   for run in runs:
@@ -86,15 +79,15 @@ def launch(run: Run, cmd: list[str], run_dir: str, cores: list[int]) -> str:
   with open(log_path, 'a') as log:
     proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                           preexec_fn=lambda: os.sched_setaffinity(0, cores))
-  result = status(run_dir)
+  result = rundir.read_status(run_dir)
   if proc.returncode != 0 and result not in ('diverged', 'interrupted'):
     with open(log_path) as f:
       tail = f.read()[-2000:]
     result = 'failed'
-    with open(os.path.join(run_dir, 'summary.json'), 'w') as f:
-      json.dump({'status': result, 'returncode': proc.returncode,
-                 'error': tail.strip().splitlines()[-1] if tail.strip() else '',
-                 'command': shlex.join(cmd)}, f, indent=1)
+    rundir.write_json_atomic(os.path.join(run_dir, rundir.SUMMARY), {
+        'status': result, 'returncode': proc.returncode,
+        'error': tail.strip().splitlines()[-1] if tail.strip() else '',
+        'command': shlex.join(cmd)})
   logging.info('[%s] %s', run.name, result)
   return result
 
@@ -120,7 +113,7 @@ def main(argv):
 
   def run_in_slot(run: Run) -> str:
     run_dir = os.path.join(FLAGS.workdir, run.name)
-    if status(run_dir) == 'ok':
+    if rundir.read_status(run_dir) == 'ok':
       logging.info('[%s] already finished: skipped.', run.name)
       return 'ok'
     cores = slots.get()

@@ -14,7 +14,8 @@ import pytest
 import accounting
 from configs import googlenet, small_inception
 from models import (ConvBlock, InceptionOptions, PointwiseConv, Pool,
-                    ReducedConv, build_model, onednn)
+                    ReducedConv, build_model)
+from ops import Ops, onednn
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 K, M = 1024, 1e6
@@ -99,6 +100,7 @@ def test_xla_flops_equal_2_macs_without_padding(model, shape, exact):
     assert flops == pytest.approx(2 * acc.macs * (29 / 35)**2)
 
 
+@pytest.mark.slow
 def test_xla_cross_check_on_a_network():
   config = small_inception.get_config('module=reduced')
   config.model.width = 0.25
@@ -106,6 +108,7 @@ def test_xla_cross_check_on_a_network():
   assert 0.8 < total['xla_flops'] / (2 * total['macs']) < 1.1
 
 
+@pytest.mark.slow
 def test_cost_analysis_counts_onednn_convs_as_xla_does():
   """XLA counts a custom call as -1 flop and byte; accounting.cost_entry
   counts the oneDNN convolutions as XLA counts its own: equal totals."""
@@ -114,9 +117,8 @@ def test_cost_analysis_counts_onednn_convs_as_xla_does():
   config = small_inception.get_config('module=reduced')
   config.model.width = 0.25
 
-  def costs(conv_impl):
-    config.model.conv_impl = conv_impl
-    model = build_model(config.model)
+  def costs(conv):
+    model = build_model(config.model, Ops(conv=conv))
     x = jax.ShapeDtypeStruct((2, 28, 28, 3), jnp.float32)
     v = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
     loss = lambda v, x: model.apply(v, x).sum()
@@ -139,7 +141,8 @@ def test_cost_analysis_counts_onednn_max_pools(window):
   n = x.size  # Stride 1, SAME: as many outputs as inputs.
   cost = lambda f: [accounting.cost_entry(jax.jit(f).lower(x).compile(), k)
                     for k in ('flops', 'bytes accessed')]
-  pool = lambda impl: lambda x: Pool('max', window, impl=impl).apply({}, x)
+  pool = lambda impl: lambda x: Pool('max', window, ops=Ops(pool=impl)).apply(
+      {}, x)
   xla_flops, _ = cost(pool('xla'))
   flops, nbytes = cost(pool('onednn'))
   assert flops == xla_flops == n * (window**2 - 1)
@@ -148,6 +151,7 @@ def test_cost_analysis_counts_onednn_max_pools(window):
   assert grad_flops == flops + n  # The sum's gradient is a constant.
 
 
+@pytest.mark.slow
 def test_model_table_json_compare():
   out = subprocess.run(
       [sys.executable, 'scripts/model_table.py',

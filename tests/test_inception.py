@@ -7,7 +7,6 @@ counts the write-up quotes.
 """
 
 import fractions
-import functools
 import math
 
 import jax
@@ -23,6 +22,7 @@ from models.googlenet import GoogLeNet
 from models.inception import CHOICES, InceptionModule, InceptionOptions, ReducedConv
 from models.layers import ConvBlock, Pool
 from models.small_inception import SmallInception
+from tests.helpers import assert_trees_close, random_variables
 
 KEY = jax.random.PRNGKey(0)
 HEADS = ('b1x1', 'b3x3_reduce', 'b5x5_reduce')  # The 1x1s that read x, in order.
@@ -32,29 +32,6 @@ HEADS = ('b1x1', 'b3x3_reduce', 'b5x5_reduce')  # The 1x1s that read x, in order
 
 def shapes_of(tree):
   return jax.tree.map(lambda a: (tuple(a.shape), jnp.dtype(a.dtype)), tree)
-
-
-def random_variables(model, x, seed=0, **kwargs):
-  """Variables shaped like `model.init`'s, filled with numpy randoms.
-
-  Cheaper than `init` (no RNG program to compile) and, unlike `init`, gives
-  batch-norm scales, offsets and running statistics that are not 1 and 0, so
-  that a permutation of channels cannot go unnoticed.
-  """
-  rng = np.random.default_rng(seed)
-  spec = jax.eval_shape(functools.partial(model.init, **kwargs), KEY, x)
-
-  def fill(path, a):
-    name = path[-1].key
-    if name == 'kernel':
-      v = rng.standard_normal(a.shape) / math.sqrt(math.prod(a.shape[:-1]))
-    elif name in ('scale', 'var'):
-      v = rng.uniform(0.5, 1.5, a.shape)
-    else:  # bias, mean
-      v = 0.3 * rng.standard_normal(a.shape)
-    return jnp.asarray(v, a.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, spec)
 
 
 def params_count(tree) -> int:
@@ -75,14 +52,6 @@ def fuse(tree):
   out['fused_1x1'] = jax.tree.map(lambda *a: jnp.concatenate(a, axis=-1),
                                   *[tree[n] for n in heads])
   return out
-
-
-def assert_trees_close(a, b, rtol=1e-5, atol=1e-5):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a),
-                          jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
-                               atol=atol, err_msg=jax.tree_util.keystr(path))
 
 
 def out_shape(module, x_shape, **kwargs):
@@ -150,7 +119,8 @@ def test_fused_pointwise_equals_unfused(norm, use_bias, reduce_act, train):
   np.testing.assert_allclose(loss_f, loss_u, rtol=1e-5)
   # The fused kernel's gradient is the three kernels' gradients side by side;
   # every other parameter's gradient is unchanged.
-  assert_trees_close(grads_f, fuse(grads_u), rtol=1e-4, atol=1e-5)
+  assert_trees_close(grads_f, fuse(grads_u), rtol=1e-4, atol=1e-5,
+                     absolute=True)
   fk = grads_f['fused_1x1']['pointwise']['kernel']
   assert fk.shape == (5, 4 + 3 + 2)
   np.testing.assert_allclose(
@@ -158,7 +128,8 @@ def test_fused_pointwise_equals_unfused(norm, use_bias, reduce_act, train):
       rtol=1e-4, atol=1e-5)
   if norm == 'batch':
     new_u, new_f = state_u['batch_stats'], state_f['batch_stats']
-    assert_trees_close(new_f, fuse(new_u))
+    assert_trees_close(new_f, fuse(new_u), rtol=1e-5, atol=1e-5,
+                       absolute=True)
     # In train mode the running statistics moved; in eval mode they did not.
     moved = not np.allclose(new_u['b1x1']['bn']['mean'],
                             v_unfused['batch_stats']['b1x1']['bn']['mean'])
@@ -543,6 +514,7 @@ def test_small_inception_reduced_has_fewer_macs_than_naive():
   assert accs['naive'].out_shapes['head'] == (10,)
 
 
+@pytest.mark.slow
 def test_googlenet_cifar_forward():
   model = GoogLeNet(num_classes=10, stem='cifar', width=0.25)
   rng = np.random.default_rng(6)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import types
 import zipfile
 
 import jax
@@ -11,25 +12,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from configs import base
 import input_pipeline
+from tests.helpers import CLASSES, make_folder
 
-CLASSES = ('cat', 'dog', 'frog')
 PER_CLASS = 10
-
-
-def make_folder(root, splits=('train',), size=8, fmt='png'):
-  """Writes <root>/<split>/<class>/<i>.<fmt>; returns {rel. path: pixels}."""
-  rng = np.random.default_rng(0)
-  pixels = {}
-  for split in splits:
-    for cls in CLASSES:
-      os.makedirs(root / split / cls)
-      for i in range(PER_CLASS):
-        rel = f'{split}/{cls}/{i:04d}.{fmt}'
-        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        Image.fromarray(image).save(root / rel)
-        pixels[rel] = image
-  return pixels
 
 
 def pack(folder, kind):
@@ -47,9 +34,10 @@ def pack(folder, kind):
   return path
 
 
-def make_source(tmp_path, kind, **kwargs):
-  """Returns (source path, {relative path: pixels})."""
-  pixels = make_folder(tmp_path / 'images', **kwargs)
+def make_source(tmp_path, kind, splits=('train',)):
+  """Returns (source path, {relative path: pixels}): PER_CLASS images of
+  each of the CLASSES in each split."""
+  pixels = make_folder(tmp_path / 'images', dict.fromkeys(splits, PER_CLASS))
   return pack(tmp_path / 'images', kind), pixels
 
 
@@ -84,7 +72,7 @@ def test_local_source_loads_labels_and_exact_pixels(tmp_path, kind):
 
 
 def test_uppercase_jpeg_extension_is_loaded(tmp_path):
-  make_folder(tmp_path / 'images', fmt='JPEG')
+  make_folder(tmp_path / 'images', {'train': PER_CLASS}, fmt='JPEG')
   split = input_pipeline.load_split(config(str(tmp_path / 'images'), tmp_path),
                                     'train')
   assert split.images.shape == (30, 8, 8, 3)
@@ -98,7 +86,7 @@ def test_percent_splits_are_stratified_disjoint_covering(tmp_path):
   tail = input_pipeline.load_split(cfg, 'train[90%:]')
   middle = input_pipeline.load_split(cfg, 'train[10%:20%]')
 
-  assert (len(head), len(tail), len(middle)) == (27, 3, 3)
+  assert [len(s.labels) for s in (head, tail, middle)] == [27, 3, 3]
   assert not rows(head.images) & rows(tail.images)
   assert rows(head.images) | rows(tail.images) == rows(full.images)
   for c in range(len(CLASSES)):  # The same range of every class.
@@ -148,7 +136,7 @@ def test_cache_hit_and_invalidation(tmp_path, monkeypatch, kind):
 
 @pytest.mark.parametrize('kind', ['dir', 'zip'])
 def test_corrupt_image_error_names_the_file(tmp_path, kind):
-  make_folder(tmp_path / 'images')
+  make_folder(tmp_path / 'images', {'train': PER_CLASS})
   (tmp_path / 'images/train/dog/0003.png').write_bytes(b'not a png')
   source = pack(tmp_path / 'images', kind)
   with pytest.raises(ValueError, match=r'train/dog/0003\.png.*remove or repl'):
@@ -164,7 +152,7 @@ def test_missing_split_lists_present_splits(tmp_path):
 
 
 def test_mixed_sizes_error_names_file_and_sizes(tmp_path):
-  make_folder(tmp_path / 'images')
+  make_folder(tmp_path / 'images', {'train': PER_CLASS})
   Image.new('RGB', (16, 12)).save(tmp_path / 'images/train/frog/0005.png')
   with pytest.raises(ValueError, match=r"train/frog/0005\.png.*16x12.*8x8"):
     input_pipeline.load_split(config(str(tmp_path / 'images'), tmp_path),
@@ -193,14 +181,101 @@ def test_import_does_not_import_tensorflow():
                  cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
+def test_default_config_is_the_base_configs_data_block():
+  cfg = input_pipeline.default_config()
+  assert cfg.to_dict() == base.get_config().data.to_dict()
+  assert (cfg.train_split, cfg.eval_split, cfg.test_split) == (
+      'train[:90%]', 'train[90%:]', 'test')
+  cfg.num_workers = 7
+  assert input_pipeline.default_config().num_workers == 2  # A fresh copy.
+
+
+def fake_tfds(monkeypatch, images, labels, class_names):
+  """Makes `tfds.builder` serve (images, labels) as split 'train'.
+
+  Returns the list of split names that `as_dataset` is asked for.
+  """
+  tfds = pytest.importorskip('tensorflow_datasets')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  requested = []
+
+  def as_dataset(split, as_supervised):
+    assert as_supervised
+    requested.append(split)
+    return tf.data.Dataset.from_tensor_slices((images, labels))
+
+  def builder(name, data_dir):
+    del data_dir
+    assert name == 'cifar10'
+    return types.SimpleNamespace(
+        download_and_prepare=lambda: None, as_dataset=as_dataset,
+        info=types.SimpleNamespace(
+            splits={'train': None}, supervised_keys=('image', 'label'),
+            features={'label': types.SimpleNamespace(names=class_names)}))
+  monkeypatch.setattr(tfds, 'builder', builder)
+  return requested
+
+
+def test_tfds_percent_split_selects_what_a_local_folder_does(tmp_path,
+                                                             monkeypatch):
+  # The same images from both sources, stored sorted by class (a file order
+  # in which TFDS's own slicing would take whole classes).
+  source, _ = make_source(tmp_path, 'dir')
+  local_cfg = config(source, tmp_path)
+  full = input_pipeline.load_split(local_cfg, 'train')
+  requested = fake_tfds(monkeypatch, full.images, full.labels.astype(np.int64),
+                        list(CLASSES))
+  tfds_cfg = config('tfds', tmp_path)
+
+  for split, first, last in (('train[:50%]', 0, 5), ('train[50%:]', 5, 10),
+                             ('train[:90%]', 0, 9), ('train[-10%:]', 9, 10)):
+    from_tfds = input_pipeline.load_split(tfds_cfg, split)
+    local = input_pipeline.load_split(local_cfg, split)
+    # Positions first..last-1 of every class, class by class.
+    expected = [c * PER_CLASS + i for c in range(len(CLASSES))
+                for i in range(first, last)]
+    for got in (from_tfds, local):
+      np.testing.assert_array_equal(got.images, full.images[expected])
+      np.testing.assert_array_equal(got.labels,
+                                    np.repeat([0, 1, 2], last - first))
+      assert got.class_names == list(CLASSES) and got.name == split
+      assert got.labels.dtype == np.int32
+  assert set(requested) == {'train'}  # Whole split from TFDS, sliced here.
+
+
+def test_tfds_percent_split_keeps_stored_order_of_mixed_classes(tmp_path,
+                                                                monkeypatch):
+  labels = np.array([2, 0, 1, 0, 0, 2, 1, 0, 2, 0])  # 5, 2 and 3 per class.
+  images = np.broadcast_to(np.arange(10, dtype=np.uint8)[:, None, None, None],
+                           (10, 4, 4, 3)).copy()  # Image i is all i.
+  fake_tfds(monkeypatch, images, labels, ['a', 'b', 'c'])
+  cfg = config('tfds', tmp_path)
+
+  # Per class, the first n * 50 // 100 in stored order: class 0 (at 1, 3, 4,
+  # 7, 9) gives 1, 3; class 1 (at 2, 6) gives 2; class 2 (at 0, 5, 8) gives 0.
+  for split, expected in (('train[:50%]', [0, 1, 2, 3]),
+                          ('train[50%:]', [4, 5, 6, 7, 8, 9]),
+                          ('train', list(range(10)))):
+    got = input_pipeline.load_split(cfg, split)
+    np.testing.assert_array_equal(got.images[:, 0, 0, 0], expected)
+    np.testing.assert_array_equal(got.labels, labels[expected])
+  with pytest.raises(input_pipeline.MissingSplitError,
+                     match=r"no split 'test'.*\['train'\]"):
+    input_pipeline.load_split(cfg, 'test[:50%]')
+
+
 def test_tfds_source_with_mock_data(tmp_path):
   tfds = pytest.importorskip('tensorflow_datasets')
   cfg = config('tfds', tmp_path, data_dir=str(tmp_path / 'tfds'))
   with tfds.testing.mock_data(num_examples=12):
-    split = input_pipeline.load_split(cfg, 'train[:50%]')
-  assert split.images.shape == (12, 32, 32, 3)
-  assert split.images.dtype == np.uint8 and split.labels.dtype == np.int32
-  assert len(split.class_names) == 10 and split.labels.max() < 10
+    full = input_pipeline.load_split(cfg, 'train')
+    half = input_pipeline.load_split(cfg, 'train[:50%]')
+  assert full.images.shape == (12, 32, 32, 3)
+  assert full.images.dtype == np.uint8 and full.labels.dtype == np.int32
+  assert len(full.class_names) == 10 and full.labels.max() < 10
+  counts = np.bincount(full.labels, minlength=10)
+  np.testing.assert_array_equal(np.bincount(half.labels, minlength=10),
+                                counts // 2)
 
 
 def test_tfds_failure_explains_manual_download_and_local_copy(

@@ -1,4 +1,4 @@
-"""models/norm.py against flax's nn.BatchNorm and a plain-jnp reference.
+"""ops/norm.py against flax's nn.BatchNorm and a plain-jnp reference.
 
 Same variables, outputs, updated statistics and gradients (through a ReLU
 and a random cotangent, as in the networks), in training and eval mode,
@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from models import norm
+import ops
 from models.layers import ConvBlock
-from tests.test_fast_ops import assert_close, assert_trees_close, normal
-from tests.test_fast_ops import run as run_block
+from ops import Ops, norm
+from tests.helpers import (assert_close, assert_trees_close, normal,
+                           ops_config, run_with_grads)
 
 KEY = jax.random.PRNGKey(0)
 
@@ -36,12 +37,10 @@ def variables(shape):
 def run(module, v, x, train):
   """relu(module(x)), its updated statistics, and the gradients of
   sum(relu(y) * g) with respect to params and x."""
-  kw = {'use_running_average': not train} if isinstance(
-      module, nn.BatchNorm) else {'train': train}
+  module = module.clone(use_running_average=not train)
 
   def loss(params, x):
-    y, state = module.apply({**v, 'params': params}, x, mutable=['batch_stats'],
-                            **kw)
+    y, state = module.apply({**v, 'params': params}, x, mutable=['batch_stats'])
     y = nn.relu(y)
     return jnp.sum(y.astype(jnp.float32) * normal(6, y.shape)), (y, state)
   (_, (y, state)), grads = jax.jit(jax.value_and_grad(
@@ -56,9 +55,9 @@ def test_batch_norm_matches_flax(shape, train):
   ref = nn.BatchNorm(momentum=0.9, epsilon=1e-5)
   ours = norm.BatchNorm(momentum=0.9, epsilon=1e-5)
   # Same variable tree: checkpoints carry over between the two.
-  tree = lambda m, **kw: jax.tree.map(jnp.shape, jax.eval_shape(
-      lambda: m.init(KEY, x, **kw)))
-  assert tree(ours, train=train) == tree(ref, use_running_average=not train)
+  tree = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(
+      lambda: m.clone(use_running_average=not train).init(KEY, x)))
+  assert tree(ours) == tree(ref)
   y_ref, state_ref, grads_ref = run(ref, v, x, train)
   y, state, grads = run(ours, v, x, train)
   assert_close(y, y_ref, rtol=1e-5)
@@ -104,24 +103,24 @@ def test_batch_norm_gradients_through_statistics(shape):
   assert_trees_close(outs + vjp(cot), outs_ref + vjp_ref(cot))
 
 
-def test_conv_block_norm_impls_agree():
-  """ConvBlock with either norm_impl: same variables, outputs, gradients."""
+def test_conv_block_norms_agree():
+  """ConvBlock with either ops.norm: same variables, outputs, gradients."""
   x = inputs((2, 6, 6, 3))
-  blocks = {i: ConvBlock(5, 3, norm_impl=i) for i in ('xla', 'custom_vjp')}
+  blocks = {i: ConvBlock(5, 3, ops=Ops(norm=i)) for i in ('xla', 'custom_vjp')}
   v = blocks['xla'].init(KEY, x, train=True)
   v = jax.tree.map(lambda p: p + 0.1 * normal(8, p.shape), v)
-  assert_trees_close(run_block(blocks['custom_vjp'], v, x, True),
-                     run_block(blocks['xla'], v, x, True))
-  with pytest.raises(ValueError, match="'auto', 'xla', 'custom_vjp'"):
-    ConvBlock(5, 3, norm_impl='fused').init(KEY, x)
+  assert_trees_close(run_with_grads(blocks['custom_vjp'], v, x, True),
+                     run_with_grads(blocks['xla'], v, x, True))
+  with pytest.raises(ValueError, match="'xla', 'custom_vjp'"):
+    ConvBlock(5, 3, ops=Ops(norm='fused')).init(KEY, x)
 
 
 @pytest.mark.parametrize('backend,custom', [('cpu', True), ('gpu', True),
                                             ('tpu', False)])
-def test_auto_norm_impl_per_backend(monkeypatch, backend, custom):
+def test_auto_norm_per_backend(backend, custom):
   """'auto' is the hand-written backward on CPU and GPU, flax's on TPU."""
-  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
   x = inputs((2, 6, 6, 3))
-  jaxpr = jax.make_jaxpr(lambda x: ConvBlock(5, 3, impl='xla').init_with_output(
+  chosen = ops.resolve(ops_config(conv='xla', pool='xla'), backend)
+  jaxpr = jax.make_jaxpr(lambda x: ConvBlock(5, 3, ops=chosen).init_with_output(
       KEY, x, train=True))(x)
   assert ('custom_vjp' in str(jaxpr)) == custom

@@ -11,6 +11,9 @@ import sys
 
 import matplotlib.image
 import pytest
+from absl.testing import flagsaver
+
+from scripts import plots
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'scripts' / 'report.py'
@@ -38,6 +41,7 @@ def _config(module: str, width: float, cache_dir: str) -> dict:
 
 
 def _summary(module, width, macs, params, seconds, ips, val, best, **extra):
+  """A summary.json as train.py writes it."""
   return {
       'status': 'ok', 'model': 'small_inception', 'module': module,
       'workdir': f'/runs/{module}{width}', 'params': params,
@@ -146,12 +150,10 @@ def test_markdown_runs_and_ratios(sweep, capsys):
   assert cells[:3] == ['width05_naive', 'width05_reduced', 'config']
   cells = [c.strip() for c in pair_lines[1].strip('|').split('|')]
   assert cells[:3] == ['width1/baseline', 'width1/pointwise', 'config']
-  # MACs 120M / 40M; time 5400.5 / 2160.2; val 0.8401 - 0.8512.
-  assert float(cells[3].rstrip('×')) == pytest.approx(3.0)
-  assert float(cells[5].rstrip('×')) == pytest.approx(5400.5 / 2160.2,
-                                                       abs=0.005)
-  assert float(cells[7]) == pytest.approx(0.8401 - 0.8512, abs=1e-4)
-  assert float(cells[8]) == pytest.approx(0.8377 - 0.8455, abs=1e-4)
+  # MACs 120M / 40M, params 2.4M / 800K, time 5400.5 s / 2160.2 s, images/s
+  # 1850.25 / 4625.6; val accuracy 0.8401 - 0.8512, test 0.8377 - 0.8455.
+  assert cells[3:9] == ['3.00×', '3.00×', '2.50×', '0.40×', '-0.0111',
+                        '-0.0078']
 
   pairs = {p['naive']: p for p in result['pairs']}
   p = pairs['width1/baseline']
@@ -161,9 +163,14 @@ def test_markdown_runs_and_ratios(sweep, capsys):
   assert p['val_accuracy_diff'] == pytest.approx(0.8401 - 0.8512)
   assert pairs['width05_naive']['test_accuracy_diff'] is None  # naive: none.
 
-  report.main([str(directory)])
+  with flagsaver.as_parsed(json='false'):
+    report.main(['report.py', str(directory)])
   out = capsys.readouterr().out
-  assert '## naive vs reduced' in out and 'width1/pointwise' in out
+  assert out.startswith(result['markdown'])
+  assert out.rstrip().endswith(str(directory / 'pareto_time.png'))
+  with flagsaver.as_parsed(json='true'):
+    report.main(['report.py', str(directory)])
+  assert json.loads(capsys.readouterr().out)['pairs'] == result['pairs']
 
 
 def test_plots_are_pngs_without_failed_runs(sweep):
@@ -183,11 +190,16 @@ def test_interrupted_run_plotted_off_the_front(tmp_path):
   summary = runs['width1/baseline'][0]
   summary |= {'status': 'interrupted', 'best_val_accuracy': 0.99}
   run_list = report.load_runs(_write_runs(tmp_path, runs))
-  plotted = report.plot_pareto(run_list, 'macs_per_image',
-                               tmp_path / 'p.png', 'MACs', 'MACs')
-  assert 'width1/baseline' in plotted and 'width2_naive' not in plotted
-  assert report.pareto_front([(40e6, 0.84), (120e6, 0.85), (31e6, 0.815),
-                              (10.5e6, 0.80), (50e6, 0.83)]) == [
+  points = {p.name: p for p in report.pareto_points(run_list, 'macs_per_image')}
+  assert set(points) == set(RUNS) - {'width2_naive'}  # Failed: not shown.
+  assert points['width1/baseline'] == plots.Point(
+      'width1/baseline', 'naive', 120e6, 0.99, finished=False)
+  assert points['width05_reduced'] == plots.Point(
+      'width05_reduced', 'reduced', 10.5e6, 0.8001, finished=True)
+  plots.plot_pareto(list(points.values()), tmp_path / 'p.png', 'MACs', 'MACs')
+  assert (tmp_path / 'p.png').read_bytes()[:8] == PNG_SIGNATURE
+  assert plots.pareto_front([(40e6, 0.84), (120e6, 0.85), (31e6, 0.815),
+                             (10.5e6, 0.80), (50e6, 0.83)]) == [
       (10.5e6, 0.80), (31e6, 0.815), (40e6, 0.84), (120e6, 0.85)]
 
 

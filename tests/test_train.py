@@ -21,36 +21,22 @@ import time
 
 import jax
 import numpy as np
-from PIL import Image
 import pytest
 
 import checkpoints
 import input_pipeline
+import rundir
 import train
 from configs import test as test_config
 from tests.conftest import CACHE_DIR
+from tests.helpers import CLASSES, make_folder
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CLASSES = ('cat', 'dog', 'frog')
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 6
 STEPS = 6  # configs/test.py: num_train_steps; eval and checkpoint every 3.
 
 
 # --- Helpers -----------------------------------------------------------------
-
-
-def make_folder(root, splits, seed=0):
-  """Writes root/<split>/<class>/<i>.png (8x8) for {split: images per class}."""
-  rng = np.random.default_rng(seed)
-  for split, per_class in splits.items():
-    for c, cls in enumerate(CLASSES):
-      os.makedirs(root / split / cls)
-      for i in range(per_class):
-        # Noise around a class colour, so classes differ a little.
-        image = rng.normal(60 + 60 * c, 50, (8, 8, 3)).clip(0, 255)
-        Image.fromarray(image.astype(np.uint8)).save(
-            root / split / cls / f'{i:04d}.png')
-  return root
 
 
 def make_config(data, cache, **overrides):
@@ -124,7 +110,7 @@ def flat_state(state) -> dict:
 
 def restored(workdir) -> dict:
   """The latest checkpoint of `workdir`, as eval.py restores it."""
-  _, state = train.restore_for_eval(train.load_run_config(workdir), workdir)
+  _, state = train.restore_for_eval(rundir.load_run_config(workdir), workdir)
   return flat_state(state)
 
 
@@ -162,9 +148,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-  """train/ (20 per class) and test/ (6 per class), 3 classes, 8x8 PNGs."""
-  return make_folder(tmp_path_factory.mktemp('data') / 'images',
-                     {'train': TRAIN_PER_CLASS, 'test': TEST_PER_CLASS})
+  """train/ (20 per class) and test/ (6 per class), 3 classes, 8x8 PNGs of
+  noise around a class colour (learnable a little)."""
+  root = tmp_path_factory.mktemp('data') / 'images'
+  make_folder(root, {'train': TRAIN_PER_CLASS, 'test': TEST_PER_CLASS})
+  return root
 
 
 @pytest.fixture(scope='module')
@@ -190,14 +178,18 @@ def copy_run(run6, tmp_path):
 # --- A run and its outputs ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_writes_summary_metrics_config_events_and_checkpoints(run6, data):
   workdir, summary = run6
   assert read_json(workdir / 'summary.json') == json.loads(json.dumps(summary))
   assert summary['status'] == 'ok'
   assert summary['model'] == 'googlenet' and summary['module'] == 'reduced'
   for key in ('params', 'macs_per_image', 'xla_flops_per_image',
-              'train_step_flops', 'train_images_per_s', 'train_seconds'):
+              'train_step_flops', 'train_images_per_s', 'compile_seconds',
+              'train_seconds'):
     assert summary[key] > 0, key
+  # The keys the report reads, in their order.
+  assert list(summary) == [k for k in rundir.SUMMARY_KEYS if k in summary]
   assert summary['steps'] == STEPS
   train_examples = len(CLASSES) * TRAIN_PER_CLASS * 90 // 100  # train[:90%]
   assert summary['epochs'] == STEPS / (train_examples // 8)
@@ -214,9 +206,9 @@ def test_run_writes_summary_metrics_config_events_and_checkpoints(run6, data):
   assert [m['step'] for m in metrics if 'val/accuracy' in m] == [3, 6]
   assert metrics[-1]['val/accuracy'] == summary['val_accuracy']
 
-  config = train.load_run_config(str(workdir))
+  config = rundir.load_run_config(str(workdir))
   assert config.data.source == str(data) and config.num_train_steps == STEPS
-  mean, std = config[train.STATS_KEY]  # Numbers (not strings) in config.json.
+  mean, std = config[rundir.STATS_KEY]  # Numbers (not strings) in config.json.
   assert all(isinstance(v, float) and 0 < v < 1 for v in [*mean, *std])
   assert list(workdir.glob('events.out.tfevents*'))
   assert checkpoint_steps(workdir) == [3, 6]
@@ -235,9 +227,11 @@ def check_eval_result(result, num_examples):
   assert result['step'] == STEPS
 
 
+@pytest.mark.slow
 def test_eval_cli_on_the_test_split_and_on_another_folder(run6, tmp_path):
   workdir, summary = run6
-  other = make_folder(tmp_path / 'other', {'test': 4}, seed=1)  # Only test/.
+  other = tmp_path / 'other'
+  make_folder(other, {'test': 4}, seed=1)  # Only test/.
   other_run = copy_run(run6, tmp_path)
   config_json = (workdir / 'config.json').read_bytes()
 
@@ -268,6 +262,7 @@ def test_eval_cli_on_the_test_split_and_on_another_folder(run6, tmp_path):
   assert (other_run / 'config.json').read_bytes() == config_json  # Unchanged.
 
 
+@pytest.mark.slow
 def test_tfds_source_with_mock_data(tmp_path, cache):
   tfds = pytest.importorskip('tensorflow_datasets')
   config = make_config('tfds', cache, image_size=32, num_train_steps=2,
@@ -278,13 +273,14 @@ def test_tfds_source_with_mock_data(tmp_path, cache):
   assert summary['status'] == 'ok' and summary['steps'] == 2
   assert summary['val_split'] == 'train[90%:]'
   assert 0 <= summary['test_accuracy'] <= 1  # Mock data has a test split.
-  assert train.load_run_config(str(tmp_path / 'run')).data.source == 'tfds'
+  assert rundir.load_run_config(str(tmp_path / 'run')).data.source == 'tfds'
   assert checkpoint_steps(tmp_path / 'run') == [2]
 
 
 # --- Stopping and resuming ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stop_and_resume_is_bitwise_identical_to_one_go(run6, tmp_path, data,
                                                         cache):
   workdir = tmp_path / 'resumed'
@@ -307,6 +303,44 @@ def test_stop_and_resume_is_bitwise_identical_to_one_go(run6, tmp_path, data,
   assert_states_equal(restored(workdir), in_one_go)
 
 
+@pytest.mark.slow
+def test_throughput_leaves_out_the_compile(tmp_path, data, cache):
+  """The first logging window holds XLA's compile of the step; the images
+  per second are of the steps alone, and the compile has its own field."""
+  summary = train.train_and_evaluate(
+      make_config(data, cache, log_every_steps=3), str(tmp_path / 'run'))
+  steps_seconds = summary['train_seconds'] - summary['compile_seconds']
+  assert 0 < summary['compile_seconds'] < summary['train_seconds']
+  assert summary['train_images_per_s'] * steps_seconds == pytest.approx(
+      STEPS * summary['batch_size'], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_checkpoint_resumes_under_other_ops(tmp_path, data, cache):
+  """config.ops is not part of the model: a run checkpointed under XLA's own
+  ops resumes under the CPU ops, from the same params."""
+  xla = {'ops.conv': 'xla', 'ops.pool': 'xla', 'ops.norm': 'xla'}
+  cpu = {'ops.conv': 'im2col', 'ops.pool': 'slices', 'ops.norm': 'custom_vjp'}
+  workdir, control = tmp_path / 'run', tmp_path / 'control'
+  train.train_and_evaluate(make_config(data, cache, stop_after_steps=3, **xla),
+                           str(workdir))
+  shutil.copytree(workdir, control)
+  # The control takes step 4 from the same checkpoint under XLA's ops.
+  train.train_and_evaluate(make_config(data, cache, stop_after_steps=1, **xla),
+                           str(control))
+  summary = train.train_and_evaluate(make_config(data, cache, **cpu),
+                                     str(workdir))
+  assert summary['status'] == 'ok' and summary['steps'] == STEPS
+  assert train_steps_logged(workdir) == list(range(1, STEPS + 1))
+  loss_at = lambda w, step: next(m['train/loss'] for m in read_metrics(w)
+                                 if m['step'] == step and 'train/loss' in m)
+  # Step 4's loss is of the restored params: equal up to the ops' rounding.
+  assert loss_at(workdir, 4) == pytest.approx(loss_at(control, 4), rel=1e-5)
+  for step in (1, 2, 3):  # Before the resume: the XLA run's own steps.
+    assert loss_at(workdir, step) == loss_at(control, step)
+
+
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_a_rerun_resumes(tmp_path, data, cache):
   total, every = 300, 100  # Checkpoints: on SIGTERM, then 100, 200, 300.
   last_two = lambda steps: sorted(set(steps))[-2:]  # keep_checkpoints=2.
@@ -357,7 +391,7 @@ SHARDED = r'''
 import json, sys
 import jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-import input_pipeline, train
+import input_pipeline, rundir, train
 from configs import test as test_config
 
 source, cache, run6, out = sys.argv[1:]
@@ -391,7 +425,7 @@ for n in (1, 4):
     arrays |= flat(jax.device_get(getattr(state, name)), name + '/')
   np.savez(f'{out}/step_{n}.npz', **arrays)
 
-runner, state = train.restore_for_eval(train.load_run_config(run6), run6)
+runner, state = train.restore_for_eval(rundir.load_run_config(run6), run6)
 assert len(runner.mesh.devices.flat) == 4
 result = runner.evaluate(state, input_pipeline.load_split(config.data, 'test'))
 config.batch_size = 6
@@ -405,6 +439,7 @@ with open(f'{out}/result.json', 'w') as f:
 '''
 
 
+@pytest.mark.slow
 def test_sharded_step_matches_single_device(run6, tmp_path, data, cache):
   run_python('-c', SHARDED, data, cache, run6[0], tmp_path, devices=4)
   one, four = (dict(np.load(tmp_path / f'step_{n}.npz')) for n in (1, 4))
@@ -428,7 +463,7 @@ def test_sharded_step_matches_single_device(run6, tmp_path, data, cache):
   assert update > 1e-2  # The step moved the params far beyond the tolerance.
 
   result = read_json(tmp_path / 'result.json')
-  config = train.load_run_config(str(run6[0]))
+  config = rundir.load_run_config(str(run6[0]))
   runner, state = train.restore_for_eval(config, str(run6[0]))
   here = runner.evaluate(state, input_pipeline.load_split(config.data, 'test'))
   assert result['eval']['confusion_matrix'] == here['confusion_matrix']
@@ -444,6 +479,7 @@ def worker(workdir, dump, data, cache, *flags):
           *train_cli(workdir, data, cache)[1:], *flags]
 
 
+@pytest.mark.slow
 def test_two_processes_match_each_other_and_a_two_device_run(tmp_path, data,
                                                              cache):
   port = free_port()
@@ -497,6 +533,7 @@ def test_two_processes_match_each_other_and_a_two_device_run(tmp_path, data,
 # --- Clear errors ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_unknown_model_name(tmp_path, data, cache):
   config = make_config(data, cache, **{'model.name': 'resnet'})
   with pytest.raises(ValueError, match=r"Unknown model 'resnet'; registered "
@@ -531,7 +568,8 @@ def test_batch_size_not_divisible_by_device_count(tmp_path, data, cache,
 
 
 def test_corrupt_image_names_the_file(tmp_path):
-  source = make_folder(tmp_path / 'images', {'train': 4})
+  source = tmp_path / 'images'
+  make_folder(source, {'train': 4})
   (source / 'train' / 'dog' / '0003.png').write_bytes(b'not a png')
   config = make_config(source, tmp_path / 'cache')
   with pytest.raises(input_pipeline.DataError,
@@ -546,6 +584,7 @@ def test_missing_split_lists_the_splits_present(tmp_path, data, cache):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
+@pytest.mark.slow
 def test_mismatched_checkpoint_is_refused_and_left_unchanged(run6, tmp_path,
                                                            data, cache):
   workdir = copy_run(run6, tmp_path)
@@ -558,6 +597,7 @@ def test_mismatched_checkpoint_is_refused_and_left_unchanged(run6, tmp_path,
   assert listing(workdir) == before
 
 
+@pytest.mark.slow
 def test_nan_diverges_and_keeps_the_last_finite_checkpoint(run6, tmp_path,
                                                            data, cache):
   # Go on from run6's step 6, checkpointing every step, with a NaN learning
@@ -577,6 +617,7 @@ def test_nan_diverges_and_keeps_the_last_finite_checkpoint(run6, tmp_path,
   assert_states_equal(state, restored(run6[0]))
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(run6, tmp_path,
                                                               data, cache,
                                                               caplog):
@@ -596,25 +637,14 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(run6, tmp_path,
 
 
 def test_bad_cpu_vector_width(tmp_path, data, cache):
-  config = make_config(data, cache, cpu_vector_width='128')
-  with pytest.raises(ValueError, match=r"cpu_vector_width='128'; choose one "
-                     r"of \('auto', '256', '512'\)"):
+  config = make_config(data, cache, **{'ops.cpu_vector_width': '128'})
+  with pytest.raises(ValueError, match=r"ops.cpu_vector_width='128' is not "
+                     r"valid; choose one of 'auto', '256', '512'"):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
 
 
-def test_cpu_vector_width_auto_and_other_backends(monkeypatch):
-  config = test_config.get_config()
-  monkeypatch.setattr(train, '_cpu_has_avx512', lambda: True)
-  assert train.compiler_options(config) == {'xla_cpu_prefer_vector_width': 512}
-  monkeypatch.setattr(train, '_cpu_has_avx512', lambda: False)
-  assert train.compiler_options(config) == {'xla_cpu_prefer_vector_width': 256}
-  config.cpu_vector_width = '512'  # Explicit wins.
-  assert train.compiler_options(config) == {'xla_cpu_prefer_vector_width': 512}
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert train.compiler_options(config) == {}
-
-
+@pytest.mark.slow
 def test_cpu_vector_width_changes_speed_not_results():
   # Two train steps of the test net under each width, from the same state.
   # Not more: this 8x8-input net is chaotic from the third step on (with the
@@ -627,7 +657,7 @@ def test_cpu_vector_width_changes_speed_not_results():
   labels = rng.integers(0, 10, (2, 8), np.int32)
   results = []
   for width in ('256', '512'):
-    config.cpu_vector_width = width
+    config.ops.cpu_vector_width = width
     runner = train.Runner(config, stats)
     tx, _ = train.make_optimizer(config, 10, 100)
     state = runner.create_state(tx)

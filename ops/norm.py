@@ -8,10 +8,8 @@ autodiff of nn.BatchNorm's training forward makes XLA:CPU write x - mean and
 the cotangent back out and re-read them; `batch_norm`'s backward needs two
 per-channel sums (of g and g * x) and one elementwise pass,
 dx = a * g + b * x + c per channel. Checked against nn.BatchNorm in
-tests/test_norm.py. `norm_impl` picks it: 'custom_vjp', or 'xla' (nn.BatchNorm,
-differentiated by XLA). 'auto' is 'custom_vjp' on CPU and GPU, where it
-made the train step faster (scripts/bench_train.py; README), and 'xla' on
-TPU, where it has not been timed.
+tests/test_norm.py. `--config.ops.norm` picks it: 'custom_vjp', or 'xla'
+(nn.BatchNorm, differentiated by XLA); ops.resolve decides 'auto'.
 """
 
 import functools
@@ -21,10 +19,6 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
-
-NORM_IMPLS = ('auto', 'xla', 'custom_vjp')
-AUTO_BACKENDS = ('cpu', 'gpu')  # Where 'auto' means 'custom_vjp'.
-
 
 def _normalize(x, mean, var, scale, bias, epsilon):
   """(x - mean) * rsqrt(var + eps) * scale + bias, in float32."""
@@ -71,18 +65,20 @@ batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 class BatchNorm(nn.Module):
-  """nn.BatchNorm over the last axis (same variables), using `batch_norm`.
+  """nn.BatchNorm over the last axis (same fields and variables), using
+  `batch_norm`.
 
-  train=False normalizes with the running averages; train=True with the
-  batch's statistics, and (outside init) updates the running averages:
+  use_running_average=True normalizes with the running averages; False with
+  the batch's statistics, and (outside init) updates the running averages:
   avg <- momentum * avg + (1 - momentum) * batch value.
   """
+  use_running_average: bool = False
   momentum: float = 0.99
   epsilon: float = 1e-5
   dtype: Any = None  # Output dtype; None keeps the input's.
 
   @nn.compact
-  def __call__(self, x, train: bool):  # (..., C) -> (..., C)
+  def __call__(self, x):  # (..., C) -> (..., C)
     features = (x.shape[-1],)
     scale = self.param('scale', nn.initializers.ones, features, jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, features, jnp.float32)
@@ -92,7 +88,7 @@ class BatchNorm(nn.Module):
                             jnp.float32)
     dtype = self.dtype or x.dtype
     x = x.astype(jnp.float32)
-    if not train:
+    if self.use_running_average:
       y = _normalize(x, avg_mean.value, avg_var.value, scale, bias,
                      self.epsilon)
       return y.astype(dtype)

@@ -1,12 +1,12 @@
-"""models/fast_ops.py against the lax reference: values, gradients, training.
+"""ops/ against the lax reference: values, gradients, training; `resolve`.
 
 Every fast form is compared with what it replaces (lax.conv_general_dilated
 at precision HIGHEST, nn.max_pool, nn.avg_pool): outputs, input gradients and
 kernel gradients, over strides 1 and 2, SAME and VALID, kernels 3, 5 and 7.
 Max-pool inputs are permutations (no ties) for exact gradient comparison;
 ties are checked separately. Then the networks: the same params give the same
-outputs under every conv_impl / pool_impl (with the hand-written batch-norm
-backward, norm_impl='custom_vjp', against flax's), and a tiny GoogLeNet trains
+outputs under every ops.conv / ops.pool (with the hand-written batch-norm
+backward, ops.norm='custom_vjp', against flax's), and a tiny GoogLeNet trains
 to the same loss curve with and without the fast paths.
 """
 
@@ -21,12 +21,14 @@ import pytest
 from flax import linen as nn
 from jax import lax
 
-from models import fast_ops, onednn
+import ops
 from models.googlenet import GoogLeNet
-from models.inception import IMPL_CHOICES, InceptionModule, InceptionOptions
-from models.layers import ConvBlock, Pool
+from models.inception import InceptionModule, InceptionOptions
+from models.layers import ConvBlock
+from ops import Ops, conv as conv_ops, onednn, pool as pool_ops
 from models.small_inception import SmallInception
-from tests.test_inception import random_variables
+from tests.helpers import (assert_close, assert_trees_close, normal,
+                           ops_config, random_variables, run_with_grads)
 
 KEY = jax.random.PRNGKey(0)
 
@@ -35,19 +37,6 @@ def ref_conv(x, kernel, stride, padding):
   return lax.conv_general_dilated(x, kernel, (stride, stride), padding,
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
                                   precision=lax.Precision.HIGHEST)
-
-
-def normal(seed, shape):
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape),
-                     jnp.float32)
-
-
-def assert_close(actual, expected, rtol=1e-4, atol=1e-5):
-  """Elementwise, with atol relative to the reference's largest entry."""
-  expected = np.asarray(expected)
-  scale = max(1.0, float(np.abs(expected).max()))
-  np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol,
-                             atol=atol * scale)
 
 
 def value_and_grads(f, *args):
@@ -75,8 +64,8 @@ CONV_CASES = [  # (N, H, W, C, F, k, stride, padding)
 
 needs_onednn = pytest.mark.skipif(
     not onednn.available(), reason=f'oneDNN: {onednn.unavailable_reason()}')
-FAST_CONVS = [pytest.param(fast_ops.conv, id='im2col'),
-              pytest.param(fast_ops.onednn_conv, id='onednn',
+FAST_CONVS = [pytest.param(conv_ops.conv, id='im2col'),
+              pytest.param(conv_ops.onednn_conv, id='onednn',
                            marks=needs_onednn)]
 
 
@@ -106,7 +95,7 @@ def test_weight_grad_methods_and_chunks(method, stride, padding, rows):
   x, kernel = normal(2, (6, 8, 8, 3)), normal(3, (3, 3, 3, 5))
   y, vjp = jax.vjp(lambda kk: ref_conv(x, kk, stride, padding), kernel)
   g = normal(4, y.shape)
-  dk = fast_ops.weight_grad(x, g, 3, stride, padding, rows, method)
+  dk = conv_ops.weight_grad(x, g, 3, stride, padding, rows, method)
   assert_close(dk, vjp(g)[0])
 
 
@@ -117,14 +106,14 @@ def test_input_grad_chunks(k, stride, padding, rows):
   x, kernel = normal(5, (6, 9, 8, 3)), normal(6, (k, k, 3, 4))
   y, vjp = jax.vjp(lambda x: ref_conv(x, kernel, stride, padding), x)
   g = normal(7, y.shape)
-  dx = fast_ops.input_grad(x.shape, kernel, g, stride, padding, rows)
+  dx = conv_ops.input_grad(x.shape, kernel, g, stride, padding, rows)
   assert_close(dx, vjp(g)[0])
 
 
 def test_unused_input_grad_is_not_computed():
   """A first layer's input gradient (the images) is dropped by XLA."""
   x, kernel = normal(8, (64, 16, 16, 3)), normal(9, (3, 3, 3, 8))
-  loss = lambda kk: jnp.sum(fast_ops.conv(x, kk, 2, 'SAME') ** 2)
+  loss = lambda kk: jnp.sum(conv_ops.conv(x, kk, 2, 'SAME') ** 2)
   hlo = jax.jit(jax.grad(loss)).lower(kernel).compile().as_text()
   assert hlo.count(' while(') == 1  # The weight gradient's loop only.
 
@@ -134,16 +123,16 @@ def test_onednn_unused_input_grad_is_not_computed():
   x, kernel = normal(8, (4, 16, 16, 3)), normal(9, (3, 3, 3, 8))
   grad = lambda f, argnums: jax.jit(jax.grad(
       lambda x, kk: jnp.sum(f(x, kk, 2, 'SAME') ** 2), argnums))
-  hlo = grad(fast_ops.onednn_conv, 1).lower(x, kernel).compile().as_text()
+  hlo = grad(conv_ops.onednn_conv, 1).lower(x, kernel).compile().as_text()
   assert 'onednn_conv_bwd_weights' in hlo
   assert 'onednn_conv_bwd_data' not in hlo
   # And what it computes when asked, under vmap (a batch of kernels) too:
-  dx = jax.vmap(grad(fast_ops.onednn_conv, 0), (None, 0))(x, kernel[None])
+  dx = jax.vmap(grad(conv_ops.onednn_conv, 0), (None, 0))(x, kernel[None])
   assert_close(dx[0], grad(ref_conv, 0)(x, kernel))
 
 
 def test_weight_grad_method_choice():
-  pick = fast_ops.weight_grad_method
+  pick = conv_ops.weight_grad_method
   assert pick((128, 32, 32, 24), (3, 3, 24, 32), 1) == 'input'
   assert pick((128, 16, 16, 660), (5, 5, 660, 32), 1) == 'output'
   assert pick((128, 6, 6, 336), (3, 3, 336, 160), 1) == 'xla'
@@ -155,12 +144,12 @@ def test_conv_forward_is_the_lax_conv():
   x, kernel = normal(5, (2, 8, 8, 4)), normal(6, (3, 3, 4, 8))
   # The HLO before optimization: GPU compilers rewrite convolutions into
   # cuDNN custom calls.
-  ops = lambda f: jax.jit(f).lower(x, kernel).as_text('hlo').count(
+  count = lambda f: jax.jit(f).lower(x, kernel).as_text('hlo').count(
       'convolution(')
-  assert ops(lambda x, kk: fast_ops.conv(x, kk)) == ops(
-      lambda x, kk: fast_ops.lax_conv(x, kk)) == 1
-  np.testing.assert_array_equal(fast_ops.conv(x, kernel),
-                                fast_ops.lax_conv(x, kernel))
+  assert count(lambda x, kk: conv_ops.conv(x, kk)) == count(
+      lambda x, kk: conv_ops.lax_conv(x, kk)) == 1
+  np.testing.assert_array_equal(conv_ops.conv(x, kernel),
+                                conv_ops.lax_conv(x, kernel))
 
 
 # ------------------------------------------------------------- pools --
@@ -181,12 +170,12 @@ def permutation(shape, seed=0):
   return jnp.asarray(v.reshape(shape) / v.size - 0.5, jnp.float32)
 
 
-FAST_MAX_POOLS = [pytest.param(fast_ops.max_pool, id='slices'),
-                  pytest.param(fast_ops.onednn_max_pool, id='onednn',
+FAST_MAX_POOLS = [pytest.param(pool_ops.max_pool, id='slices'),
+                  pytest.param(pool_ops.onednn_max_pool, id='onednn',
                                marks=needs_onednn)]
 FAST_POOLS = [pytest.param('max', p.values[0], id=f'max-{p.id}', marks=p.marks)
               for p in FAST_MAX_POOLS] + [
-                  pytest.param('avg', fast_ops.avg_pool, id='avg-slices')]
+                  pytest.param('avg', pool_ops.avg_pool, id='avg-slices')]
 
 
 @pytest.mark.parametrize('kind,ours', FAST_POOLS)
@@ -227,62 +216,54 @@ def test_max_pool_ties_go_to_the_first_max_like_select_and_scatter(
 
 # ------------------------------------------------------------- knobs --
 
-@pytest.mark.parametrize('knob', sorted(IMPL_CHOICES))
-def test_impl_knobs_validate(knob):
-  with pytest.raises(ValueError) as e:
-    InceptionOptions(**{knob: 'fast'})
-  for valid in IMPL_CHOICES[knob]:
+@pytest.mark.parametrize('key', sorted(ops.CHOICES))
+def test_choices_validate(key):
+  with pytest.raises(ValueError, match=f'ops.{key}=') as e:
+    ops.resolve(ops_config(**{key: 'fast'}))
+  for valid in ops.CHOICES[key]:
     assert repr(valid) in str(e.value)
-  assert {getattr(InceptionOptions(), k) for k in IMPL_CHOICES} == {'auto'}
+  with pytest.raises(ValueError, match=f'ops.{key}='):
+    Ops(**{key: 'auto'})  # Ops hold resolved choices only.
+  assert Ops() == Ops('xla', 'xla', 'xla')  # The reference.
 
 
-def test_auto_picks_per_backend(monkeypatch):
-  assert fast_ops.resolve('auto', 'im2col') == (
-      'im2col' if jax.default_backend() == 'cpu' else 'xla')
-  # oneDNN where it is built, for float32 compute; im2col otherwise.
-  assert fast_ops.fast_impl('im2col') == (
-      'onednn' if onednn.available() else 'im2col')
-  assert fast_ops.fast_impl('im2col', jnp.bfloat16) == 'im2col'
+def test_resolve_auto_per_backend():
+  fast = 'onednn' if onednn.available() else None
+  assert ops.resolve(ops_config(), 'cpu') == Ops(
+      fast or 'im2col', fast or 'slices', 'custom_vjp')
+  # oneDNN computes in float32 only: bfloat16 gets the XLA forms.
+  assert ops.resolve(ops_config('bfloat16'), 'cpu') == Ops(
+      'im2col', 'slices', 'custom_vjp')
+  assert ops.resolve(ops_config(), 'gpu') == Ops('xla', 'xla', 'custom_vjp')
+  assert ops.resolve(ops_config(), 'tpu') == Ops('xla', 'xla', 'xla')
+  explicit = ops_config(conv='im2col', pool='xla', norm='xla')
+  assert ops.resolve(explicit, 'gpu') == Ops('im2col', 'xla', 'xla')
+
+
+def test_cpu_vector_width(monkeypatch):
+  monkeypatch.setattr(ops.cpu, 'has_avx512', lambda: True)
+  assert ops.compiler_options(ops_config()) == {
+      'xla_cpu_prefer_vector_width': 512}
+  monkeypatch.setattr(ops.cpu, 'has_avx512', lambda: False)
+  assert ops.compiler_options(ops_config()) == {
+      'xla_cpu_prefer_vector_width': 256}
+  assert ops.compiler_options(ops_config(cpu_vector_width='512')) == {
+      'xla_cpu_prefer_vector_width': 512}  # Explicit wins.
+  with pytest.raises(ValueError, match=r"ops.cpu_vector_width='128'.*'256'"):
+    ops.compiler_options(ops_config(cpu_vector_width='128'))
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert fast_ops.resolve('auto', 'im2col') == 'xla'
-  assert fast_ops.resolve('im2col', 'im2col') == 'im2col'  # Explicit wins.
-  assert fast_ops.resolve('xla', 'slices') == 'xla'
-
-
-def test_layer_impls_raise_on_bad_values():
-  x = jnp.zeros((1, 4, 4, 3))
-  with pytest.raises(ValueError, match="'auto', 'xla', 'im2col', 'onednn'"):
-    jax.eval_shape(ConvBlock(2, 3, impl='fft').init, KEY, x)
-  with pytest.raises(ValueError, match="'auto', 'xla', 'slices'"):
-    jax.eval_shape(Pool(impl='fft').init, KEY, x)
+  assert ops.compiler_options(ops_config()) == {}
 
 
 # ---------------------------------------------------------- networks --
-
-def run(model, variables, x, train):
-  """Output, batch stats and param gradients of sum(output * g)."""
-  def loss(params):
-    y, state = model.apply({**variables, 'params': params}, x, train=train,
-                           mutable=['batch_stats'])
-    return jnp.sum(y * normal(11, y.shape)), (y, state)
-  (_, (y, state)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
-      variables['params'])
-  return y, state, grads
-
-
-def assert_trees_close(a, b, **kw):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    assert_close(x, y, **kw)
-
 
 IMPLS = [('im2col', 'slices'), pytest.param('onednn', 'onednn',
                                              marks=needs_onednn),
          ('im2col', 'xla'), ('xla', 'slices')]
 FULL_NETWORKS = ('googlenet', 'small_inception')  # Slow to compile: two pairs.
 # The reference: lax convs, flax pools and batch norms, differentiated by XLA.
-# The fast forms are compared with it under norm_impl='custom_vjp'.
-REF_OPTS = InceptionOptions(conv_impl='xla', pool_impl='xla', norm_impl='xla')
+# The fast forms are compared with it under ops.norm='custom_vjp'.
+REF_OPTS = InceptionOptions()  # Default ops: XLA's.
 
 NETWORKS = {
     'conv_block': (lambda o: o.conv(6, 3, stride=2), (2, 9, 9, 4)),
@@ -304,15 +285,19 @@ NETWORKS = {
 }
 
 
+# The whole networks are slow tests (`make test-fast` leaves them out).
+NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in FULL_NETWORKS else n
+         for n in sorted(NETWORKS)]
+
+
 @pytest.mark.parametrize('conv_impl,pool_impl', IMPLS)
-@pytest.mark.parametrize('name', sorted(NETWORKS))
+@pytest.mark.parametrize('name', NAMES)
 def test_networks_equal_across_impls(name, conv_impl, pool_impl):
   if name in FULL_NETWORKS and pool_impl == 'xla':
     pytest.skip('Whole networks: the all-fast pairs only (compile time).')
   build, shape = NETWORKS[name]
   ref = build(REF_OPTS)
-  fast = build(InceptionOptions(conv_impl=conv_impl, pool_impl=pool_impl,
-                                norm_impl='custom_vjp'))
+  fast = build(InceptionOptions(ops=Ops(conv_impl, pool_impl, 'custom_vjp')))
   x = normal(10, shape)
   pool = name.startswith('pool')
   kw = {} if pool else {'train': True}
@@ -327,20 +312,20 @@ def test_networks_equal_across_impls(name, conv_impl, pool_impl):
     np.testing.assert_array_equal(y1, y0)
     return
   for train in (True, False):
-    y0, s0, g0 = run(ref, v_ref, x, train)
-    y1, s1, g1 = run(fast, v_ref, x, train)
+    y0, s0, g0 = run_with_grads(ref, v_ref, x, train)
+    y1, s1, g1 = run_with_grads(fast, v_ref, x, train)
     assert_close(y1, y0)
     assert_trees_close(s1, s0)
     assert_trees_close(g1, g0, rtol=1e-3, atol=1e-4)
 
 
-def test_conv_block_param_paths_do_not_depend_on_impl():
+def test_conv_block_param_paths_do_not_depend_on_ops():
   x = jnp.zeros((1, 6, 6, 3))
-  impls = [i for i in fast_ops.CONV_IMPLS
+  impls = [i for i in ops.CHOICES['conv'][1:]
            if i != 'onednn' or onednn.available()]
   for impl in impls:
-    p = jax.eval_shape(ConvBlock(5, 3, impl=impl, use_bias=True).init, KEY,
-                       x)['params']
+    block = ConvBlock(5, 3, ops=Ops(conv=impl), use_bias=True)
+    p = jax.eval_shape(block.init, KEY, x)['params']
     assert jax.tree.map(jnp.shape, p) == {
         'conv': {'kernel': (3, 3, 3, 5), 'bias': (5,)},
         'bn': {'scale': (5,), 'bias': (5,)}}
@@ -389,6 +374,7 @@ def loss_curve(opts, steps=200, batch=8, perturb=0.0):
   return np.asarray(losses)
 
 
+@pytest.mark.slow
 def test_training_curve_unchanged_by_fast_paths():
   """The fast paths train like the lax ops, as closely as float32 allows.
 
@@ -406,9 +392,8 @@ def test_training_curve_unchanged_by_fast_paths():
   ctrl_gap = np.abs(means(ctrl) - means(ref)) / ref[0]
   impls = [('im2col', 'slices')] + [('onednn', 'onednn')] * onednn.available()
   for conv_impl, pool_impl in impls:
-    fast = loss_curve(InceptionOptions(conv_impl=conv_impl,
-                                       pool_impl=pool_impl,
-                                       norm_impl='custom_vjp'))
+    fast = loss_curve(InceptionOptions(
+        ops=Ops(conv_impl, pool_impl, 'custom_vjp')))
     np.testing.assert_allclose(fast[:4], ref[:4], rtol=1e-5)
     fast_gap = np.abs(means(fast) - means(ref)) / ref[0]
     assert fast_gap.max() < max(3 * ctrl_gap.max(), 0.02), (

@@ -1,7 +1,7 @@
 """The bench_train.py models' train step in PyTorch (oneDNN), for reference.
 
-  python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch
-  /tmp/torchenv/bin/python scripts/torch_reference.py [--json] [--models=g025,small]
+  python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch absl-py
+  /tmp/torchenv/bin/python benchmarks/torch_reference.py [--json] [--models=g025,small]
 
 What does a mature CPU framework reach on the same networks and machine?
 This builds GoogLeNet-CIFAR (reduced modules at widths 0.25 / 0.5 / 1.0,
@@ -12,16 +12,19 @@ cross-entropy, backward, Nesterov SGD with weight decay) on a random batch
 of 128, float32: median of the rounds, after 2 warmup steps. It also times
 the same three plain GEMMs as bench_train.py's `gemm_gflops` through torch
 (MKL). Compare images/s with bench_train.py's `ours` column, run alone on
-the same machine. Needs only torch; not a dependency of the project and not
-run by the tests (the architecture is the same as models/, checked by
-parameter count against scripts/model_table.py).
+the same machine. Prints the torch version, thread count and GEMM GF/s,
+then per model its parameter count, ms per step and images/s; with --json,
+one JSON object of those. Needs only torch and absl-py (for its flags, as
+every tool here); not a dependency of the project and not run by the tests
+(the architecture is the same as models/, checked by parameter count against
+scripts/model_table.py).
 """
 
-import argparse
 import json
 import statistics
 import time
 
+from absl import app, flags
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -45,6 +48,12 @@ MODELS = {  # name -> (builder, rounds, image size)
 }
 GEMM_SHAPES = ((128 * 16 * 16, 256, 256), (128 * 32 * 32, 128, 128),
                (128 * 8 * 8, 1152, 256))
+
+flags.DEFINE_list('models', list(MODELS), 'Subset of: ' + ', '.join(MODELS)
+                  + '.')
+flags.DEFINE_integer('batch', 128, 'Batch size.')
+flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
+FLAGS = flags.FLAGS
 
 
 def conv_bn_relu(c_in, c_out, k, stride=1, padding='same'):
@@ -144,34 +153,30 @@ def gemm_gflops(m, k, n, calls=3):
   return 2 * m * k * n / best / 1e9
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--models', default=','.join(MODELS))
-  parser.add_argument('--batch', type=int, default=128)
-  parser.add_argument('--json', action='store_true')
-  args = parser.parse_args()
+def main(argv):
+  del argv
   torch.manual_seed(0)
   result = {'torch': torch.__version__, 'threads': torch.get_num_threads(),
-            'batch': args.batch,
+            'batch': FLAGS.batch,
             'gemm_gflops': statistics.median(gemm_gflops(*s)
                                              for s in GEMM_SHAPES),
             'models': {}}
-  for name in args.models.split(','):
+  for name in FLAGS.models:
     build, rounds, size = MODELS[name]
     model = build()
-    t = step_seconds(model, rounds, size, args.batch)
+    t = step_seconds(model, rounds, size, FLAGS.batch)
     result['models'][name] = {
         'params': sum(p.numel() for p in model.parameters()),
-        'step_ms': t * 1e3, 'images_per_s': args.batch / t}
-  if args.json:
+        'step_ms': t * 1e3, 'images_per_s': FLAGS.batch / t}
+  if FLAGS.json:
     print(json.dumps(result, indent=1))
     return
   print(f'torch {result["torch"]}, {result["threads"]} threads, batch '
-        f'{args.batch}, float32; GEMM {result["gemm_gflops"]:.0f} GF/s')
+        f'{FLAGS.batch}, float32; GEMM {result["gemm_gflops"]:.0f} GF/s')
   for name, r in result['models'].items():
     print(f'{name:9} {r["params"]:>9,} params {r["step_ms"]:8.1f} ms/step '
           f'{r["images_per_s"]:7.1f} img/s')
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

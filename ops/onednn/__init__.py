@@ -1,27 +1,29 @@
 """oneDNN's convolutions and max pools inside XLA:CPU programs, through jax.ffi.
 
-XLA:CPU runs a kxk convolution and its two gradients at 100-260 GF/s on this
-project's CPUs; oneDNN's brgemm kernels run the same passes at 400-580
-(scripts/bench_train.py measures the difference). Its stride-1 max pool,
-forward and backward, is 2-3x faster than fast_ops.max_pool. The library
-csrc/onednn_conv.cc wraps them as five FFI targets; this module builds it,
-registers the targets and calls them. fast_ops.onednn_conv and
-fast_ops.onednn_max_pool put the calls together into differentiable ops.
+oneDNN's brgemm kernels run a kxk convolution and its two gradients, and a
+max pool and its gradient, faster than XLA:CPU's own code for them
+(benchmarks/bench_train.py; docs/performance.md). `onednn_conv.cc` beside
+this file wraps them as five FFI targets; this module builds it, registers
+the targets and calls them, and costs them for XLA's cost analysis.
+ops/conv.py and ops/pool.py put the calls together into differentiable ops.
 
 The library needs oneDNN (the pinned `onednn-cpu-gomp` and
 `onednn-devel-cpu-gomp` wheels put its library and headers under the
 virtual environment) and a C++17 compiler. `make setup` builds it:
 
-  .venv/bin/python scripts/build_onednn.py   # -> build/onednn_conv.so
+  .venv/bin/python -m ops.onednn.build   # -> build/onednn_conv.so
 
-Without it `conv_impl` / `pool_impl` 'auto' use the im2col convolutions and
-shifted-slice pools, and an explicit 'onednn' is refused with the reason.
+Without it `--config.ops.conv` / `--config.ops.pool` 'auto' use the im2col
+convolutions and shifted-slice pools, and an explicit 'onednn' is refused
+with the reason.
 """
 
 import ctypes
 import functools
+import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -29,12 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-SOURCE = ROOT / 'csrc' / 'onednn_conv.cc'
+from ops import cpu
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SOURCE = pathlib.Path(__file__).resolve().parent / 'onednn_conv.cc'
 LIBRARY = ROOT / 'build' / 'onednn_conv.so'
 PREFIX = pathlib.Path(sys.prefix)  # Where pip puts the wheels' include/, lib/.
-BUILD_HINT = ('build it with `make setup` (or `python '
-              'scripts/build_onednn.py`)')
+BUILD_HINT = ('build it with `make setup` (or `python -m '
+              'ops.onednn.build`)')
 _TARGETS = {'onednn_conv_fwd': 'OnednnConvFwd',
             'onednn_conv_bwd_data': 'OnednnConvBwdData',
             'onednn_conv_bwd_weights': 'OnednnConvBwdWeights',
@@ -50,7 +54,7 @@ def compile_command(output=LIBRARY) -> list[str]:
 
 
 def build() -> pathlib.Path:
-  """Compiles csrc/onednn_conv.cc into LIBRARY; RuntimeError if it can't."""
+  """Compiles onednn_conv.cc into LIBRARY; RuntimeError if it can't."""
   if not (PREFIX / 'include' / 'oneapi' / 'dnnl' / 'dnnl.hpp').exists():
     raise RuntimeError(f'no oneDNN headers under {PREFIX / "include"}: '
                        'pip install -r requirements.txt (x86-64 Linux).')
@@ -76,9 +80,13 @@ def unavailable_reason() -> str | None:
     return f'{LIBRARY} is not built; {BUILD_HINT}'
   if LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
     return f'{LIBRARY} is older than {SOURCE}; {BUILD_HINT}'
+  if not cpu.has_avx512():
+    # Without AVX-512 oneDNN picks other kernels for some shapes (a GEMM-based
+    # weight gradient), which crashed inside a train step on an AVX2 host.
+    return 'it is enabled on AVX-512 CPUs only (this CPU has no avx512f)'
   # oneDNN's OpenMP workers share the cores with XLA's own threads: workers
   # that sleep when a convolution ends, instead of spinning for the next one,
-  # leave them to XLA (GoogLeNet-CIFAR 0.5 step 2-3% faster). Read by libgomp
+  # leave them to XLA (a faster train step). Read by libgomp
   # when the library loads it; a value set by the user wins.
   os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
   try:
@@ -96,15 +104,14 @@ def available() -> bool:
 
 
 def require(dtype='float32') -> None:
-  """Raises a ValueError that says why the oneDNN ops (conv_impl or
-  pool_impl 'onednn') can't run here, or can't compute in `dtype` (float32
-  only)."""
+  """Raises a ValueError that says why the oneDNN ops (ops.conv or ops.pool
+  'onednn') can't run here, or can't compute in `dtype` (float32 only)."""
   if jnp.dtype(dtype) != jnp.float32:
-    raise ValueError("conv_impl / pool_impl 'onednn' computes in float32, "
+    raise ValueError("ops.conv / ops.pool 'onednn' computes in float32, "
                      f"not dtype={jnp.dtype(dtype).name!r}; use 'auto'.")
   reason = unavailable_reason()
   if reason:
-    raise ValueError("conv_impl / pool_impl 'onednn' is not available: "
+    raise ValueError("ops.conv / ops.pool 'onednn' is not available: "
                      f"{reason}. 'auto' falls back by itself (convs to "
                      "'im2col', pools to 'slices').")
 
@@ -122,3 +129,45 @@ def call(target: str, results, *operands, stride: int, pads, **attrs):
               pad_right=right, **attrs)
   return jax.ffi.ffi_call(target, results, vmap_method='sequential')(
       *operands, **{k: np.int64(v) for k, v in ints.items()})
+
+
+_CUSTOM_CALL = re.compile(
+    r'= (.*) custom-call\(.*custom_call_target="onednn_(\w+)", '
+    r'operand_layout_constraints=\{(.*)\}, api_version.*'
+    r'backend_config=\{([^}]*)\}')
+_SHAPE = re.compile(r'(f32|u8)\[([\d,]+)\]')
+_ITEMSIZE = {'f32': 4, 'u8': 1}
+
+
+def _valid_taps(size: int, k: int, stride: int, lo: int, out: int) -> int:
+  """(output, tap) pairs of one axis whose input falls inside the image."""
+  return sum(0 <= o * stride + t - lo < size
+             for o in range(out) for t in range(k))
+
+
+def call_costs(hlo: str):
+  """{'flops', 'bytes accessed'} of each oneDNN pass in compiled `hlo`, as
+  XLA would count them: a convolution's as XLA counts its own (taps that
+  fall on padding skipped), a max pool's forward as a reduce-window max
+  (k*k - 1 per output), its backward as one add per output."""
+  for m in _CUSTOM_CALL.finditer(hlo):
+    results, operands = _SHAPE.findall(m[1]), _SHAPE.findall(m[3])
+    attrs = {k: int(v) for k, v in re.findall(r'(\w+) = (-?\d+)', m[4])}
+    shapes = [[int(d) for d in dims.split(',')] for _, dims in
+              results + operands]
+    nbytes = sum(_ITEMSIZE[t] * math.prod(s) for (t, _), s in
+                 zip(results + operands, shapes))
+    out, a = shapes[0], shapes[len(results)]
+    if m[2].startswith('max_pool'):
+      fwd = m[2] == 'max_pool_fwd'
+      flops = math.prod(out if fwd else a) * (attrs['window']**2 - 1 if fwd
+                                              else 1)
+    else:
+      b = shapes[len(results) + 1]
+      x, y, w = {'conv_fwd': (a, out, b), 'conv_bwd_data': (out, a, b),
+                 'conv_bwd_weights': (a, b, out)}[m[2]]
+      s = attrs['stride']
+      taps = (_valid_taps(x[1], w[0], s, attrs['pad_top'], y[1]) *
+              _valid_taps(x[2], w[1], s, attrs['pad_left'], y[2]))
+      flops = 2.0 * x[0] * taps * w[2] * w[3]
+    yield {'flops': float(flops), 'bytes accessed': float(nbytes)}

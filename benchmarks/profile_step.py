@@ -1,7 +1,7 @@
 """Where the train step's time goes: a jax.profiler trace, summed per layer kind.
 
-  python scripts/profile_step.py --models=g025          # bench_train's models
-  python scripts/profile_step.py --config=configs/cifar_cpu.py --json
+  python benchmarks/profile_step.py --models=g025          # bench_train's models
+  python benchmarks/profile_step.py --config=configs/cifar_cpu.py --json
 
 Runs bench_train.py's compiled step (same flags: --models, --config,
 --batch), traces `--steps` calls with jax.profiler, and reads the trace
@@ -21,9 +21,14 @@ instruction is traced on the thread that starts it: the other thread's
 share of a loop split in two (XLA's outer_dimension_partitions) or of a
 YNNPACK GEMM is not traced, so `idle_ms` overstates idleness; getrusage's
 CPU time (bench_train.py's cpu_user_ms + cpu_sys_ms over the step time) is
-the measure of how busy the two cores are. Tracing records every instruction
-and so slows the step (by about half at GoogLeNet width 0.25 here): read
-the shares.
+the measure of how busy the cores are. Tracing records every instruction
+and so slows the step (traced_step_ms is above bench_train.py's step_ms):
+read the shares, not the absolute times.
+
+Prints, per model, the traced step time, thread time by (pass, kind) with
+each one's share, and the `--top` longest instructions; with --json, one
+JSON object (bench_train.py's header, then per model the figures above,
+`by_kind` and `top_ops`).
 """
 
 import collections
@@ -42,9 +47,11 @@ from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 
 import benchlib  # noqa: E402
+import ops  # noqa: E402
 from models import build_model  # noqa: E402
 
-flags.DEFINE_integer('steps', 3, 'Traced steps (after 2 untraced ones).')
+flags.DEFINE_integer('steps', 3, 'Traced steps (after 2 untraced ones).',
+                     allow_override=True)  # bench_input.py's: timed batches.
 flags.DEFINE_integer('top', 15, 'Longest instructions to list.')
 FLAGS = flags.FLAGS
 
@@ -146,7 +153,8 @@ def summarize(events, names: dict[str, str], steps: int, top: int) -> dict:
 
 
 def profile(config, batch: int, steps: int, top: int) -> dict:
-  stepper = bench_train.Stepper(build_model(config.model), config, batch)
+  model = build_model(config.model, ops.resolve(config))
+  stepper = bench_train.Stepper(model, config, batch)
   for _ in range(2):
     stepper()
   with tempfile.TemporaryDirectory() as trace_dir:

@@ -1,29 +1,33 @@
 """Times the full jitted train step against a plain linen baseline.
 
-  python scripts/bench_train.py                       # every model, a table
-  python scripts/bench_train.py --json --models=g025,small --repeats=7
+  python benchmarks/bench_train.py                       # every model, a table
+  python benchmarks/bench_train.py --json --models=g025,small --repeats=7
 
 The step is train.py's `train_step` (augmentation included: reflect-pad,
 random crop, flip, normalise; forward, softmax cross-entropy, backward,
 optax weight decay + Nesterov SGD-momentum, batch-norm statistics), jitted
 with the state donated, on a random uint8 batch of 128 images, float32.
 
---config=FILE[:ARGS] (train.py's flag, with --config.model.KEY=VALUE
-overrides) times that one config instead. Models (--models picks a subset):
+--config=FILE[:ARGS] (train.py's flag, with --config.model.KEY=VALUE and
+--config.ops.KEY=VALUE overrides) times that one config instead. Models
+(--models picks a subset):
   g025, g05, g10  GoogLeNet-CIFAR, reduced modules, width 0.25 / 0.5 / 1.0;
   naive025        GoogLeNet-CIFAR, naive modules, width 0.25;
   small           the small Inception net (configs/small_inception.py, 28x28).
 For each, two programs run round-robin in one process (so machine load hits
-them alike): `ours`, the repo's model as configured (conv_impl / pool_impl /
-norm_impl 'auto': on CPU the oneDNN convolutions and max pools of
-models/onednn.py where built, else the im2col backward and the
-shifted-slice pools of models/fast_ops.py; the batch norms with
-models/norm.py's hand-written backward), and
+them alike): `ours`, the repo's model as configured (config.ops 'auto', as
+ops.resolve decides: on CPU the oneDNN convolutions and max pools of
+ops/onednn where available, else the im2col backward and the shifted-slice
+pools of ops/conv.py and ops/pool.py; the batch norms with ops/norm.py's
+hand-written backward), and
 `base`, a straightforward linen net of the same architecture kept in this
 file: nn.Conv for every kxk conv, nn.Dense for the 1x1s, nn.max_pool,
 nn.BatchNorm.
 
-Figures, per model and program:
+Prints one table row per model and program, then a line each on the GEMM
+bound and the bandwidth (with --json, one JSON object: the device, batch,
+malloc setting and variants, then per model the figures below). Figures,
+per model and program:
   step_ms          median step time;  images_per_s = batch / step time;
   step_gflops      XLA cost_analysis() flops of that compiled step, with
                    the oneDNN convolutions added (accounting.cost_entry; XLA
@@ -31,7 +35,7 @@ Figures, per model and program:
                    weight gradients loop over image chunks reads low);
   model_gflops     the useful work, the same for both programs: the
                    cost_analysis() of the repo model's step with
-                   conv_impl, pool_impl and norm_impl 'xla';
+                   ops.conv, ops.pool and ops.norm 'xla';
   achieved_gflops  model_gflops / step time;
   gemm_gflops      plain 2-D float32 GEMMs timed in the same rounds (median
                    over three shapes like the network's 1x1s and im2col
@@ -60,24 +64,25 @@ Figures, per model and program:
   peak_mb          compiled.memory_analysis(): temp + argument + output bytes;
   speedup_vs_baseline = base step time / ours step time.
 --variants=CONV:POOL[:NORM],... adds programs of the repo model with those
-conv_impl / pool_impl [/ norm_impl], timed in the same rounds, named by the
+ops.conv / ops.pool [/ ops.norm], timed in the same rounds, named by the
 entry; each one's time_vs_ours = its step time / ours' (above 1: auto chose
 better).
 --nobounds skips gemm_bound_ms and stream_gbps (and their fractions: null),
-about a minute per model, for a quick check (e.g. on a GPU). Each model's
-step times go to stderr as it finishes, so a run cut short keeps them.
+which time a GEMM for every distinct layer shape, for a quick check (e.g. on
+a GPU). Each model's step times go to stderr as it finishes, so a run cut
+short keeps them.
 
 Memory: XLA:CPU allocates the step's temporaries afresh every call, and with
-glibc's default malloc every 4 KiB page of them is faulted in again each step
-(~0.4M faults, ~0.6 s of kernel time per step at width 0.25 here). Running
-with transparent huge pages for malloc, GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
-removes most of that for both programs; the output records the setting,
-and LD_PRELOAD (where another malloc is preloaded: the GEMM reference and
-both steps move with the allocator, by 5-20% here; see the README).
-What is left shows in cpu_sys_ms: XLA:CPU's temporary block (3 GB per step
-at width 0.5) and the GEMM libraries' larger scratch buffers are over glibc's
-32 MB mmap limit, so they are mapped, zeroed by the kernel and unmapped again
-on every step (strace shows it).
+glibc's default malloc every 4 KiB page of them is faulted in again each step.
+Running with transparent huge pages for malloc,
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1, removes most of those faults for both
+programs; the output records the setting, and LD_PRELOAD (where another
+malloc is preloaded: the GEMM reference and both steps move with the
+allocator; docs/performance.md has the figures). What is left shows in
+cpu_sys_ms: XLA:CPU's temporary block and the GEMM libraries' larger scratch
+buffers are over glibc's largest mmap threshold (32 MiB on 64-bit), so they
+are mapped, zeroed by the kernel and unmapped again on every step (strace
+shows it).
 """
 
 import collections
@@ -100,26 +105,27 @@ from flax import linen as nn  # noqa: E402
 
 import accounting  # noqa: E402
 import benchlib  # noqa: E402
+import ops  # noqa: E402
 import train  # noqa: E402
 from configs.common import load_config  # noqa: E402
 from models import build_model  # noqa: E402
 from models.googlenet import WIDTHS  # noqa: E402
-from models.inception import IMPL_CHOICES, scaled  # noqa: E402
+from models.inception import scaled  # noqa: E402
 from models.small_inception import LAYOUT  # noqa: E402
 
-flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
 flags.DEFINE_list('models', ['g025', 'g05', 'small', 'naive025', 'g10'],
                   'Subset of: g025, g05, g10, naive025, small.')
 flags.DEFINE_integer('repeats', 5, 'Timed rounds (median reported); width '
-                     '1.0 uses min(repeats, 3).')
+                     '1.0 uses min(repeats, 3).',
+                     allow_override=True)  # bench_pointwise.py's default: 15.
 flags.DEFINE_integer('batch', 128, 'Batch size.')
 flags.DEFINE_bool('baseline', True, 'Also time the plain linen baseline.')
 flags.DEFINE_bool('bounds', True, 'Also time the model\'s own GEMMs and the '
-                  'memory bandwidth (the bound and mem columns, about a '
-                  'minute per model); --nobounds for a quick check.')
+                  'memory bandwidth (the bound and mem columns: one timed '
+                  'GEMM per layer shape); --nobounds for a quick check.')
 flags.DEFINE_list('variants', [], 'Also time the repo model with other '
-                  'impls, each CONV:POOL[:NORM] (conv_impl:pool_impl'
-                  '[:norm_impl], e.g. xla:xla:xla,im2col:slices), to check '
+                  'ops, each CONV:POOL[:NORM] (ops.conv:ops.pool'
+                  '[:ops.norm], e.g. xla:xla:xla,im2col:slices), to check '
                   'what auto picks.')
 FLAGS = flags.FLAGS
 
@@ -254,7 +260,7 @@ class Stepper:
     step = jax.jit(functools.partial(train.train_step, model=model,
                                      config=config, stats=STATS),
                    donate_argnums=(0,),
-                   compiler_options=train.compiler_options(config))
+                   compiler_options=ops.compiler_options(config))
     self.compiled = step.lower(self.state, self.images, self.labels).compile()
     self.flops = accounting.cost_flops(self.compiled)
     self.bytes = accounting.cost_entry(self.compiled,
@@ -275,12 +281,10 @@ class Stepper:
 
 
 def model_flops(config, batch: int) -> float:
-  """cost_analysis() flops of the step with every impl knob 'xla' (the lax
-  convs and pools, flax's batch norm)."""
+  """cost_analysis() flops of the step with XLA's own ops (the lax convs and
+  pools, flax's batch norm)."""
   ref = config.copy_and_resolve_references()
-  for knob in VARIANT_KNOBS:
-    ref.model[knob] = 'xla'
-  model = build_model(ref.model)
+  model = build_model(ref.model)  # Default ops: XLA's.
   step = jax.jit(functools.partial(train.train_step, model=model, config=ref,
                                    stats=STATS))
   tx, _ = train.make_optimizer(ref, 100, 1000)
@@ -369,20 +373,20 @@ class GemmProbe:
     return benchlib.median(self.rates)
 
 
-VARIANT_KNOBS = tuple(IMPL_CHOICES)  # conv_impl, pool_impl, norm_impl.
+VARIANT_KNOBS = tuple(ops.CHOICES)  # conv, pool, norm.
 
 
 def variant_config(config, variant: str):
-  """config with model.conv_impl:pool_impl[:norm_impl] set from
-  'CONV:POOL[:NORM]' (norm_impl left as configured if NORM is absent)."""
+  """config with ops.conv:ops.pool[:ops.norm] set from 'CONV:POOL[:NORM]'
+  (ops.norm left as configured if NORM is absent)."""
   values = variant.split(':')
   if not 2 <= len(values) <= 3 or not all(values):
     raise ValueError(f'--variants entry {variant!r}: write CONV:POOL or '
                      'CONV:POOL:NORM, e.g. xla:slices or onednn:onednn:xla.')
   config = config.copy_and_resolve_references()
   for knob, value in zip(VARIANT_KNOBS, values):
-    config.model[knob] = value
-  build_model(config.model)  # Unknown or unavailable impls raise here.
+    config.ops[knob] = value
+  ops.resolve(config)  # Unknown or unavailable choices raise here.
   return config
 
 
@@ -390,12 +394,12 @@ def bench_model(config, repeats: int, batch: int, baseline: bool,
                 variants=(), log=lambda msg: None, bounds: bool = True) -> dict:
   config = config.copy_and_resolve_references()
   config.batch_size = batch
-  models = {'ours': (build_model(config.model), config)}
+  models = {'ours': (build_model(config.model, ops.resolve(config)), config)}
   if baseline:
     models['base'] = (baseline_model(config), config)
   for v in variants:
     vc = variant_config(config, v)
-    models[v] = (build_model(vc.model), vc)
+    models[v] = (build_model(vc.model, ops.resolve(vc)), vc)
   programs = {}
   for name, (model, cfg) in models.items():
     t0 = time.perf_counter()
@@ -514,10 +518,7 @@ def main(argv):
     log(f'{name}: ' + ', '.join(f'{p} {row[p]["step_ms"]:.2f} ms'
                                 for p in ('base', 'ours', *FLAGS.variants)
                                 if p in row))
-  if FLAGS.json:
-    benchlib.print_json(out)
-  else:
-    print_table(out)
+  benchlib.print_result(out, print_table)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 """Small timing helpers shared by the benchmark scripts.
 
-  from scripts import benchlib   # or `import benchlib` from scripts/
+  from benchmarks import benchlib   # or `import benchlib` from benchmarks/
   fns = {'a': benchlib.Bench(jax.jit(f), (x, k)), 'b': ...}
   times = benchlib.time_interleaved(fns, repeats=7, warmup=2)
   t = benchlib.median(times['a'])           # seconds
@@ -12,6 +12,14 @@ on the first one) are discarded. `time_interleaved` runs the functions
 round-robin within each repeat, so slow drifts in machine load (other
 processes, thermal state) hit them alike, and reports the per-call times.
 Use the median: it ignores the odd preempted run that would skew a mean.
+
+Flags: every benchmark is an absl app (`app.run(main)`), like train.py.
+`--json`, which all of those here take, is defined in this module, once.
+A flag that another tool defines too, with another default or meaning
+(--repeats, --steps, --split), is defined with allow_override=True in each,
+so that tests can import several tools into one process; there the last
+import's definition (and default) stands, so code run in-process passes such
+values as arguments rather than reading the flag.
 """
 
 import collections
@@ -24,7 +32,14 @@ import statistics
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+from absl import flags
 import jax
+
+# allow_override: scripts/report.py and scripts/model_table.py define --json
+# too, and this module may be imported as `benchlib` and as
+# `benchmarks.benchlib` in one process.
+flags.DEFINE_bool('json', False, 'Print one JSON object instead of tables.',
+                  allow_override=True)
 
 
 @dataclasses.dataclass
@@ -66,10 +81,11 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int = 5,
 
   Each round calls every fn once, in the mapping's order; with `alternate`,
   every other round runs in reverse (a, b, c, c, b, a, a, b, c, ...). On a
-  small CPU a call's time depends on what ran just before it (a slow conv
-  leaves the next call ~10-20% slower here), so a fixed cyclic order biases
-  whichever fn follows the slow one; alternating gives each fn each
-  neighbour equally often. `warmup` untimed rounds come first.
+  small CPU a call's time depends on what ran just before it (a call after a
+  slow conv runs slower: caches, memory and clocks are left in its state),
+  so a fixed cyclic order biases whichever fn follows the slow one;
+  alternating gives each fn each neighbour equally often. `warmup` untimed
+  rounds come first.
   """
   for _ in range(warmup):
     for b in fns.values():
@@ -80,12 +96,6 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int = 5,
     for name, b in (items[::-1] if alternate and r % 2 else items):
       times[name].append(time_call(b))
   return times
-
-
-def time_one(bench: Callable[[], Any], repeats: int = 5,
-             warmup: int = 1) -> list[float]:
-  """Per-call seconds of a single fn (warmup calls discarded)."""
-  return time_interleaved({'_': bench}, repeats, warmup)['_']
 
 
 def median(times: Sequence[float]) -> float:
@@ -174,3 +184,11 @@ def print_json(obj: Any) -> None:
       return [rnd(x) for x in v]
     return v
   print(json.dumps(rnd(obj), indent=1))
+
+
+def print_result(out: Any, print_table) -> None:
+  """`out` as JSON with --json, else as the tool's own table."""
+  if flags.FLAGS.json:
+    print_json(out)
+  else:
+    print_table(out)

@@ -1,7 +1,7 @@
 """Times the pointwise (1x1) core against a 1x1 lax conv and the plain GEMM.
 
-  python scripts/bench_pointwise.py                 # table
-  python scripts/bench_pointwise.py --json --repeats=9
+  python benchmarks/bench_pointwise.py                 # table
+  python benchmarks/bench_pointwise.py --json --repeats=9
 
 For each (N, H, W, C -> F) shape, three float32 implementations of the same
 product, each jitted, forward only and forward+backward:
@@ -41,8 +41,9 @@ from models.inception import InceptionOptions, ReducedConv  # noqa: E402
 from models.layers import ConvBlock  # noqa: E402
 from models.pointwise import PointwiseConv  # noqa: E402
 
-flags.DEFINE_bool('json', False, 'Print one JSON object instead of tables.')
-flags.DEFINE_integer('repeats', 15, 'Timed rounds per shape (median reported).')
+flags.DEFINE_integer('repeats', 15, 'Timed rounds per shape (median '
+                     'reported).',
+                     allow_override=True)  # bench_train.py's default: 5.
 flags.DEFINE_integer('warmup', 1, 'Untimed rounds after compilation.')
 flags.DEFINE_bool('seed_pair', True, 'Also time the direct vs reduced 4x4 pair.')
 FLAGS = flags.FLAGS
@@ -211,10 +212,7 @@ def main(argv):
          'shapes': bench_shapes(FLAGS.repeats, FLAGS.warmup, log)}
   if FLAGS.seed_pair:
     out['seed_pair'] = bench_seed_pair(FLAGS.repeats, FLAGS.warmup)
-  if FLAGS.json:
-    benchlib.print_json(out)
-  else:
-    print_tables(out)
+  benchlib.print_result(out, print_tables)
 
 
 if __name__ == '__main__':

@@ -18,8 +18,8 @@
 // passes. Primitives are JIT-compiled once per shape and cached. Calls are
 // serialized: each uses every core through OpenMP, and two at once (XLA may
 // run independent branches concurrently) would oversubscribe them.
-// Built by scripts/build_onednn.py (models/onednn.build); called through
-// models/onednn.call by fast_ops.onednn_conv and fast_ops.onednn_max_pool.
+// Built by ops/onednn/build.py (ops.onednn.build); called through
+// ops.onednn.call by ops.conv.onednn_conv and ops.pool.onednn_max_pool.
 
 #include <cstdint>
 #include <map>

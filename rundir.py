@@ -1,0 +1,115 @@
+"""What a run directory holds: the files train.py writes and the tools read.
+
+  DIR/config.json        the run's config, plus STATS_KEY: the train split's
+                         per-channel mean and std, so eval.py normalises alike.
+  DIR/summary.json       SUMMARY_KEYS: what was trained, its costs, accuracy
+                         and 'status' ('ok', 'interrupted', 'diverged'; the
+                         sweep tool writes 'failed' for a run that crashed).
+  DIR/metrics.jsonl      one JSON object per logged step.
+  DIR/eval_<split>.json  eval.py's result on a split (eval_file(split)).
+
+train.py writes these; eval.py, scripts/sweep.py and scripts/report.py read
+them. Kept free of JAX and plotting so the sweep and report tools start fast.
+"""
+
+import json
+import os
+import re
+from typing import Callable, TextIO
+
+import ml_collections
+
+CONFIG = 'config.json'
+SUMMARY = 'summary.json'
+METRICS = 'metrics.jsonl'
+EVAL_PREFIX = 'eval_'
+STATS_KEY = 'data_stats'  # In config.json: the train split's (mean, std).
+
+# summary.json's keys in the order train.py writes them ('test_accuracy' only
+# where there is a test split; 'error' only where scripts/sweep.py recorded a
+# crash). The report's CSV columns follow this order.
+SUMMARY_KEYS = (
+    'status', 'model', 'module', 'workdir', 'params', 'macs_per_image',
+    'xla_flops_per_image', 'train_step_flops', 'train_images_per_s',
+    'compile_seconds', 'train_seconds', 'steps', 'epochs', 'batch_size',
+    'val_split', 'val_accuracy', 'best_val_accuracy', 'test_accuracy',
+    'device_kind', 'device_count', 'process_count', 'jax_version', 'error')
+
+_SCALARS = (int, float, str, bool)
+
+
+def eval_file(split: str) -> str:
+  """eval.py's result file name: 'train[90%:]' -> 'eval_train_90.json'."""
+  name = re.sub(r'\W+', '_', split).strip('_')
+  return f'{EVAL_PREFIX}{name}.json'
+
+
+def flatten(tree: dict, prefix: str = '', stringify: bool = False) -> dict:
+  """{'data': {'source': x}} -> {'data.source': x}.
+
+  An empty dict stays a leaf. stringify: leaves other than int, float, str
+  and bool become their str() (TensorBoard's hparams take only scalars).
+  """
+  out = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict) and value:
+      out |= flatten(value, name + '.', stringify)
+    elif stringify and not isinstance(value, _SCALARS):
+      out[name] = str(value)
+    else:
+      out[name] = value
+  return out
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_atomic(path, write: Callable[[TextIO], None], **open_args) -> None:
+  """Calls write(file) on path.tmp, then renames it over `path`: readers
+  never see half a file, and a run killed mid-write leaves the old one."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', **open_args) as f:
+    write(f)
+  os.replace(tmp, path)
+
+
+def write_json_atomic(path, obj) -> None:
+  """`obj` as indented JSON; what JSON cannot encode (a NumPy scalar) as str."""
+  write_atomic(path, lambda f: json.dump(obj, f, indent=1, default=str))
+
+
+def read_status(run_dir) -> str | None:
+  """summary.json's status; None where there is no readable summary."""
+  try:
+    summary = read_json(os.path.join(run_dir, SUMMARY))
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+  return summary.get('status') if isinstance(summary, dict) else None
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """A run's saved config; its normalisation stats under STATS_KEY."""
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.exists(path):
+    raise ValueError(f'{path} not found: is {workdir!r} a train.py workdir?')
+  return ml_collections.ConfigDict(_moved_to_ops(read_json(path)))
+
+
+# Keys of configs saved before the op choices left `model` for `ops`.
+_MOVED = {('model', 'conv_impl'): 'conv', ('model', 'pool_impl'): 'pool',
+          ('model', 'norm_impl'): 'norm', ('cpu_vector_width',): 'cpu_vector_width'}
+
+
+def _moved_to_ops(config: dict) -> dict:
+  """An older run's config with its op choices under `ops`."""
+  for path, key in _MOVED.items():
+    *parents, leaf = path
+    node = config
+    for parent in parents:
+      node = node.get(parent, {})
+    if leaf in node:
+      config.setdefault('ops', {})[key] = node.pop(leaf)
+  return config

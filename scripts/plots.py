@@ -1,0 +1,222 @@
+"""The report's Pareto plots: accuracy against a cost, one point per run.
+
+  plots.plot_pareto(points, 'pareto_macs.png', xlabel, 'MACs per image',
+                    tick_label=str)
+
+scripts/report.py picks the runs and their values (Point); this module only
+draws them: log x axis, the Pareto front of the finished runs as a step line,
+runs that did not finish hollow, and every point labelled with its run name,
+placed greedily where it covers no other point, label, legend or the front.
+"""
+
+import math
+from typing import Callable, NamedTuple
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker, transforms  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+
+# x axes of the Pareto plots: (file suffix, summary key, axis label, title).
+PLOTS = (
+    ('macs', 'macs_per_image', 'multiply-accumulates per image (MACs, log scale)',
+     'MACs per image'),
+    ('params', 'params', 'parameters (count, log scale)', 'parameters'),
+    ('time', 'train_seconds', 'training time (seconds, log scale)',
+     'training time'),
+)
+STYLE = {  # module -> matplotlib style; anything else draws as 'other'.
+    'naive': dict(color='tab:orange', marker='s', label='naive'),
+    'reduced': dict(color='tab:blue', marker='o', label='reduced'),
+    None: dict(color='tab:gray', marker='D', label='other'),
+}
+
+
+class Point(NamedTuple):
+  name: str            # The label: the run's name.
+  module: str | None   # Picks the STYLE.
+  x: float             # The cost, > 0.
+  y: float             # The accuracy.
+  finished: bool       # False: drawn hollow and kept off the Pareto front.
+
+
+class _TickFormatter(ticker.LogFormatter):
+  """Log-axis tick labels through a function (1M, 20K, ...), not 10^6."""
+
+  def __init__(self, label: Callable[[float], str], **kwargs):
+    super().__init__(**kwargs)
+    self.label = label
+
+  def _num_to_string(self, x, vmin, vmax):
+    return self.label(x)
+
+
+def _overlap(a, b) -> float:
+  w = min(a.x1, b.x1) - max(a.x0, b.x0)
+  h = min(a.y1, b.y1) - max(a.y0, b.y0)
+  return w * h if w > 0 and h > 0 else 0.0
+
+
+# Label offsets from a point, in points: (dx, dy, ha, va), nearest first.
+_OFFSETS = [(dx * r, dy * r, ha, va)
+            for r in (1, 2.2, 3.6)
+            for dx, dy, ha, va in ((7, 5, 'left', 'bottom'),
+                                   (7, -5, 'left', 'top'),
+                                   (-7, 5, 'right', 'bottom'),
+                                   (-7, -5, 'right', 'top'),
+                                   (0, 9, 'center', 'bottom'),
+                                   (0, -9, 'center', 'top'),
+                                   (9, 0, 'left', 'center'),
+                                   (-9, 0, 'right', 'center'))]
+
+
+def _place_labels(fig, ax, points, texts, obstacles) -> None:
+  """Greedy label placement: for each point the nearest offset whose label
+  stays inside the axes and overlaps no marker, legend or earlier label."""
+  renderer = fig.canvas.get_renderer()
+  frame = ax.get_window_extent(renderer)
+  to_px = ax.transData.transform
+  markers = []
+  for x, y in points:
+    px, py = to_px((x, y))
+    markers.append(transforms.Bbox.from_extents(
+        px - 5, py - 5, px + 5, py + 5))
+  placed = list(obstacles)
+  # Crowded points first: they have the fewest good spots.
+  order = sorted(range(len(points)), key=lambda i: sum(
+      _overlap(markers[i].expanded(8, 8), m) > 0 for m in markers))[::-1]
+  for i in order:
+    best = None
+    for rank, (dx, dy, ha, va) in enumerate(_OFFSETS):
+      text = _label(ax, texts[i], points[i], dx, dy, ha, va, rank >= 8)
+      # The text's own box, without its leader line.
+      text.update_positions(renderer)
+      box = Text.get_window_extent(text, renderer).expanded(1.05, 1.1)
+      outside = (box.width * box.height -
+                 _overlap(box, frame)) * 4  # Clipped text: worst.
+      cost = outside + sum(_overlap(box, o) for o in placed + markers)
+      if rank < 8 and _ambiguous(box, i, markers):
+        cost += 60  # Unclear whose label it is: a far one with a leader.
+      cost += rank * 0.5  # Prefer near offsets among equals.
+      if best is None or cost < best[0]:
+        if best is not None:
+          best[1].remove()
+        best = (cost, text, box, rank)
+      else:
+        text.remove()
+      if cost <= rank * 0.5:
+        break  # Free spot: take it.
+    _, text, box, rank = best
+    if rank < 8 and _ambiguous(box, i, markers):
+      # Nearer another point than its own: a leader line says whose it is.
+      dx, dy, ha, va = _OFFSETS[rank]
+      text.remove()
+      _label(ax, texts[i], points[i], dx, dy, ha, va, True)
+    placed.append(box)
+
+
+def _label(ax, text, xy, dx, dy, ha, va, leader: bool):
+  return ax.annotate(
+      text, xy, xytext=(dx, dy), textcoords='offset points', ha=ha, va=va,
+      fontsize=8, zorder=4,
+      bbox=dict(boxstyle='round,pad=0.15', fc='white', ec='none', alpha=0.75),
+      arrowprops=(dict(arrowstyle='-', color='0.45', lw=0.7, shrinkA=0,
+                       shrinkB=3) if leader else None))
+
+
+def _ambiguous(box, i, markers) -> bool:
+  """Whether the label box is as near another marker as its own."""
+  own = _distance(box, markers[i])
+  return any(_distance(box, m) <= own + 2
+             for j, m in enumerate(markers) if j != i)
+
+
+def _distance(box, marker) -> float:
+  """Pixels from a marker's centre to the nearest point of a box."""
+  (x, y), = marker.get_points().mean(axis=0, keepdims=True)
+  dx = max(box.x0 - x, 0, x - box.x1)
+  dy = max(box.y0 - y, 0, y - box.y1)
+  return math.hypot(dx, dy)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+  """The (cost, accuracy) points no cheaper-or-equal point beats, by cost."""
+  front = []
+  for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+    if not front or y > front[-1][1]:
+      front.append((x, y))
+  return front
+
+
+def plot_pareto(points: list[Point], path, xlabel: str, title: str,
+                name: str = '', tick_label: Callable[[float], str] = str
+                ) -> None:
+  """Plots the points' accuracy against their cost into `path` (a PNG);
+  `name` (the sweep) goes into the title, tick_label formats x ticks."""
+  fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+  if points:
+    for module, style in STYLE.items():
+      group = [p for p in points
+               if (p.module if p.module in STYLE else None) == module]
+      ok = [(p.x, p.y) for p in group if p.finished]
+      bad = [(p.x, p.y) for p in group if not p.finished]
+      if ok:
+        ax.scatter(*zip(*ok), s=42, color=style['color'],
+                   marker=style['marker'], label=style['label'], zorder=3,
+                   edgecolors='black', linewidths=0.5)
+      if bad:
+        ax.scatter(*zip(*bad), s=42, facecolors='none',
+                   edgecolors=style['color'], marker=style['marker'],
+                   linewidths=1.2, zorder=3,
+                   label=f'{style["label"]} (did not finish)')
+    xs = [p.x for p in points]
+    ys = [p.y for p in points]
+    lo, hi = math.log10(min(xs)), math.log10(max(xs))
+    pad = max(0.12 * (hi - lo), 0.08)
+    ax.set_xscale('log')
+    ax.set_xlim(10 ** (lo - pad), 10 ** (hi + pad))
+    ylo, yhi = min(ys), max(ys)
+    ypad = max(0.15 * (yhi - ylo), 0.01)
+    ax.set_ylim(ylo - ypad, yhi + 1.5 * ypad)
+    front = pareto_front([(p.x, p.y) for p in points if p.finished])
+    corners = []  # The step line's corners, for labels to keep off it.
+    if front:
+      fx, fy = zip(*front)
+      fx = [*fx, 10 ** (hi + pad)]
+      ax.step(fx, [*fy, fy[-1]], where='post', color='0.35', ls='--',
+              lw=1.2, zorder=2, label='Pareto front (best accuracy at ≤ cost)')
+      corners = [(fx[0], fy[0])]
+      for k, y in enumerate(fy):
+        corners += [(fx[k + 1], y)] + ([(fx[k + 1], fy[k + 1])]
+                                       if k + 1 < len(fy) else [])
+    ax.xaxis.set_major_formatter(_TickFormatter(tick_label,
+                                                labelOnlyBase=False))
+    ax.xaxis.set_minor_formatter(_TickFormatter(
+        tick_label, labelOnlyBase=False, minor_thresholds=(2, 0.7)))
+    ax.tick_params(axis='x', which='minor', labelsize=7, labelcolor='0.3')
+  else:
+    ax.text(0.5, 0.5, 'no finished runs with an accuracy and this cost',
+            ha='center', va='center', transform=ax.transAxes, color='0.4')
+    ax.set_xscale('log')
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel('best validation accuracy (fraction)')
+  ax.set_title(f'Accuracy vs {title}' + (f' — {name}' if name else ''))
+  ax.grid(True, which='major', alpha=0.3)
+  ax.grid(True, which='minor', axis='x', alpha=0.12)
+  fig.tight_layout()  # Before placing labels: it moves the axes.
+  if points:
+    legend = ax.legend(loc='best', fontsize=8, framealpha=0.9)
+    fig.canvas.draw()  # Settles the legend's place before labels avoid it.
+    renderer = fig.canvas.get_renderer()
+    px = [ax.transData.transform(c) for c in corners]
+    line = [transforms.Bbox.from_extents(
+        min(a[0], b[0]) - 1.5, min(a[1], b[1]) - 1.5,
+        max(a[0], b[0]) + 1.5, max(a[1], b[1]) + 1.5)
+            for a, b in zip(px, px[1:])]
+    _place_labels(fig, ax, [(p.x, p.y) for p in points],
+                  [p.name for p in points],
+                  [legend.get_window_extent(renderer)] + line)
+  fig.savefig(path)
+  plt.close(fig)

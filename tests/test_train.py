@@ -57,7 +57,8 @@ def subprocess_env(devices=None):
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              TF_CPP_MIN_LOG_LEVEL='2')
   if devices:  # A CPU with this many devices, whatever this machine has.
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+    env['XLA_FLAGS'] = (f'{env.get("XLA_FLAGS", "")} '
+                        f'--xla_force_host_platform_device_count={devices}')
     env['JAX_PLATFORMS'] = 'cpu'
   return env
 

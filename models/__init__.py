@@ -25,8 +25,6 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 OPTION_KEYS = tuple(f.name for f in dataclasses.fields(InceptionOptions)
                     if f.name != 'ops')
-MOVED_KEYS = {'conv_impl': 'ops.conv', 'pool_impl': 'ops.pool',
-              'norm_impl': 'ops.norm'}  # Once model keys; now config.ops.
 
 
 def network_keys(cls) -> tuple[str, ...]:
@@ -44,10 +42,6 @@ def build_model(model_config: Mapping[str, Any], ops: Ops = Ops()
                      f'{", ".join(sorted(MODELS))}. Set --config.model.name.')
   cls = MODELS[name]
   unknown = sorted(set(cfg) - set(OPTION_KEYS) - set(network_keys(cls)))
-  moved = [f'model.{k} is now {MOVED_KEYS[k]}' for k in unknown
-           if k in MOVED_KEYS]
-  if moved:
-    raise ValueError(f'{"; ".join(moved)}: set --config.ops.* instead.')
   if unknown:
     raise ValueError(
         f'Unknown model config key(s) {unknown} for {name!r}; valid keys: '

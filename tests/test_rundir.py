@@ -46,6 +46,19 @@ def test_load_run_config(tmp_path):
   assert config[rundir.STATS_KEY][1] == [0.25] * 3
 
 
+def test_load_run_config_moves_old_op_keys_to_ops(tmp_path):
+  """Runs saved before config.ops kept the op choices in model and at the
+  top level; they are read back under ops."""
+  (tmp_path / rundir.CONFIG).write_text(json.dumps(
+      {'model': {'name': 'googlenet', 'conv_impl': 'im2col',
+                 'pool_impl': 'slices', 'norm_impl': 'xla'},
+       'cpu_vector_width': '256'}))
+  config = rundir.load_run_config(str(tmp_path)).to_dict()
+  assert config == {'model': {'name': 'googlenet'},
+                    'ops': {'conv': 'im2col', 'pool': 'slices',
+                            'norm': 'xla', 'cpu_vector_width': '256'}}
+
+
 def test_eval_file():
   assert rundir.eval_file('test') == 'eval_test.json'
   assert rundir.eval_file('train[90%:]') == 'eval_train_90.json'

@@ -38,11 +38,15 @@ main: setup
 	$(PY) scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py:size=cpu --workdir=$(RUNS) $(ARGS)
 	$(PY) scripts/report.py $(RUNS)
 
+# One pytest worker per core (pytest-xdist), each taking whole test files so
+# that a file's module-scoped fixtures (a trained run) are built once.
+PYTEST := $(PY) -m pytest -q -n auto --dist loadfile
+
 test: setup
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

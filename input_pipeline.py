@@ -8,15 +8,17 @@ and normalisation run on the accelerator in `augment_batch`.
 `load_split(config.data, split)` takes the `config.data` block that
 configs/base.py defines and documents (`default_config()` returns a copy).
 The source is TFDS (`source='tfds'`: the prepared dataset stays in TFDS's
-data dir) or a local image folder/archive of `<split>/<class>/<image>`
-(decoded once, then cached as .npz). `split` is a name with an optional
-percent slice, e.g. 'train', 'train[:90%]', 'train[90%:]', 'train[10%:20%]',
-and means the same for both sources: the whole named split is loaded and the
-[start%, end%) range of every class is kept (`_stratified_range`), in the
-order the source stores it. So 'train[:90%]' and 'train[90%:]' are disjoint,
-stratified, cover the split and are the same on every run. Decoding a local
-source with `num_workers` > 1 uses processes, so the main script needs the
-usual `if __name__ == '__main__':` guard.
+data dir), built-in synthetic data (`source='synthetic'`: CIFAR-shaped,
+learnable, made in memory from `synthetic_seed`, see `_load_synthetic`) or a
+local image folder/archive of `<split>/<class>/<image>` (decoded once, then
+cached as .npz). `split` is a name with an optional percent slice, e.g.
+'train', 'train[:90%]', 'train[90%:]', 'train[10%:20%]', and means the same
+for every source: the whole named split is loaded and the [start%, end%)
+range of every class is kept (`_stratified_range`), in the order the source
+stores it. So 'train[:90%]' and 'train[90%:]' are disjoint, stratified,
+cover the split and are the same on every run. Decoding a local source with
+`num_workers` > 1 uses processes, so the main script needs the usual
+`if __name__ == '__main__':` guard.
 
 Problems with the data raise `DataError` (a ValueError) whose message says
 what to fix: `MissingSplitError` for an absent split, `DataUnavailableError`
@@ -92,14 +94,15 @@ class Split:
 def load_split(data_cfg: ml_collections.ConfigDict, split: str) -> Split:
   """Loads `split` (e.g. 'train[:90%]') of the source that `data_cfg` names.
 
-  Both sources load the whole named split, then keep the split's percent
+  Every source loads the whole named split, then keeps the split's percent
   range of every class, so a split string selects the same examples from the
   same data whichever source holds it.
   """
   cfg = default_config()
   cfg.update(ml_collections.ConfigDict(data_cfg).to_dict())  # Fill defaults.
   name, start, end = _parse_split(split)
-  load = _load_tfds if cfg.source == 'tfds' else _load_local
+  builtin = {'tfds': _load_tfds, 'synthetic': _load_synthetic}
+  load = builtin.get(cfg.source, _load_local)
   images, labels, class_names = load(cfg, name)
   if (start, end) != (0, 100):
     keep = _stratified_range(labels, start, end)
@@ -202,6 +205,106 @@ def _tfds_help(cfg: ml_collections.ConfigDict, data_dir_root,
       "--config.data.eval_split='train[90%:]'.")
 
 
+# --- Synthetic ---------------------------------------------------------------
+
+SYNTHETIC_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
+                     'frog', 'horse', 'ship', 'truck')  # CIFAR-10's names.
+SYNTHETIC_SPLITS = ('train', 'test')  # In the order of data.synthetic_size.
+# Class patterns hold spatial frequencies up to this many cycles per image, in
+# each direction: smooth shapes that survive the random shift and crop.
+_SYNTHETIC_MAX_FREQUENCY = 2
+_SYNTHETIC_CONTRAST = (20.0, 60.0)  # Pattern std in uint8 levels, per image.
+_SYNTHETIC_BRIGHTNESS = 20.0  # Std of each image's per-channel offset.
+_SYNTHETIC_NOISE = 40.0  # Half-width of the uniform per-pixel noise.
+
+
+def _load_synthetic(cfg: ml_collections.ConfigDict, name: str):
+  """(images, labels, class_names) of the synthetic split `name`.
+
+  Each of the 10 classes has a fixed random smooth pattern (low frequencies,
+  periodic, zero mean); an image is its class's pattern under a random
+  circular shift of up to a quarter of the side, a random left-right flip,
+  a random contrast and per-channel brightness, plus uniform noise. So a
+  small convnet learns it within a few hundred steps, a linear classifier
+  only partly. The patterns come from `cfg.synthetic_seed` alone, each
+  split's draws from (seed, split): the same config gives byte-identical
+  arrays, whatever `config.seed`. Labels cycle through the classes, so every
+  class has the same count (to within one).
+  """
+  _check_split_present(name, SYNTHETIC_SPLITS, "The 'synthetic' source")
+  sizes, size, seed = _synthetic_settings(cfg)
+  patterns = _class_patterns(np.random.default_rng([seed, 0]), size)
+  rng = np.random.default_rng([seed, 1 + SYNTHETIC_SPLITS.index(name)])
+  labels = np.arange(sizes[name]) % len(SYNTHETIC_CLASSES)
+  return _render(rng, patterns, labels), labels, list(SYNTHETIC_CLASSES)
+
+
+def _synthetic_settings(cfg: ml_collections.ConfigDict):
+  """({split: examples}, image side, seed) of `cfg`, checked."""
+  sizes, size, seed = (cfg.synthetic_size, cfg.synthetic_image_size,
+                       cfg.synthetic_seed)
+  num_classes = len(SYNTHETIC_CLASSES)
+  min_size = 2 * _SYNTHETIC_MAX_FREQUENCY + 1  # Holds the top frequency.
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  if (not isinstance(sizes, (tuple, list)) or len(sizes) != 2 or  # JSON: list.
+      not all(is_int(n) and n >= num_classes for n in sizes)):
+    raise DataError(
+        f'data.synthetic_size={sizes!r}: must be (train, test) example counts'
+        f', each at least {num_classes} (one per class), e.g. '
+        "--config.data.synthetic_size='(5000,1000)'.")
+  if not is_int(size) or size < min_size:
+    raise DataError(
+        f'data.synthetic_image_size={size!r}: must be an int >= {min_size}, '
+        'e.g. config.image_size.')
+  if not is_int(seed) or seed < 0:
+    raise DataError(f'data.synthetic_seed={seed!r}: must be an int >= 0.')
+  return dict(zip(SYNTHETIC_SPLITS, sizes)), size, seed
+
+
+def _class_patterns(rng: np.random.Generator, size: int) -> np.ndarray:
+  """(classes, 3, size, size) float32: smooth periodic patterns, std 1.
+
+  Random complex Fourier coefficients at every frequency up to
+  _SYNTHETIC_MAX_FREQUENCY, none at (0, 0), through an inverse real FFT.
+  """
+  shape = (len(SYNTHETIC_CLASSES), 3, size, size // 2 + 1)
+  spectrum = np.zeros(shape, np.complex128)
+  top = _SYNTHETIC_MAX_FREQUENCY
+  low = np.r_[0:top + 1, -top:0]  # Row frequencies 0..top, -top..-1.
+  coefficients = rng.normal(size=(2, *shape[:2], len(low), top + 1))
+  spectrum[:, :, low, :top + 1] = coefficients[0] + 1j * coefficients[1]
+  spectrum[:, :, 0, 0] = 0  # Zero mean: classes differ in shape, not colour.
+  patterns = np.fft.irfft2(spectrum, s=(size, size))
+  return (patterns / patterns.std(axis=(1, 2, 3), keepdims=True)).astype(
+      np.float32)
+
+
+def _render(rng: np.random.Generator, patterns: np.ndarray,
+            labels: np.ndarray) -> np.ndarray:
+  """(N, size, size, 3) uint8: one randomly varied pattern per label."""
+  n, size = len(labels), patterns.shape[-1]
+  # Every pattern and its mirror image, tiled 2x2 so that each size x size
+  # window is a circular shift: (2 * classes, 3, size + 1, size + 1, size,
+  # size), a view.
+  mirrored = np.stack([patterns, patterns[..., ::-1]], 1).reshape(
+      -1, 3, size, size)
+  windows = np.lib.stride_tricks.sliding_window_view(
+      np.tile(mirrored, (1, 1, 2, 2)), (size, size), axis=(2, 3))
+  reach = max(1, size // 4)
+  dy, dx = rng.integers(-reach, reach + 1, (2, n)) % size
+  x = windows[2 * labels + rng.integers(0, 2, n), :, dy, dx]  # (N, 3, H, W)
+  x *= rng.uniform(*_SYNTHETIC_CONTRAST, (n, 1, 1, 1)).astype(np.float32)
+  x += rng.normal(128, _SYNTHETIC_BRIGHTNESS, (n, 3, 1, 1)).astype(np.float32)
+  # Uniform noise in [-noise, noise], from full-range random bytes: several
+  # times faster than other draws at CIFAR's size. The +0.5 makes the uint8
+  # cast below round.
+  x += rng.integers(0, 256, x.shape, np.uint8) * np.float32(
+      2 * _SYNTHETIC_NOISE / 255)
+  x -= np.float32(_SYNTHETIC_NOISE - 0.5)
+  np.clip(x, 0, 255, out=x)
+  return x.transpose(0, 2, 3, 1).astype(np.uint8, order='C')
+
+
 # --- Local image folders and archives -------------------------------------
 
 
@@ -214,7 +317,7 @@ def _load_local(cfg: ml_collections.ConfigDict, name: str):
   if not os.path.exists(source):
     raise DataError(
         f"Data source {cfg.source!r} does not exist. Set --config.data.source "
-        "to 'tfds' or to an image folder or .tar.gz/.zip archive.")
+        "to 'tfds', 'synthetic' or an image folder or .tar.gz/.zip archive.")
 
   cache_path = _cache_path(cfg, source, name)
   if os.path.exists(cache_path):

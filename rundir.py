@@ -8,6 +8,16 @@
   DIR/metrics.jsonl      one JSON object per logged step.
   DIR/eval_<split>.json  eval.py's result on a split (eval_file(split)).
 
+A sweep directory (scripts/sweep.py) holds one run directory per run and seed,
+and SWEEP:
+
+  SWEEP_DIR/sweep.json   {'sweep': the sweep file[:args], 'seeds': N,
+                          'baseline': the run name comparisons are made
+                          against (None: the report's default),
+                          'overrides': the sweep-wide --config.* flags,
+                          'runs': {run directory name: {'run': run name,
+                                                        'seed': seed}}}
+
 train.py writes these; eval.py, scripts/sweep.py and scripts/report.py read
 them. Kept free of JAX and plotting so the sweep and report tools start fast.
 """
@@ -23,6 +33,7 @@ CONFIG = 'config.json'
 SUMMARY = 'summary.json'
 METRICS = 'metrics.jsonl'
 EVAL_PREFIX = 'eval_'
+SWEEP = 'sweep.json'
 STATS_KEY = 'data_stats'  # In config.json: the train split's (mean, std).
 
 # summary.json's keys in the order train.py writes them ('test_accuracy' only
@@ -90,12 +101,67 @@ def read_status(run_dir) -> str | None:
   return summary.get('status') if isinstance(summary, dict) else None
 
 
+# Keys that do not change what a run trains: how often it logs, evaluates and
+# checkpoints, when this process stops, where the data lives and how many
+# workers decode it, and how the ops are computed (same math: see ops/).
+# Everything else in config.json is part of the run's identity.
+BOOKKEEPING = (
+    'log_every_steps', 'eval_every_steps', 'eval_batch_size',
+    'checkpoint_every_steps', 'keep_checkpoints', 'stop_after_steps',
+    'distributed', 'data.data_dir', 'data.cache_dir', 'data.num_workers',
+    'ops.*', STATS_KEY)
+# data.source names the data: 'tfds' and 'synthetic' are data sets, a path is
+# a copy of one, free to move. Keys that only one source reads count only
+# where a run uses that source (so a key added for one source does not make
+# every saved run of another differ).
+SOURCE_KEYS = {'tfds': ('data.dataset',),
+               'synthetic': ('data.synthetic_size', 'data.synthetic_image_size',
+                             'data.synthetic_seed')}
+BUILTIN_SOURCES = tuple(SOURCE_KEYS)
+STALE_SUFFIX = '.stale-'  # scripts/sweep.py --rerun_stale: <dir>.stale-<time>.
+
+
+def _is_bookkeeping(key: str) -> bool:
+  return any(key == b or (b.endswith('.*') and key.startswith(b[:-1]))
+             for b in BOOKKEEPING)
+
+
+def _unused_source_key(key: str, *configs: dict) -> bool:
+  sources = {c.get('data.source') for c in configs}
+  return any(key in keys and source not in sources
+             for source, keys in SOURCE_KEYS.items())
+
+
+def training_changes(saved: dict, current: dict) -> list[str]:
+  """The keys whose values differ between two configs and change training,
+  as 'key: saved -> current' lines ('<absent>' for a missing key)."""
+  norm = lambda c: flatten(json.loads(json.dumps(c, default=str)))
+  old, new = norm(saved), norm(current)
+  missing = '<absent>'
+  lines = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, missing), new.get(key, missing)
+    if json.dumps(a) == json.dumps(b) or _is_bookkeeping(key):  # NaN == NaN.
+      continue
+    if key == 'data.source' and not {a, b} & set(BUILTIN_SOURCES):
+      continue  # Two paths: the same data, moved.
+    if _unused_source_key(key, old, new):
+      continue
+    lines.append(f'{key}: {a!r} -> {b!r}')
+  return lines
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """A run's saved config; its normalisation stats under STATS_KEY."""
   path = os.path.join(workdir, CONFIG)
   if not os.path.exists(path):
     raise ValueError(f'{path} not found: is {workdir!r} a train.py workdir?')
-  return ml_collections.ConfigDict(_moved_to_ops(read_json(path)))
+  try:
+    saved = read_json(path)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path} is not valid JSON ({e}): restore it, or move '
+                     f'{workdir!r} aside and start afresh.') from None
+  return ml_collections.ConfigDict(_moved_to_ops(saved))
 
 
 # Keys of configs saved before the op choices left `model` for `ops`.

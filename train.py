@@ -6,7 +6,8 @@
 `train_and_evaluate(config, workdir)` is importable from notebooks and tests.
 Data parallel over every device (and host) through jax.sharding: a Mesh with
 a 'data' axis, batches sharded on it, params replicated. A workdir with
-checkpoints resumes; DIR/summary.json records accuracy next to compute.
+checkpoints resumes (one whose config.json trained with other values is
+refused); DIR/summary.json records accuracy next to compute.
 """
 
 import dataclasses
@@ -77,6 +78,38 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   # Unknown model names, keys and op choices raise here.
   build_model(config.model, ops.resolve(config))
   ops.compiler_options(config)
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run that trained with other values."""
+
+
+def check_workdir_config(config: ml_collections.ConfigDict,
+                         workdir: str) -> None:
+  """Refuses a workdir whose config.json differs from `config` in a key that
+  changes training, before anything is loaded, compiled or written: resuming
+  would mix two configs under one config.json and summary. Bookkeeping keys
+  (rundir.BOOKKEEPING: logging, stopping, data paths, ops) may change. With
+  several processes all of them raise, also one that cannot see the file."""
+  changes = saved_training_changes(config, workdir)
+  if jax.process_count() > 1:
+    anyone = multihost_utils.process_allgather(np.int32(bool(changes)))
+    if anyone.any() and not changes:
+      changes = ['(found by another process: see its log)']
+  if changes:
+    raise ConfigMismatchError(
+        f'{workdir} holds a run trained with other values; these keys differ '
+        '(saved -> now):\n' + ''.join(f'  {line}\n' for line in changes) +
+        'Nothing was changed. Use a fresh --workdir, or rerun with the saved '
+        f'values (all in {os.path.join(workdir, rundir.CONFIG)}).')
+
+
+def saved_training_changes(config, workdir: str) -> list[str]:
+  """rundir.training_changes from the workdir's config.json, if it has one."""
+  if not os.path.exists(os.path.join(workdir, rundir.CONFIG)):
+    return []
+  return rundir.training_changes(rundir.load_run_config(workdir).to_dict(),
+                                 config.to_dict())
 
 
 def make_optimizer(config, steps_per_epoch: int, total_steps: int):
@@ -309,6 +342,8 @@ def restore_or_create(config, workdir: str, runner: Runner, tx,
       checkpoints.fingerprint(config.model.to_dict(), abstract) |
       {'image_size': config.image_size})
   ckpt.check_compatible()
+  # check_workdir_config passed: a saved config.json differs from this one in
+  # bookkeeping keys only, so what training used stays recorded.
   if jax.process_index() == 0:
     rundir.write_json_atomic(os.path.join(workdir, rundir.CONFIG),
                              config.to_dict() | {rundir.STATS_KEY: stats})
@@ -513,8 +548,10 @@ def make_summary(config, workdir: str, runner: Runner, data: Data,
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it has checkpoints).
 
-  Returns the summary also written to workdir/summary.json.
+  Returns the summary also written to workdir/summary.json. A workdir of a
+  run with other training values is refused (check_workdir_config).
   """
+  check_workdir_config(config, workdir)
   check_config(config)
   quiet_orbax()
   os.makedirs(workdir, exist_ok=True)

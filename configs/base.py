@@ -40,17 +40,20 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Data: input_pipeline.load_split reads this block, and
   # input_pipeline.default_config() returns a copy of it. `source` is 'tfds'
-  # (TFDS's `dataset`, prepared once in `data_dir`) or a local
+  # (TFDS's `dataset`, prepared once in `data_dir`), 'synthetic' (built in:
+  # CIFAR-shaped, 10 classes, splits train and test, made in memory from the
+  # synthetic_* keys; for smoke runs and tests) or a local
   # `<split>/<class>/*.{png,jpg,jpeg}` as a folder, .tar.gz/.tgz or .zip
   # (decoded once, cached in `cache_dir`), e.g.
-  # ../shared/data/cifar10-train-jpeg.tar.gz. A split is a name with an
-  # optional percent slice: 'train', 'train[:90%]', 'train[90%:]' (=
-  # 'train[-10%:]'). Both sources load the whole named split, then keep the
-  # [start%, end%) range of every class in stored order (local: by file name;
-  # TFDS: its record order; TFDS's own slicing is not used). So the train and
-  # eval splits below are disjoint, stratified and the same on every run.
+  # ../shared/data/cifar10-train-jpeg.tar.gz (a folder named like a built-in
+  # source: ./synthetic). A split is a name with an optional percent slice:
+  # 'train', 'train[:90%]', 'train[90%:]' (= 'train[-10%:]'). Every source
+  # loads the whole named split, then keeps the [start%, end%) range of every
+  # class in stored order (local: by file name; TFDS: its record order; TFDS's
+  # own slicing is not used). So the train and eval splits below are
+  # disjoint, stratified and the same on every run.
   config.data = ml_collections.ConfigDict(dict(
-      source='tfds',
+      source='tfds',           # tfds | synthetic | a local path.
       dataset='cifar10',       # TFDS name; source='tfds' only.
       data_dir=config_dict.placeholder(str),   # TFDS data dir; None: default.
       cache_dir=config_dict.placeholder(str),  # None: ~/.cache/pointwise.
@@ -63,6 +66,14 @@ def get_config() -> ml_collections.ConfigDict:
       crop_padding=4,
       flip=True,               # Random horizontal flip.
       normalize=True,          # Per-channel mean / std of the train split.
+      # source='synthetic' only. Examples of (train, test): a tenth of
+      # CIFAR-10's, so that a smoke run loads its data in a fraction of a
+      # second and still learns well above chance.
+      synthetic_size=(5000, 1000),
+      synthetic_image_size=32,  # Stored side, >= config.image_size (the
+                                # steps crop to it): 8 for configs/test.py.
+      synthetic_seed=0,        # The data's own seed: config.seed varies
+                               # across a sweep's replicates, the data not.
   ))
 
   # Optimisation.

@@ -1,6 +1,8 @@
-"""A tiny GoogLeNet and a few steps, for tests and smoke runs.
+"""A tiny GoogLeNet (3a, 3b, pool, 4a) on tiny synthetic data, for a few
+steps: tests and smoke runs, no download.
 
-  python train.py --config=configs/test.py --workdir=/tmp/smoke \
+  python train.py --config=configs/test.py --workdir=/tmp/smoke
+  python train.py --config=configs/test.py --workdir=/tmp/smoke_folder \
       --config.data.source=path/to/tiny/folder
 """
 
@@ -9,7 +11,13 @@ from configs import googlenet
 
 def get_config(arg: str | None = None):
   config = googlenet.get_config(arg or 'stem=cifar,width=0.0625')
+  # The first 3 of GoogLeNet's 9 modules: every layer kind, a fraction of
+  # the compile time.
+  config.model.num_modules = 3
   config.image_size = 8
+  config.data.source = 'synthetic'
+  config.data.synthetic_size = (200, 50)  # (train, test) images.
+  config.data.synthetic_image_size = 8
   config.data.crop_padding = 1
   config.data.num_workers = 1
   config.batch_size = 8

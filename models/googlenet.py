@@ -32,18 +32,24 @@ class GoogLeNet(nn.Module):
   Then: maxpool 3x3/2 -> 4a..4e -> maxpool 3x3/2 -> 5a, 5b -> global average
   pool -> dropout -> dense.
   `width` scales every conv; `reduce_scale` scales the reductions r3, r5.
+  `num_modules` keeps the first N of the nine modules (3a, 3b, 4a, ...): the
+  same layers in a shallower net, for tests and smoke runs.
   """
   num_classes: int = 1000
   stem: str = 'imagenet'
   width: float = 1.0
   reduce_scale: float = 1.0
   dropout: float = 0.0
+  num_modules: int = len(WIDTHS)
   opts: InceptionOptions = InceptionOptions()
 
   def __post_init__(self):
     check_choice('stem', self.stem, STEMS)
     check_width(self.width)
     check_width(self.reduce_scale, 'reduce_scale')
+    if not 1 <= self.num_modules <= len(WIDTHS):
+      raise ValueError(f'num_modules={self.num_modules!r}: GoogLeNet has '
+                       f'1 to {len(WIDTHS)} Inception modules.')
     super().__post_init__()
 
   @nn.compact
@@ -57,7 +63,8 @@ class GoogLeNet(nn.Module):
       x = o.pool_layer('max', 3, 2, name='pool2')(x)                 # 28x28
     else:
       x = o.conv(w(192), 3, name='conv1')(x, train)              # 32x32
-    for name, (c1, r3, c3, r5, c5, pp) in WIDTHS.items():
+    modules = list(WIDTHS.items())[:self.num_modules]
+    for name, (c1, r3, c3, r5, c5, pp) in modules:
       r = lambda c: scaled(c, self.width * self.reduce_scale)
       x = InceptionModule(w(c1), r(r3), w(c3), r(r5), w(c5), w(pp), o,
                           name=f'inception_{name}')(x, train)

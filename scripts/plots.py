@@ -1,14 +1,17 @@
-"""The report's Pareto plots: accuracy against a cost, one point per run.
+"""The report's Pareto plots: accuracy against a cost, one point per group.
 
   plots.plot_pareto(points, 'pareto_macs.png', xlabel, 'MACs per image',
-                    tick_label=str)
+                    tick_label=str, colour_key='model.module')
 
-scripts/report.py picks the runs and their values (Point); this module only
-draws them: log x axis, the Pareto front of the finished runs as a step line,
-runs that did not finish hollow, and every point labelled with its run name,
-placed greedily where it covers no other point, label, legend or the front.
+scripts/report.py picks the groups and their values (Point); this module only
+draws them: log x axis, the mean accuracy with its 95% confidence interval as
+an error bar (none where one run gives no interval), the Pareto front of the
+means as a step line, points coloured by one varied key's value, and every
+point labelled, placed greedily where it covers no other point, label,
+legend, error bar or the front.
 """
 
+import itertools
 import math
 from typing import Callable, NamedTuple
 
@@ -19,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker, transforms  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-# x axes of the Pareto plots: (file suffix, summary key, axis label, title).
+# x axes of the Pareto plots: (file suffix, report key, axis label, title).
 PLOTS = (
     ('macs', 'macs_per_image', 'multiply-accumulates per image (MACs, log scale)',
      'MACs per image'),
@@ -27,19 +30,16 @@ PLOTS = (
     ('time', 'train_seconds', 'training time (seconds, log scale)',
      'training time'),
 )
-STYLE = {  # module -> matplotlib style; anything else draws as 'other'.
-    'naive': dict(color='tab:orange', marker='s', label='naive'),
-    'reduced': dict(color='tab:blue', marker='o', label='reduced'),
-    None: dict(color='tab:gray', marker='D', label='other'),
-}
+YLABEL = 'final val acc (mean over seeds; bars: 95% CI)'
+MARKERS = 'osD^vPX*'
 
 
 class Point(NamedTuple):
-  name: str            # The label: the run's name.
-  module: str | None   # Picks the STYLE.
+  label: str           # The varied keys' values (or the group's name).
+  colour: str          # The colour key's value; '' draws all alike.
   x: float             # The cost, > 0.
-  y: float             # The accuracy.
-  finished: bool       # False: drawn hollow and kept off the Pareto front.
+  y: float             # The mean accuracy.
+  ci95: float | None   # The half-width of its 95% CI; None: no bar.
 
 
 class _TickFormatter(ticker.LogFormatter):
@@ -150,47 +150,63 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
   return front
 
 
+def _draw_points(ax, points: list[Point], colour_key: str) -> None:
+  """Markers and error bars, one colour and marker per colour value."""
+  values = list(dict.fromkeys(p.colour for p in points))
+  for k, (value, marker) in enumerate(zip(values, itertools.cycle(MARKERS))):
+    colour = f'C{k % 10}'
+    group = [p for p in points if p.colour == value]
+    bars = [p for p in group if p.ci95 is not None]
+    if bars:
+      ax.errorbar([p.x for p in bars], [p.y for p in bars],
+                  yerr=[p.ci95 for p in bars], fmt='none', ecolor=colour,
+                  elinewidth=1.2, capsize=4, zorder=2.5)
+    label = (f'{colour_key}={value}' if value else
+             'other' if colour_key else 'groups')
+    ax.scatter([p.x for p in group], [p.y for p in group], s=42,
+               color=colour, marker=marker, label=label, zorder=3,
+               edgecolors='black', linewidths=0.5)
+
+
+def _bar_boxes(ax, points: list[Point]) -> list:
+  """The error bars' pixel boxes, for labels to keep off."""
+  boxes = []
+  for p in points:
+    if p.ci95:
+      (x0, y0), (x1, y1) = ax.transData.transform(
+          [(p.x, p.y - p.ci95), (p.x, p.y + p.ci95)])
+      boxes.append(transforms.Bbox.from_extents(x0 - 4, y0, x1 + 4, y1))
+  return boxes
+
+
 def plot_pareto(points: list[Point], path, xlabel: str, title: str,
-                name: str = '', tick_label: Callable[[float], str] = str
-                ) -> None:
+                name: str = '', tick_label: Callable[[float], str] = str,
+                colour_key: str = '') -> None:
   """Plots the points' accuracy against their cost into `path` (a PNG);
-  `name` (the sweep) goes into the title, tick_label formats x ticks."""
+  `name` (the sweep) goes into the title, tick_label formats x ticks,
+  colour_key names what Point.colour is the value of (the legend)."""
   fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
   if points:
-    for module, style in STYLE.items():
-      group = [p for p in points
-               if (p.module if p.module in STYLE else None) == module]
-      ok = [(p.x, p.y) for p in group if p.finished]
-      bad = [(p.x, p.y) for p in group if not p.finished]
-      if ok:
-        ax.scatter(*zip(*ok), s=42, color=style['color'],
-                   marker=style['marker'], label=style['label'], zorder=3,
-                   edgecolors='black', linewidths=0.5)
-      if bad:
-        ax.scatter(*zip(*bad), s=42, facecolors='none',
-                   edgecolors=style['color'], marker=style['marker'],
-                   linewidths=1.2, zorder=3,
-                   label=f'{style["label"]} (did not finish)')
+    _draw_points(ax, points, colour_key)
     xs = [p.x for p in points]
-    ys = [p.y for p in points]
+    lows = [p.y - (p.ci95 or 0) for p in points]
+    highs = [p.y + (p.ci95 or 0) for p in points]
     lo, hi = math.log10(min(xs)), math.log10(max(xs))
     pad = max(0.12 * (hi - lo), 0.08)
     ax.set_xscale('log')
     ax.set_xlim(10 ** (lo - pad), 10 ** (hi + pad))
-    ylo, yhi = min(ys), max(ys)
+    ylo, yhi = min(lows), max(highs)
     ypad = max(0.15 * (yhi - ylo), 0.01)
     ax.set_ylim(ylo - ypad, yhi + 1.5 * ypad)
-    front = pareto_front([(p.x, p.y) for p in points if p.finished])
-    corners = []  # The step line's corners, for labels to keep off it.
-    if front:
-      fx, fy = zip(*front)
-      fx = [*fx, 10 ** (hi + pad)]
-      ax.step(fx, [*fy, fy[-1]], where='post', color='0.35', ls='--',
-              lw=1.2, zorder=2, label='Pareto front (best accuracy at ≤ cost)')
-      corners = [(fx[0], fy[0])]
-      for k, y in enumerate(fy):
-        corners += [(fx[k + 1], y)] + ([(fx[k + 1], fy[k + 1])]
-                                       if k + 1 < len(fy) else [])
+    front = pareto_front([(p.x, p.y) for p in points])
+    fx, fy = zip(*front)
+    fx = [*fx, 10 ** (hi + pad)]
+    ax.step(fx, [*fy, fy[-1]], where='post', color='0.35', ls='--',
+            lw=1.2, zorder=2, label='Pareto front (best mean at ≤ cost)')
+    corners = [(fx[0], fy[0])]  # The step line's, for labels to keep off.
+    for k, y in enumerate(fy):
+      corners += [(fx[k + 1], y)] + ([(fx[k + 1], fy[k + 1])]
+                                     if k + 1 < len(fy) else [])
     ax.xaxis.set_major_formatter(_TickFormatter(tick_label,
                                                 labelOnlyBase=False))
     ax.xaxis.set_minor_formatter(_TickFormatter(
@@ -201,7 +217,7 @@ def plot_pareto(points: list[Point], path, xlabel: str, title: str,
             ha='center', va='center', transform=ax.transAxes, color='0.4')
     ax.set_xscale('log')
   ax.set_xlabel(xlabel)
-  ax.set_ylabel('best validation accuracy (fraction)')
+  ax.set_ylabel(YLABEL)
   ax.set_title(f'Accuracy vs {title}' + (f' — {name}' if name else ''))
   ax.grid(True, which='major', alpha=0.3)
   ax.grid(True, which='minor', axis='x', alpha=0.12)
@@ -216,7 +232,8 @@ def plot_pareto(points: list[Point], path, xlabel: str, title: str,
         max(a[0], b[0]) + 1.5, max(a[1], b[1]) + 1.5)
             for a, b in zip(px, px[1:])]
     _place_labels(fig, ax, [(p.x, p.y) for p in points],
-                  [p.name for p in points],
-                  [legend.get_window_extent(renderer)] + line)
+                  [p.label for p in points],
+                  [legend.get_window_extent(renderer)] + line
+                  + _bar_boxes(ax, points))
   fig.savefig(path)
   plt.close(fig)

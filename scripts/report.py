@@ -1,24 +1,51 @@
-"""Collects a sweep's runs into a CSV, markdown tables and Pareto plots.
+"""Collects a sweep's runs into groups of seeds, statistics, tables and plots.
 
   python scripts/report.py DIR [--json]
 
-Every `summary.json` under DIR (recursively) is one run, named by its folder
-relative to DIR; its sibling `eval_*.json` (eval.py) and `config.json`
-(train.py) are read too. Writes into DIR:
+Runs: every `summary.json` under DIR (recursively) is one run, named by its
+folder relative to DIR; its sibling `eval_*.json` (eval.py) and `config.json`
+(train.py) are read too; folders set aside by `scripts/sweep.py
+--rerun_stale` (`<dir>.stale-<time>`) are skipped. DIR/sweep.json
+(rundir.SWEEP) is optional: it names each folder's sweep run and seed, and
+the baseline.
 
-  results.csv          one row per run: every summary field, eval accuracies.
-  results.md           the runs table and the naive-vs-reduced pair table.
-  pareto_macs.png      best validation accuracy against MACs/image,
-  pareto_params.png    ... parameters,
-  pareto_time.png      ... training time; log x, Pareto front as a step line
-                       (drawn by scripts/plots.py).
+Groups, the seeds of one design: runs whose config.json files are equal but
+for `seed` and bookkeeping (rundir.training_changes). A group is named by
+its sweep run (sweep.json), else by its folder less a trailing `-seed<k>`; a
+run without config.json joins the group of its name. The varied keys are
+the config keys (dotted) whose values differ between groups.
 
-Prints the markdown tables (--json: the report as JSON instead).
+Statistics (scripts/stats.py) count finished runs (status 'ok') only; the
+others are listed, and named as excluded. Per group, of final val acc (the
+last evaluation, summary's `val_accuracy`), best val acc (the best during
+training, `best_val_accuracy`) and test acc (`test_accuracy`, else
+eval_test.json): n, mean, sd and ci95 (the half-width of the mean's 95% CI,
+Student's t); of params, MACs, images/s and train time, the mean.
 
-Pairs: two runs pair when their config.json files are equal except for
-`model.module` (and the run-specific keys in IGNORED_CONFIG_KEYS); a run
-without config.json pairs by name instead, 'naive' <-> 'reduced'
-(`foo_naive` with `foo_reduced`).
+Comparisons: every group against one baseline: the group sweep.json names;
+else, where model.module varies, the first with module 'naive' (no 1x1
+reductions: each comparison then reads as what they buy); else the first (in sweep.json's order, else by name); one
+with a finished run. Of final val acc and test acc: the difference of means
+(group - baseline) with its 95% CI by Welch's t, and a sentence saying
+whether it is detectable. Of the costs: ratios group / baseline.
+
+Writes into DIR:
+
+  results.csv   one row per run (per seed): run, group, seed, the varied
+                keys, final_val_acc, best_val_acc, test_acc, every summary
+                field, eval_<split>_accuracy.
+  groups.csv    one row per group: group, the varied keys, runs, n (finished
+                runs), excluded; <acc>_n, _mean, _sd, _ci95 of each accuracy;
+                <cost>_mean; vs (the baseline), <acc>_diff, _diff_ci95,
+                _diff_df of the compared accuracies, <cost>_ratio.
+  results.md    the groups table, the comparisons and their sentences, the
+                runs table.
+  pareto_macs.png, pareto_params.png, pareto_time.png
+                the groups' mean final val acc with 95% CI bars against
+                mean MACs/image, params and train time (scripts/plots.py),
+                labelled by the varied keys' values.
+
+Prints results.md; with --json, the whole report as JSON instead.
 """
 
 import csv
@@ -26,6 +53,8 @@ import json
 import math
 import os
 import pathlib
+import re
+import statistics
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -33,7 +62,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from absl import app, flags  # noqa: E402
 
 import rundir  # noqa: E402
-from scripts import plots  # noqa: E402
+from scripts import plots, stats  # noqa: E402
 
 # allow_override: tests import this module next to benchmark scripts that
 # define a --json flag too.
@@ -41,18 +70,20 @@ flags.DEFINE_bool('json', False, 'Print the report as JSON instead of the '
                   'tables.', allow_override=True)
 FLAGS = flags.FLAGS
 
-# config.json keys (dotted) that differ between otherwise identical runs and
-# say nothing about what was trained: normalisation stats written by train.py
-# (rundir.STATS_KEY), where data is cached, and bookkeeping that does not
-# change the trained network or its measured accuracy.
-IGNORED_CONFIG_KEYS = (
-    rundir.STATS_KEY, 'data.cache_dir', 'data.data_dir', 'data.num_workers',
-    'keep_checkpoints', 'checkpoint_every_steps', 'log_every_steps',
-    'stop_after_steps', 'distributed')
+SEED_KEY = 'seed'
 MODULE_KEY = 'model.module'
-MODULES = ('naive', 'reduced')
-FAILED = 'failed'
-
+FINISHED = 'ok'
+SEED_SUFFIX = re.compile(r'-seed\d+$')
+STALE = re.compile(re.escape(rundir.STALE_SUFFIX) + r'\d{8}-\d{6}$')
+# Accuracy key -> (its name in tables, CSV and plots; summary.json field;
+# eval.py split that stands in where the summary has none).
+ACCURACIES = {
+    'final_val_acc': ('final val acc', 'val_accuracy', None),
+    'best_val_acc': ('best val acc', 'best_val_accuracy', None),
+    'test_acc': ('test acc', 'test_accuracy', 'test'),
+}
+COMPARED = ('final_val_acc', 'test_acc')  # Compared against the baseline.
+COSTS = ('params', 'macs_per_image', 'train_images_per_s', 'train_seconds')
 # Scalars of an eval_<split>.json worth keeping (not the confusion matrix).
 EVAL_KEYS = ('split', 'accuracy', 'loss', 'num_examples', 'step', 'source')
 
@@ -63,31 +94,42 @@ def _warn(message: str) -> None:
   print(f'warning: {message}', file=sys.stderr)
 
 
-def _module(summary: dict, config: dict | None) -> str | None:
-  module = summary.get('module')
-  if module is None and config is not None:
-    module = (config.get('model') or {}).get('module')
-  return module
+def _read_eval(path) -> dict:
+  try:
+    result = rundir.read_json(path)
+    return {k: result[k] for k in EVAL_KEYS if k in result}
+  except (OSError, ValueError, TypeError) as e:
+    _warn(f'{path}: {e}')
+    return {}
 
 
-def load_runs(directory) -> list[dict]:
+def load_runs(directory, sweep: dict | None = None) -> list[dict]:
   """Every run under `directory`, sorted by name.
 
   A run: {'run', 'dir', 'summary', 'evals' ({split: scalars}), 'config'
-  (dict or None), 'module'}. A summary.json that does not parse still makes a
+  (dict or None), 'seed'}. A summary.json that does not parse still makes a
   run, with status 'unreadable' and the error.
   """
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     raise ValueError(f'{str(directory)!r} is not a directory.')
+  entries = (sweep or {}).get('runs', {})
   runs = []
   for root, dirs, files in os.walk(directory):
+    for stale in [d for d in dirs if STALE.search(d)]:
+      _warn(f'skipping {pathlib.Path(root) / stale}: set aside as stale by '
+            'scripts/sweep.py --rerun_stale.')
+      dirs.remove(stale)
     dirs.sort()
     if rundir.SUMMARY not in files:
       continue
     folder = pathlib.Path(root)
     rel = folder.relative_to(directory).as_posix()
     name = rel if rel != '.' else directory.resolve().name
+    if entries and name not in entries:
+      _warn(f'skipping {folder}: not a run of {rundir.SWEEP} (an earlier '
+            'sweep into this directory, e.g. with other --seeds?).')
+      continue
     try:
       summary = rundir.read_json(folder / rundir.SUMMARY)
       if not isinstance(summary, dict):
@@ -100,21 +142,36 @@ def load_runs(directory) -> list[dict]:
       try:
         config = rundir.read_json(folder / rundir.CONFIG)
       except (OSError, ValueError) as e:
-        _warn(f'{folder / rundir.CONFIG}: {e}; pairing {name!r} by name.')
-    evals = {}
-    for path in sorted(folder.glob(f'{rundir.EVAL_PREFIX}*.json')):
-      try:
-        result = rundir.read_json(path)
-        evals[path.stem[len(rundir.EVAL_PREFIX):]] = {
-            k: result[k] for k in EVAL_KEYS if k in result}
-      except (OSError, ValueError, TypeError) as e:
-        _warn(f'{path}: {e}')
+        _warn(f'{folder / rundir.CONFIG}: {e}; grouping {name!r} by name.')
+    evals = {p.stem[len(rundir.EVAL_PREFIX):]: _read_eval(p)
+             for p in sorted(folder.glob(f'{rundir.EVAL_PREFIX}*.json'))}
+    seed = (config or {}).get(SEED_KEY, entries.get(name, {}).get('seed'))
     runs.append(dict(run=name, dir=str(folder), summary=summary, evals=evals,
-                     config=config, module=_module(summary, config)))
+                     config=config, seed=seed))
   if not runs:
     raise ValueError(f'No {rundir.SUMMARY} under {str(directory)!r}: '
                      'is it a sweep or train.py workdir?')
   return sorted(runs, key=lambda r: r['run'])
+
+
+def load_sweep(directory) -> dict | None:
+  """DIR/sweep.json, or None where there is none."""
+  path = pathlib.Path(directory) / rundir.SWEEP
+  if not path.exists():
+    return None
+  fix = ('fix it, or move it away to group the runs by their configs '
+         'alone.')
+  try:
+    sweep = rundir.read_json(path)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path}: {e}; {fix}') from None
+  runs = sweep.get('runs') if isinstance(sweep, dict) else None
+  if not isinstance(runs, dict) or not all(
+      isinstance(e, dict) and isinstance(e.get('run'), str)
+      for e in runs.values()):
+    raise ValueError(f"{path} has no 'runs': {{run directory: {{'run': "
+                     f"name, 'seed': k}}}} (see rundir.py); {fix}")
+  return sweep
 
 
 # ----------------------------------------------------------------- values
@@ -131,129 +188,183 @@ def _finite(value) -> float | None:
   return x if x is not None and math.isfinite(x) else None
 
 
-def val_accuracy(run: dict) -> float | None:
-  """The run's final validation accuracy (its best if there is no final)."""
-  s = run['summary']
-  x = _finite(s.get('val_accuracy'))
-  return x if x is not None else _finite(s.get('best_val_accuracy'))
-
-
-def best_accuracy(run: dict) -> float | None:
-  """What the Pareto plots show: best validation accuracy, else final."""
-  s = run['summary']
-  x = _finite(s.get('best_val_accuracy'))
-  return x if x is not None else _finite(s.get('val_accuracy'))
-
-
-def test_accuracy(run: dict) -> float | None:
-  """summary.json's test accuracy, else eval.py's eval_test.json's."""
-  x = _finite(run['summary'].get('test_accuracy'))
-  if x is None:
-    x = _finite(run['evals'].get('test', {}).get('accuracy'))
+def accuracy(run: dict, key: str) -> float | None:
+  """A run's accuracy `key` of ACCURACIES, None where it has none."""
+  _, field, split = ACCURACIES[key]
+  x = _finite(run['summary'].get(field))
+  if x is None and split:
+    x = _finite(run['evals'].get(split, {}).get('accuracy'))
   return x
 
 
-# ----------------------------------------------------------------- pairing
+def finished(run: dict) -> bool:
+  return run['summary'].get('status') == FINISHED
 
-def _config_key(config: dict) -> str:
+
+# ----------------------------------------------------------------- groups
+
+def _changed_keys(a: dict, b: dict) -> set[str]:
+  """The keys of two configs that differ and change training, but seed."""
+  return {line.partition(':')[0]
+          for line in rundir.training_changes(a, b)} - {SEED_KEY}
+
+
+def _same_design(first: dict, run: dict) -> bool:
+  if run['config'] is None:
+    return first['name'] == run['name']
+  return (first['config'] is not None
+          and not _changed_keys(first['config'], run['config']))
+
+
+def group_runs(runs: list[dict], sweep: dict | None) -> dict[str, list]:
+  """{group name: its runs}, in sweep.json's run order, else by name; sets
+  each run's 'name' (its sweep run, else its folder less -seed<k>)."""
+  entries = (sweep or {}).get('runs', {})
+  groups = []
+  for run in sorted(runs, key=lambda r: r['config'] is None):
+    entry = entries.get(run['run'])
+    run['name'] = entry['run'] if entry else SEED_SUFFIX.sub('', run['run'])
+    group = next((g for g in groups if _same_design(g[0], run)), None)
+    if group is None:
+      groups.append([run])
+    else:
+      group.append(run)
+  order = list(dict.fromkeys(e['run'] for e in entries.values()))
+  rank = lambda name: (order.index(name) if name in order else len(order),
+                       name)
+  named = {}
+  for group in sorted(groups, key=lambda g: rank(g[0]['name'])):
+    names = list(dict.fromkeys(r['name'] for r in group))
+    if len(names) > 1:
+      _warn(f'runs named {names} train the same config: one group, '
+            f'{names[0]!r}.')
+    name, k = names[0], 2
+    while name in named:
+      name, k = f'{names[0]}#{k}', k + 1
+    if name != names[0]:
+      _warn(f'groups named {names[0]!r} train different configs (see the '
+            f'varied keys): the later one is {name!r}.')
+    named[name] = group
+  return named
+
+
+def varied_keys(configs: list[dict | None]) -> list[str]:
+  """The config keys whose values differ between configs (seed and
+  bookkeeping aside), sorted."""
+  configs = [c for c in configs if c is not None]
+  return sorted(set().union(*(_changed_keys(configs[0], c)
+                              for c in configs[1:])))
+
+
+def describe_group(name: str, runs: list[dict], varied: list[str]) -> dict:
+  """A group's record: its varied keys' values, runs, excluded runs, the
+  statistics of each accuracy and the cost means (module docstring)."""
+  config = next((r['config'] for r in runs if r['config'] is not None), {})
   flat = rundir.flatten(config)
-  for key in (MODULE_KEY, *IGNORED_CONFIG_KEYS):
-    flat.pop(key, None)
-    for k in [k for k in flat if k.startswith(key + '.')]:
-      flat.pop(k)
-  return json.dumps(flat, sort_keys=True, default=str)
+  counted = [r for r in runs if finished(r)]
+  record = dict(group=name, values={k: flat.get(k) for k in varied},
+                runs=[r['run'] for r in runs],
+                seeds=[r['seed'] for r in runs],
+                excluded={r['run']: r['summary'].get('status')
+                          for r in runs if not finished(r)},
+                n=len(counted))
+  for key in ACCURACIES:
+    record[key] = stats.describe(
+        [x for r in counted if (x := accuracy(r, key)) is not None])
+  for key in COSTS:
+    xs = [x for r in counted
+          if (x := _finite(r['summary'].get(key))) is not None]
+    record[key] = statistics.fmean(xs) if xs else None
+  seeds = [r['seed'] for r in counted if r['seed'] is not None]
+  if len(set(seeds)) < len(seeds):
+    _warn(f'group {name!r} has finished runs of the same seed ({seeds}): '
+          'they are not independent samples.')
+  return record
 
 
-def _swap(name: str) -> str | None:
-  return name.replace('naive', 'reduced') if 'naive' in name else None
-
-
-def pair_runs(runs: list[dict]) -> list[dict]:
-  """naive/reduced pairs: [{'naive', 'reduced' (run names), 'rule'}].
-
-  Rule 'config': both have config.json, equal but for model.module and
-  IGNORED_CONFIG_KEYS. Where such a group holds several runs of one module,
-  names decide (see below), else a lone naive pairs with a lone reduced.
-  Rule 'name': a run without config.json (or its partner without one) pairs
-  with the run whose name has 'naive' replaced by 'reduced'.
-  """
-  by_name = {r['run']: r for r in runs}
-  pairs, paired = [], set()
-
-  def add(naive, reduced, rule):
-    pairs.append(dict(naive=naive, reduced=reduced, rule=rule))
-    paired.update((naive, reduced))
-
-  groups = {}
-  for r in runs:
-    if r['config'] is not None and r['module'] in MODULES:
-      groups.setdefault(_config_key(r['config']), []).append(r)
-  for group in groups.values():
-    naive = [r['run'] for r in group if r['module'] == 'naive']
-    reduced = [r['run'] for r in group if r['module'] == 'reduced']
-    for n in naive:
-      if _swap(n) in reduced:
-        add(n, _swap(n), 'config')
-    naive = [n for n in naive if n not in paired]
-    reduced = [n for n in reduced if n not in paired]
-    if len(naive) == 1 and len(reduced) == 1:
-      add(naive[0], reduced[0], 'config')
-    elif naive and reduced:
-      _warn(f'runs {naive + reduced} share a config: cannot tell which '
-            'naive run goes with which reduced run; not pairing them.')
-
-  for r in runs:
-    n, counterpart = r['run'], by_name.get(_swap(r['run']) or '')
-    if counterpart is None or n in paired or counterpart['run'] in paired:
-      continue
-    if r['config'] is not None and counterpart['config'] is not None:
-      continue  # Both have configs, and they differ: not comparable.
-    if r['module'] in ('naive', None) and counterpart['module'] in (
-        'reduced', None):
-      add(n, counterpart['run'], 'name')
-  return sorted(pairs, key=lambda p: p['naive'])
+def choose_baseline(groups: list[dict], sweep: dict | None
+                    ) -> tuple[dict | None, str]:
+  """The group the others are compared against, and why (module
+  docstring)."""
+  usable = [g for g in groups if g['final_val_acc']['n']]
+  named = (sweep or {}).get('baseline')
+  match = [g for g in usable if g['group'] == named]
+  if match:
+    return match[0], 'named by sweep.json'
+  if named:
+    why = f"sweep.json's baseline {named!r} has no finished run"
+    _warn(f'{why}: comparing against the default.')
+  else:
+    why = 'sweep.json names none' if sweep else 'no sweep.json'
+  if not usable:
+    return None, 'no group has a finished run with a final val acc'
+  naive = [g for g in usable if g['values'].get(MODULE_KEY) == 'naive']
+  if naive:
+    return naive[0], (f"{why}; the first group with {MODULE_KEY} = 'naive': "
+                      'each comparison reads as what the 1x1 reductions buy')
+  order = "in sweep.json's order" if sweep else 'by name'
+  return usable[0], f'{why}; the first group {order}'
 
 
 def _ratio(a, b):
-  a, b = _finite(a), _finite(b)
   return a / b if a is not None and b else None
 
 
-def _diff(a, b):
-  return b - a if a is not None and b is not None else None
-
-
-def compare(pair: dict, by_name: dict) -> dict:
-  """A pair's ratios (naive / reduced) and accuracy differences (r - n)."""
-  n, r = by_name[pair['naive']], by_name[pair['reduced']]
-  ns, rs = n['summary'], r['summary']
-  statuses = {ns.get('status'), rs.get('status')}
-  return pair | {
-      'macs_ratio': _ratio(ns.get('macs_per_image'), rs.get('macs_per_image')),
-      'params_ratio': _ratio(ns.get('params'), rs.get('params')),
-      'train_seconds_ratio': _ratio(ns.get('train_seconds'),
-                                    rs.get('train_seconds')),
-      'images_per_s_ratio': _ratio(ns.get('train_images_per_s'),
-                                   rs.get('train_images_per_s')),
-      'val_accuracy_diff': _diff(val_accuracy(n), val_accuracy(r)),
-      'test_accuracy_diff': _diff(test_accuracy(n), test_accuracy(r)),
-      'statuses': {'naive': ns.get('status'), 'reduced': rs.get('status')},
-      'all_ok': statuses == {'ok'},
-  }
+def compare(group: dict, baseline: dict) -> dict:
+  """group against baseline: the differences of the compared accuracies
+  (stats.welch), their sentences, and the ratios of the cost means."""
+  out = dict(group=group['group'], baseline=baseline['group'])
+  sentences = []
+  for key in COMPARED:
+    out[f'{key}_diff'] = diff = stats.welch(group[key], baseline[key])
+    if diff:
+      sentences.append(stats.verdict(
+          group['group'], baseline['group'], ACCURACIES[key][0], diff,
+          group[key]['n'], baseline[key]['n']))
+  for key in COSTS:
+    out[f'{key}_ratio'] = _ratio(group[key], baseline[key])
+  return out | dict(verdicts=sentences)
 
 
 # ----------------------------------------------------------------- CSV
 
-def csv_columns(runs: list[dict]) -> list[str]:
-  """'run', the union of summary fields (train.py's order first, then others
-  by first appearance), then eval_<split>_accuracy columns."""
+def run_columns(runs: list[dict], varied: list[str]) -> list[str]:
+  """'run', 'group', 'seed', the varied keys, the accuracies (ACCURACIES'
+  keys), the union of summary fields (train.py's order first, then others by
+  first appearance), then eval_<split>_accuracy columns."""
   seen = {k for r in runs for k in r['summary']}
-  columns = [k for k in rundir.SUMMARY_KEYS if k in seen]
+  columns = ['run', 'group', 'seed', *varied, *ACCURACIES]
+  columns += [k for k in rundir.SUMMARY_KEYS if k in seen]
   for r in runs:
     columns += [k for k in r['summary'] if k not in columns]
   splits = sorted({s for r in runs for s, e in r['evals'].items()
                    if 'accuracy' in e})
-  return ['run'] + columns + [f'eval_{s}_accuracy' for s in splits]
+  return list(dict.fromkeys(columns + [f'eval_{s}_accuracy' for s in splits]))
+
+
+def run_row(run: dict, group: dict) -> dict:
+  row = dict(run['summary'], run=run['run'], group=group['group'],
+             seed=run['seed'])
+  row |= {f'eval_{s}_accuracy': e.get('accuracy')
+          for s, e in run['evals'].items()}
+  row |= {key: accuracy(run, key) for key in ACCURACIES}
+  return row | group['values']
+
+
+def group_row(group: dict, comparison: dict | None) -> dict:
+  row = dict(group=group['group'], **group['values'], runs=len(group['runs']),
+             n=group['n'], excluded=' '.join(group['excluded']))
+  for key in ACCURACIES:
+    row |= {f'{key}_{k}': v for k, v in group[key].items()}
+  row |= {f'{key}_mean': group[key] for key in COSTS}
+  if comparison:
+    row['vs'] = comparison['baseline']
+    for key in COMPARED:
+      diff = comparison[f'{key}_diff'] or {}
+      row |= {f'{key}_diff{"" if k == "diff" else "_" + k}': v
+              for k, v in diff.items()}
+    row |= {f'{key}_ratio': comparison[f'{key}_ratio'] for key in COSTS}
+  return row
 
 
 def _csv_value(value) -> str:
@@ -266,20 +377,13 @@ def _csv_value(value) -> str:
   return str(value)
 
 
-def write_csv(runs: list[dict], path) -> list[str]:
-  columns = csv_columns(runs)
-  rows = []
-  for r in runs:
-    row = dict(r['summary'], run=r['run'])
-    row |= {f'eval_{s}_accuracy': e.get('accuracy')
-            for s, e in r['evals'].items()}
-    rows.append({c: _csv_value(row.get(c)) for c in columns})
+def write_csv(rows: list[dict], columns: list[str], path) -> None:
   def write(f):
     writer = csv.DictWriter(f, columns)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({c: _csv_value(row.get(c)) for c in columns}
+                     for row in rows)
   rundir.write_atomic(path, write, newline='')
-  return columns
 
 
 # ----------------------------------------------------------------- markdown
@@ -325,12 +429,20 @@ def acc(value) -> str:
   return '' if value is None else f'{value:.4f}'
 
 
-def signed(value) -> str:
-  return '' if value is None else f'{value:+.4f}'
-
-
 def times(value) -> str:
   return '' if value is None else f'{value:.2f}×'
+
+
+def points(diff: dict | None) -> str:
+  """A difference of accuracies in points: '+0.40 ± 0.61', '+0.40 ± —'."""
+  if diff is None:
+    return ''
+  half = '—' if diff['ci95'] is None else f'{diff["ci95"] * 100:.2f}'
+  return f'{diff["diff"] * 100:+.2f} ± {half}'
+
+
+def text(value) -> str:
+  return '' if value is None else str(value)
 
 
 def _md_table(header, align, rows) -> list[str]:
@@ -341,20 +453,85 @@ def _md_table(header, align, rows) -> list[str]:
   return lines
 
 
-def markdown(runs: list[dict], comparisons: list[dict], title: str) -> str:
-  lines = [f'# Sweep report: {title}', '', f'## Runs ({len(runs)})', '']
+def _shown(groups: list[dict]) -> list[str]:
+  """The accuracies some group has: test acc only where there is one."""
+  return [k for k in ACCURACIES if any(g[k]['n'] for g in groups)]
+
+
+def groups_markdown(groups: list[dict], varied: list[str]) -> list[str]:
+  shown = _shown(groups)
+  header = ['group', *varied, 'n']
+  for key in shown:
+    header += [ACCURACIES[key][0], '± 95% CI', 'sd']
+  header += ['params', 'MACs/image', 'images/s', 'train time']
+  rows = []
+  for g in groups:
+    row = [g['group'], *map(text, g['values'].values()), g['n']]
+    for key in shown:
+      s = g[key]
+      row += [acc(s['mean']), acc(s['ci95']) or '—', acc(s['sd']) or '—']
+    rows.append(row + [si(g['params']), si(g['macs_per_image']),
+                       rate(g['train_images_per_s']),
+                       duration(g['train_seconds'])])
+  lines = _md_table(header, 'l' * (1 + len(varied)) + 'r' * (
+      len(header) - 1 - len(varied)), rows)
+  lines += ['', 'Each group is the seeds of one design: runs whose '
+            'config.json files are equal except for `seed` and bookkeeping '
+            'keys. Statistics over its finished runs (n): mean, the '
+            "half-width of the mean's 95% confidence interval (Student's t, "
+            'n−1 degrees of freedom) and the standard deviation (n−1); — '
+            'where n = 1. final val acc is the last evaluation, best val acc '
+            'the best one during training. Costs are means.']
+  excluded = [f'`{run}` ({status})' for g in groups
+              for run, status in g['excluded'].items()]
+  if excluded:
+    lines += ['', 'Excluded from the statistics (did not finish): '
+              + ', '.join(excluded) + '.']
+  return lines
+
+
+def comparisons_markdown(comparisons: list[dict], baseline: str | None,
+                         reason: str) -> list[str]:
+  if baseline is None:
+    return [f'No comparisons: {reason}.']
+  lines = [f'Baseline: `{baseline}` ({reason}).']
+  if not comparisons:
+    return lines + ['', 'No other group to compare.']
+  with_test = any(c['test_acc_diff'] for c in comparisons)
+  header = ['group', 'Δ final val acc (points)']
+  header += ['Δ test acc (points)'] if with_test else []
+  header += ['MACs ×', 'params ×', 'train time ×', 'images/s ×']
+  rows = []
+  for c in comparisons:
+    row = [c['group'], points(c['final_val_acc_diff'])]
+    row += [points(c['test_acc_diff'])] if with_test else []
+    rows.append(row + [times(c[f'{k}_ratio']) for k in (
+        'macs_per_image', 'params', 'train_seconds', 'train_images_per_s')])
+  lines += [''] + _md_table(header, 'l' + 'r' * (len(header) - 1), rows)
+  lines += [''] + [f'- {s}' for c in comparisons for s in c['verdicts']]
+  return lines + [
+      '', 'Δ is group − baseline in accuracy points (percentage points), '
+      '± the half-width of its 95% confidence interval by Welch\'s t '
+      '(Welch–Satterthwaite degrees of freedom; — where a side has one '
+      'run); a difference is detectable when the interval excludes 0. '
+      'Ratios are group / baseline of the means.']
+
+
+def runs_markdown(runs: list[dict], group_of: dict) -> list[str]:
   rows = []
   for r in runs:
     s = r['summary']
-    rows.append([r['run'], r['module'] or '', si(s.get('params')),
-                 si(s.get('macs_per_image')), si(s.get('xla_flops_per_image')),
+    rows.append([r['run'], group_of[r['run']], text(r['seed']),
+                 si(s.get('params')), si(s.get('macs_per_image')),
+                 si(s.get('xla_flops_per_image')),
                  rate(s.get('train_images_per_s')),
-                 duration(s.get('train_seconds')), acc(val_accuracy(r)),
-                 acc(test_accuracy(r)), s.get('status', '')])
-  lines += _md_table(
-      ['run', 'module', 'params', 'MACs/image', 'XLA FLOPs/image', 'images/s',
-       'train time', 'val accuracy', 'test accuracy', 'status'],
-      'llrrrrrrrl', rows)
+                 duration(s.get('train_seconds')),
+                 *(acc(accuracy(r, k)) for k in ACCURACIES),
+                 s.get('status', '')])
+  lines = _md_table(
+      ['run', 'group', 'seed', 'params', 'MACs/image', 'XLA FLOPs/image',
+       'images/s', 'train time', *(v[0] for v in ACCURACIES.values()),
+       'status'], 'lll' + 'r' * 8 + 'l', rows)
   errors = [(r['run'], r['summary']['error']) for r in runs
             if r['summary'].get('error')]
   if errors:
@@ -362,84 +539,113 @@ def markdown(runs: list[dict], comparisons: list[dict], title: str) -> str:
     for run, error in errors:
       error = ' '.join(str(error).split())
       lines.append(f'- `{run}`: {error[:300]}{"…" if len(error) > 300 else ""}')
-  lines += ['', '## naive vs reduced', '']
-  if not comparisons:
-    lines.append('No naive/reduced pairs found.')
-    return '\n'.join(lines) + '\n'
-  with_test = any(c['test_accuracy_diff'] is not None for c in comparisons)
-  header = ['naive', 'reduced', 'paired by', 'MACs n/r', 'params n/r',
-            'train time n/r', 'images/s n/r', 'Δ val acc (r−n)']
-  header += ['Δ test acc (r−n)'] if with_test else []
-  header += ['note']
-  rows = []
-  for c in comparisons:
-    row = [c['naive'], c['reduced'], c['rule'], times(c['macs_ratio']),
-           times(c['params_ratio']), times(c['train_seconds_ratio']),
-           times(c['images_per_s_ratio']), signed(c['val_accuracy_diff'])]
-    row += [signed(c['test_accuracy_diff'])] if with_test else []
-    bad = [f'{k}: {v}' for k, v in c['statuses'].items() if v != 'ok']
-    row.append(', '.join(bad))
-    rows.append(row)
-  lines += _md_table(header, 'lll' + 'r' * (len(header) - 4) + 'l', rows)
-  lines += ['', 'Ratios are naive / reduced: MACs, params, train time > 1 '
-            'mean naive costs more; images/s < 1 means naive trains slower. '
-            'Δ accuracy is reduced − naive; val accuracy is the final '
-            'evaluation (the best where there is no final).']
+  return lines
+
+
+def markdown(report: dict, runs: list[dict]) -> str:
+  groups, sweep = report['groups'], report['sweep']
+  lines = [f'# Sweep report: {report["title"]}', '']
+  if sweep:
+    lines += [f'Sweep `{sweep.get("sweep")}`, {sweep.get("seeds")} seed(s) '
+              'per run (sweep.json).', '']
+  if report['missing']:
+    lines += ['In sweep.json but without a summary.json (not run yet): '
+              + ', '.join(f'`{m}`' for m in report['missing']) + '.', '']
+  lines += [f'## Groups ({len(groups)})', '']
+  lines += groups_markdown(groups, report['varied_keys'])
+  lines += ['', '## Comparisons', '']
+  lines += comparisons_markdown(report['comparisons'], report['baseline'],
+                                report['baseline_reason'])
+  group_of = {run: g['group'] for g in groups for run in g['runs']}
+  lines += ['', f'## Runs ({len(runs)})', ''] + runs_markdown(runs, group_of)
   return '\n'.join(lines) + '\n'
 
 
 # ----------------------------------------------------------------- plots
 
-def pareto_points(runs: list[dict], key: str) -> list[plots.Point]:
-  """What a Pareto plot of summary[key] shows: runs with an accuracy (best
-  validation, else final) and a positive cost, not 'failed'. Runs that did
-  not finish ('interrupted', 'diverged') draw hollow, off the Pareto front."""
-  points = []
-  for r in runs:
-    status = r['summary'].get('status')
-    x, y = _finite(r['summary'].get(key)), best_accuracy(r)
-    if status in (FAILED, 'unreadable') or x is None or x <= 0 or y is None:
-      continue
-    points.append(plots.Point(r['run'], r['module'], x, y,
-                              status in ('ok', None)))
-  return points
+def point_label(group: dict) -> str:
+  """The varied keys' values ('branch5=3x3x2, reduce_act=linear'), else (no
+  varied keys, or no config) the group's name."""
+  return ', '.join(f'{k.rsplit(".", 1)[-1]}={v}'
+                   for k, v in group['values'].items() if v is not None
+                   ) or group['group']
+
+
+def colour_key(varied: list[str]) -> str | None:
+  """The varied key that colours the plots: model.module, else the first."""
+  return MODULE_KEY if MODULE_KEY in varied else next(iter(varied), None)
+
+
+def pareto_points(groups: list[dict], key: str, colour: str | None
+                  ) -> list[plots.Point]:
+  """What a Pareto plot of the cost `key` shows: each group with a mean
+  final val acc and a positive mean cost."""
+  out = []
+  for g in groups:
+    x, y = g[key], g['final_val_acc']
+    if x is not None and x > 0 and y['n']:
+      out.append(plots.Point(point_label(g), text(g['values'].get(colour)),
+                             x, y['mean'], y['ci95']))
+  return out
 
 
 # ----------------------------------------------------------------- report
 
-def make_report(directory) -> dict:
-  """Writes results.csv, results.md and the pareto_*.png into `directory`;
-  returns what it wrote: runs (without configs), pairs with their ratios,
-  the CSV columns, the markdown, the runs each plot shows and the paths.
-  Raises ValueError if there is no summary.json under `directory`."""
+def analyse(directory) -> tuple[dict, list[dict]]:
+  """The report of the runs under `directory` (without writing anything)
+  and the runs it read. Raises ValueError if there is no summary.json under
+  `directory` or its sweep.json is malformed."""
   directory = pathlib.Path(directory)
-  runs = load_runs(directory)
-  by_name = {r['run']: r for r in runs}
-  comparisons = [compare(p, by_name) for p in pair_runs(runs)]
-  title = directory.resolve().name
-  files = {'csv': str(directory / 'results.csv'),
-           'md': str(directory / 'results.md')}
-  columns = write_csv(runs, files['csv'])
-  text = markdown(runs, comparisons, title)
-  rundir.write_atomic(files['md'], lambda f: f.write(text))
-  plotted = {}
+  sweep = load_sweep(directory)
+  runs = load_runs(directory, sweep)
+  grouped = group_runs(runs, sweep)
+  varied = varied_keys([next((r['config'] for r in g if r['config']), None)
+                        for g in grouped.values()])
+  groups = [describe_group(name, g, varied) for name, g in grouped.items()]
+  baseline, reason = choose_baseline(groups, sweep)
+  comparisons = [compare(g, baseline) for g in groups
+                 if baseline and g is not baseline and g['n']]
+  names = {r['run'] for r in runs}
+  report = dict(
+      directory=str(directory), title=directory.resolve().name, sweep=sweep,
+      missing=[d for d in (sweep or {}).get('runs', {}) if d not in names],
+      varied_keys=varied, groups=groups,
+      baseline=baseline and baseline['group'], baseline_reason=reason,
+      comparisons=comparisons,
+      runs=[{k: v for k, v in r.items() if k != 'config'}
+            | {'has_config': r['config'] is not None} for r in runs])
+  report['markdown'] = markdown(report, runs)
+  return report, runs
+
+
+def make_report(directory) -> dict:
+  """Writes results.csv, groups.csv, results.md and the pareto_*.png into
+  `directory`; returns the report (see analyse) with the CSV columns, the
+  groups each plot shows and the files."""
+  directory = pathlib.Path(directory)
+  report, runs = analyse(directory)
+  groups, varied = report['groups'], report['varied_keys']
+  files = {k: str(directory / f) for k, f in (
+      ('csv', 'results.csv'), ('groups_csv', 'groups.csv'),
+      ('md', 'results.md'))}
+  group_of = {run: g for g in groups for run in g['runs']}
+  columns = run_columns(runs, varied)
+  write_csv([run_row(r, group_of[r['run']]) for r in runs], columns,
+            files['csv'])
+  vs = {c['group']: c for c in report['comparisons']}
+  rows = [group_row(g, vs.get(g['group'])) for g in groups]
+  group_columns = list(dict.fromkeys(k for row in rows for k in row))
+  write_csv(rows, group_columns, files['groups_csv'])
+  rundir.write_atomic(files['md'], lambda f: f.write(report['markdown']))
+  plotted, colour = {}, colour_key(varied)
   for suffix, key, xlabel, what in plots.PLOTS:
-    path = str(directory / f'pareto_{suffix}.png')
-    points = pareto_points(runs, key)
-    plots.plot_pareto(points, path, xlabel, what, title,
-                      tick_label=lambda x: si(x, 2))
-    plotted[suffix] = [p.name for p in points]
-    files[f'pareto_{suffix}'] = path
-  return {
-      'directory': str(directory),
-      'runs': [{k: v for k, v in r.items() if k != 'config'}
-               | {'has_config': r['config'] is not None} for r in runs],
-      'pairs': comparisons,
-      'columns': columns,
-      'markdown': text,
-      'plotted': plotted,
-      'files': files,
-  }
+    files[f'pareto_{suffix}'] = path = str(directory / f'pareto_{suffix}.png')
+    found = pareto_points(groups, key, colour)
+    plots.plot_pareto(found, path, xlabel, what, report['title'],
+                      tick_label=lambda x: si(x, 2), colour_key=colour or '')
+    plotted[suffix] = [p.label for p in found]
+  return report | dict(columns=columns, group_columns=group_columns,
+                       plotted=plotted, files=files)
 
 
 def main(argv):
@@ -451,8 +657,7 @@ def main(argv):
   except ValueError as e:
     raise SystemExit(f'error: {e}') from None
   if FLAGS.json:
-    print(json.dumps({k: v for k, v in report.items() if k != 'markdown'},
-                     indent=1))
+    print(json.dumps(report, indent=1, default=str))
   else:
     print(report['markdown'])
     print('Wrote ' + ', '.join(report['files'].values()))

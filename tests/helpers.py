@@ -1,6 +1,7 @@
 """Helpers shared by the test files (which import from here, not from each
-other): tiny image folders, random inputs and variables, tolerance checks,
-an ops config and a jitted forward and backward pass of a model."""
+other): tiny image folders, a tiny synthetic data source, random inputs and
+variables, tolerance checks, an ops config and a jitted forward and backward
+pass of a model."""
 
 import functools
 import math
@@ -38,6 +39,31 @@ def make_folder(root, per_class, classes=CLASSES, size=8, fmt='png', seed=0):
         Image.fromarray(image).save(os.path.join(root, rel))
         pixels[rel] = image
   return pixels
+
+
+def synthetic_data(image_size=8, train=200, test=50, seed=0):
+  """Config overrides, as flattened keys, for a tiny built-in synthetic source.
+
+  For `config.update_from_flattened_dict`, or `config_flags` for a command
+  line. image_size 8 matches configs/test.py; every split needs at least one
+  example per class (10).
+  """
+  return {'data.source': 'synthetic', 'data.synthetic_size': (train, test),
+          'data.synthetic_image_size': image_size,
+          'data.synthetic_seed': seed}
+
+
+def config_flags(overrides):
+  """{'data.source': 'x', ...} -> ['--config.data.source=x', ...].
+
+  For a subprocess's argv (in a shell, quote them). Tuples are written as
+  '(200,50)', which ml_collections' config flags parse back to a tuple.
+  """
+  def text(value):
+    if isinstance(value, tuple):
+      return f'({",".join(map(str, value))})'
+    return str(value)
+  return [f'--config.{key}={text(value)}' for key, value in overrides.items()]
 
 
 # --- Random inputs and variables ---------------------------------------------

@@ -78,8 +78,8 @@ def gradient_products(config, batch: int) -> collections.Counter:
 
 
 def test_layer_gemms_are_the_products_of_the_gradient():
-  # configs/test.py: GoogLeNet-CIFAR at width 0.0625 on 8x8 images, every
-  # conv stride 1 (the pools downsample), fused 1x1s.
+  # configs/test.py: GoogLeNet-CIFAR to module 4a at width 0.0625 on 8x8
+  # images, every conv stride 1 (the pools downsample), fused 1x1s.
   config, batch = load_config('configs/test.py'), 2
   gemms = bench_train.layer_gemms(config, batch)
   products = collections.Counter()
@@ -91,11 +91,11 @@ def test_layer_gemms_are_the_products_of_the_gradient():
   assert gemms[(128, 27, 12, False)] == 1
   assert gemms[(27, 128, 12, True)] == 1
   assert (128, 12, 27, False) not in gemms
-  # The head: 64 channels (module 5b's 1024 * 0.0625) -> 10 classes, once
+  # The head: 32 channels (module 4a's 512 * 0.0625) -> 10 classes, once
   # per image.
-  assert gemms[(2, 64, 10, False)] == 1
-  assert gemms[(2, 10, 64, False)] == 1
-  assert gemms[(64, 2, 10, True)] == 1
+  assert gemms[(2, 32, 10, False)] == 1
+  assert gemms[(2, 10, 32, False)] == 1
+  assert gemms[(32, 2, 10, True)] == 1
 
 
 @pytest.mark.slow

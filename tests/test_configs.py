@@ -1,10 +1,25 @@
-"""Config files: ':arg' parsing, clear errors, every config builds."""
+"""Config files: ':arg' parsing, clear errors, every config builds, and the
+valid knob values that configs/base.py and README.md list are the code's."""
+
+import ast
+import io
+import pathlib
+import re
+import tokenize
 
 import pytest
 
 from configs import base, googlenet, small_inception
 from configs.common import parse_arg
-from models import GoogLeNet, SmallInception, build_model
+from models import GoogLeNet, SmallInception, build_model, inception
+import ops
+
+README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
+# The valid values of each knob, as the code checks them.
+KNOBS = {
+    'model': inception.CHOICES,
+    'ops': {**ops.CHOICES, 'cpu_vector_width': ops.CPU_VECTOR_WIDTHS},
+}
 
 
 def test_parse_arg_types():
@@ -39,3 +54,56 @@ def test_configs_build_their_model(get_config, arg, cls):
 
 def test_base_config_keys_are_all_model_fields():
   build_model(base.get_config().model)  # Raises on any unknown key.
+
+
+def base_config_comments(block: str) -> dict[str, str]:
+  """{key: its end-of-line comment} of `config.<block> = ...(dict(...))` in
+  configs/base.py."""
+  source = pathlib.Path(base.__file__).read_text()
+  comments = {token.start[0]: token.string for token in
+              tokenize.generate_tokens(io.StringIO(source).readline)
+              if token.type == tokenize.COMMENT}
+  for node in ast.walk(ast.parse(source)):
+    if (isinstance(node, ast.Assign) and
+        ast.unparse(node.targets[0]) == f'config.{block}'):
+      keywords = node.value.args[0].keywords  # ConfigDict(dict(key=...)).
+      return {k.arg: comments.get(k.value.lineno, '') for k in keywords}
+  raise AssertionError(f'configs/base.py has no config.{block} = ...')
+
+
+def listed_values(comment: str) -> tuple[str, ...]:
+  """'# Pool branch: max | avg | none.' -> ('max', 'avg', 'none'): the first
+  word of each '|'-separated choice after the last ': '."""
+  choices = comment.lstrip('# ').split(': ')[-1].split('|')
+  return tuple(re.match(r'\s*(\w+)', c).group(1) for c in choices)
+
+
+def test_listed_values_parses_the_comment_styles():
+  assert listed_values('# naive | reduced.') == ('naive', 'reduced')
+  assert listed_values('# XLA:CPU loops: auto (512 with AVX-512) | 256 | 512.'
+                       ) == ('auto', '256', '512')
+
+
+@pytest.mark.parametrize('block', sorted(KNOBS))
+def test_base_config_comments_list_each_knobs_valid_values(block):
+  comments = base_config_comments(block)
+  for key, valid in KNOBS[block].items():
+    assert listed_values(comments[key]) == tuple(valid), (
+        f'configs/base.py config.{block}.{key}: the comment {comments[key]!r} '
+        f'should list {" | ".join(valid)}.')
+
+
+def test_readme_lists_each_knobs_valid_values():
+  text = README.read_text()
+  # The model knob table: rows '| `key` | `value`, `value` (note) |'.
+  table = text.split('The ablation knobs, `--config.model.<key>`:')[1]
+  rows = re.findall(r'^\| `(\w+)` \| (.*) \|$', table.split('\n\n')[1],
+                    re.MULTILINE)
+  listed = {key: tuple(re.findall(r'`([^`]+)`', values))
+            for key, values in rows}
+  for key, valid in KNOBS['model'].items():
+    assert listed.get(key) == tuple(valid), f'README knob table row {key!r}'
+  # The ops paragraph: '`--config.ops.<key>` = `a|b|c`'.
+  listed = {key: tuple(values.split('|')) for key, values in
+            re.findall(r'`--config\.ops\.(\w+)`\s+=\s+`([\w|]+)`', text)}
+  assert listed == {key: tuple(v) for key, v in KNOBS['ops'].items()}

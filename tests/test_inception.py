@@ -393,13 +393,14 @@ def test_knob_lists():
 
 def test_layer_level_knobs_raise():
   x = jnp.zeros((1, 4, 4, 3))
-  for block, match in [(ConvBlock(2, norm='layer'), "'batch', 'none'"),
-                       (ConvBlock(2, act='gelu'), "'relu', 'linear'"),
-                       (Pool('min'), "'max', 'avg'")]:
+  for block, match in [(ConvBlock(2, norm='no_such_norm'), "'batch', 'none'"),
+                       (ConvBlock(2, act='no_such_act'), "'relu', 'linear'"),
+                       (Pool('no_such_pool'), "'max', 'avg'")]:
     with pytest.raises(ValueError, match=match):
       jax.eval_shape(block.init, KEY, x)
   with pytest.raises(ValueError, match="'imagenet', 'cifar'"):
-    jax.eval_shape(GoogLeNet(stem='mnist').init, KEY, jnp.zeros((1, 32, 32, 3)))
+    jax.eval_shape(GoogLeNet(stem='no_such_stem').init, KEY,
+                   jnp.zeros((1, 32, 32, 3)))
 
 
 def test_build_model_unknown_name():
@@ -425,7 +426,7 @@ def test_build_model_unknown_key():
 
 def test_build_model_unknown_knob_value():
   with pytest.raises(ValueError, match="'3x3x2'"):
-    build_model({'name': 'googlenet', 'branch5': '7x7'})
+    build_model({'name': 'googlenet', 'branch5': 'no_such_branch'})
 
 
 @pytest.mark.parametrize('cfg', [
@@ -525,6 +526,23 @@ def test_googlenet_cifar_forward():
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
   assert np.isfinite(np.asarray(logits)).all()
   assert not np.allclose(logits[0], logits[1])  # Depends on the input.
+
+
+def test_googlenet_num_modules_keeps_the_first_modules():
+  full = accounting.account(GoogLeNet(10, 'cifar', 0.25), (32, 32, 3))
+  cut = accounting.account(GoogLeNet(10, 'cifar', 0.25, num_modules=3),
+                           (32, 32, 3))
+  assert list(cut.out_shapes)[:-2] == [
+      'conv1', 'inception_3a', 'inception_3b', 'pool3', 'inception_4a']
+  # The kept layers are the full net's, shape for shape and param for param.
+  full_rows = {r.name: r for r in full.rows}
+  for row in cut.rows[:-1]:  # All but the head, whose input is narrower.
+    assert row == full_rows[row.name]
+  assert cut.out_shapes['head'] == (10,)
+  assert cut.rows[-1].in_shape == full.out_shapes['inception_4a'][-1:]
+  for bad in (0, 10):
+    with pytest.raises(ValueError, match='1 to 9 Inception modules'):
+      GoogLeNet(num_modules=bad)
 
 
 @pytest.mark.parametrize('width', [0.25, 1.0])

@@ -1,5 +1,8 @@
-"""Tests for input_pipeline: tiny image folders made here, no network."""
+"""Tests for input_pipeline: tiny image folders and synthetic data made here,
+no network."""
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -7,16 +10,20 @@ import tarfile
 import types
 import zipfile
 
+from absl import flags
 import jax
+from ml_collections import config_flags as ml_config_flags
 import numpy as np
 from PIL import Image
 import pytest
 
 from configs import base
 import input_pipeline
-from tests.helpers import CLASSES, make_folder
+import rundir
+from tests.helpers import CLASSES, config_flags, make_folder, synthetic_data
 
 PER_CLASS = 10
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pack(folder, kind):
@@ -294,6 +301,129 @@ def test_tfds_failure_explains_manual_download_and_local_copy(
   assert str(tmp_path / 'tfds/downloads/manual') in message
   assert ('--config.data.source=../shared/data/cifar10-train-jpeg.tar.gz'
           in message)
+
+
+# --- Synthetic source ------------------------------------------------------
+
+CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
+                   'frog', 'horse', 'ship', 'truck']
+# The first 16 hex digits of the sha256 of synthetic('test', train=10, test=10).
+GOLDEN_DIGEST = 'f700f982ffb07415'
+
+
+def synthetic(split, **kwargs):
+  """`split` of the synthetic source of `synthetic_data(**kwargs)`."""
+  config = base.get_config()
+  config.update_from_flattened_dict(synthetic_data(**kwargs))
+  return input_pipeline.load_split(config.data, split)
+
+
+def test_synthetic_shapes_dtypes_and_balanced_classes():
+  train, test = synthetic('train'), synthetic('test')  # 8x8, 200 and 50.
+  assert train.images.shape == (200, 8, 8, 3) and test.images.shape[0] == 50
+  assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
+  assert train.class_names == test.class_names == CIFAR10_CLASSES
+  assert train.name == 'train' and train.num_classes == 10
+  np.testing.assert_array_equal(np.bincount(train.labels), [20] * 10)
+  np.testing.assert_array_equal(np.bincount(test.labels), [5] * 10)
+  assert len(rows(train.images)) == 200  # No two images alike,
+  assert not rows(train.images) & rows(test.images)  # nor shared by splits.
+  assert train.images.std() > 20  # Not flat,
+  assert np.isin(train.images, (0, 255)).mean() < 0.05  # and rarely clipped.
+  # The base config's defaults: CIFAR's 32x32.
+  config = base.get_config().data
+  config.source, config.synthetic_size = 'synthetic', (10, 10)
+  assert input_pipeline.load_split(config, 'test').images.shape == (
+      10, 32, 32, 3)
+
+
+def test_synthetic_is_deterministic_and_seeded():
+  first, again = synthetic('train'), synthetic('train')
+  np.testing.assert_array_equal(first.images, again.images)
+  np.testing.assert_array_equal(first.labels, again.labels)
+  saved = json.loads(json.dumps(synthetic_data()))  # As in config.json:
+  config = base.get_config()  # the tuple comes back a list.
+  config.update_from_flattened_dict(saved)
+  from_json = input_pipeline.load_split(config.data, 'train')
+  np.testing.assert_array_equal(from_json.images, first.images)
+  other = synthetic('train', seed=1)
+  np.testing.assert_array_equal(other.labels, first.labels)
+  assert not rows(other.images) & rows(first.images)
+  # Frozen bytes: a change to the generator changes the data of every
+  # synthetic run, which configs cannot show; change this only deliberately.
+  tiny = synthetic('test', train=10, test=10)
+  assert hashlib.sha256(tiny.images.tobytes()).hexdigest()[:16] == (
+      GOLDEN_DIGEST)
+
+
+def test_synthetic_percent_splits_partition_train_per_class():
+  full = synthetic('train')
+  head, tail = synthetic('train[:90%]'), synthetic('train[90%:]')
+  np.testing.assert_array_equal(np.bincount(head.labels), [18] * 10)
+  np.testing.assert_array_equal(np.bincount(tail.labels), [2] * 10)
+  assert not rows(head.images) & rows(tail.images)
+  assert rows(head.images) | rows(tail.images) == rows(full.images)
+  # Labels cycle through the classes, so the first 90% of every class is
+  # the first 90% of the split.
+  np.testing.assert_array_equal(head.images, full.images[:180])
+  np.testing.assert_array_equal(tail.images, full.images[180:])
+
+
+def nearest_class_mean_accuracy(train_x, train_y, test_x, test_y):
+  """Test accuracy of the nearest (Euclidean) mean of each class's train
+  features: a reference classifier, independent of the project's models."""
+  flat = lambda x: x.reshape(len(x), -1).astype(np.float64)
+  means = np.stack([flat(train_x)[train_y == c].mean(0) for c in range(10)])
+  distances = ((flat(test_x)[:, None] - means) ** 2).sum(-1)
+  return (distances.argmin(1) == test_y).mean()
+
+
+def test_synthetic_classes_are_learnable_from_shape_not_colour():
+  train = synthetic('train', image_size=32, train=1000, test=500)
+  test = synthetic('test', image_size=32, train=1000, test=500)
+  learned = nearest_class_mean_accuracy(train.images, train.labels,
+                                        test.images, test.labels)
+  shuffled = nearest_class_mean_accuracy(
+      train.images, np.random.default_rng(0).permutation(train.labels),
+      test.images, test.labels)
+  colour = nearest_class_mean_accuracy(  # Each image's mean colour only.
+      train.images.mean((1, 2)), train.labels, test.images.mean((1, 2)),
+      test.labels)
+  assert learned > 0.35  # Chance: 0.1.
+  assert shuffled < 0.2 and colour < 0.2
+
+
+def test_synthetic_unknown_split_names_train_and_test():
+  with pytest.raises(input_pipeline.MissingSplitError,
+                     match=r"synthetic.*no split 'validation'.*"
+                     r"\['test', 'train'\]"):
+    synthetic('validation[:50%]')
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('synthetic_size', (5, 100), r'synthetic_size=\(5, 100\).*at least 10'),
+    ('synthetic_size', (100,), r'synthetic_size=\(100,\).*\(train, test\)'),
+    ('synthetic_image_size', 4, r'synthetic_image_size=4.*>= 5'),
+    ('synthetic_seed', -1, r'synthetic_seed=-1.*>= 0'),
+])
+def test_synthetic_bad_settings_name_the_key(key, value, message):
+  config = base.get_config().data
+  config.source = 'synthetic'
+  config[key] = value  # As a config file or a flag could set it.
+  with pytest.raises(input_pipeline.DataError, match=message):
+    input_pipeline.load_split(config, 'train')
+
+
+def test_synthetic_data_flags_parse_to_the_overrides():
+  overrides = synthetic_data(image_size=8, train=30, test=20, seed=3)
+  argv = ['prog', f'--config={os.path.join(REPO, "configs", "test.py")}',
+          *config_flags(overrides)]
+  flag_values = flags.FlagValues()
+  ml_config_flags.DEFINE_config_file('config', flag_values=flag_values,
+                                     sys_argv=argv)
+  flag_values(argv)
+  parsed = rundir.flatten(flag_values.config.to_dict())
+  assert {key: parsed[key] for key in overrides} == overrides
 
 
 def test_dataset_stats_match_numpy():

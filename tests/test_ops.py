@@ -277,7 +277,8 @@ NETWORKS = {
         4, 0, 5, 0, 3, 0, InceptionOptions(**{**o.__dict__,
                                               'module': 'naive'})),
                         (2, 6, 6, 5)),
-    'googlenet': (lambda o: GoogLeNet(10, 'cifar', 1 / 16, opts=o),
+    'googlenet': (lambda o: GoogLeNet(10, 'cifar', 1 / 16, num_modules=3,
+                                      opts=o),
                   (2, 16, 16, 3)),
     'small_inception': (lambda o: SmallInception(
         10, 0.125, opts=InceptionOptions(**{**o.__dict__, 'pool': 'none'})),
@@ -335,9 +336,9 @@ def test_conv_block_param_paths_do_not_depend_on_ops():
 
 @functools.lru_cache
 def trainer(opts, lr=0.01):
-  """A width-1/16 GoogLeNet and its jitted SGD-momentum step (one compile
-  per opts)."""
-  model = GoogLeNet(10, 'cifar', 1 / 16, opts=opts)
+  """A width-1/16 GoogLeNet cut after module 4a, and its jitted
+  SGD-momentum step (one compile per opts)."""
+  model = GoogLeNet(10, 'cifar', 1 / 16, num_modules=3, opts=opts)
   tx = optax.sgd(lr, momentum=0.9)
 
   @jax.jit

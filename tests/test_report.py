@@ -1,7 +1,8 @@
-"""scripts/report.py on a fabricated sweep: CSV, markdown, pairs, plots."""
+"""scripts/report.py and scripts/stats.py on fabricated sweeps: groups of
+seeds, statistics against scipy, comparisons, CSV, markdown, plots."""
 
-import copy
 import csv
+import functools
 import importlib.util
 import json
 import math
@@ -10,10 +11,12 @@ import subprocess
 import sys
 
 import matplotlib.image
+import numpy as np
 import pytest
-from absl.testing import flagsaver
+import scipy.stats
 
-from scripts import plots
+from configs.common import load_config
+from scripts import plots, stats
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'scripts' / 'report.py'
@@ -24,67 +27,45 @@ report = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(report)
 
 
-def _config(module: str, width: float, cache_dir: str) -> dict:
-  """A config.json as train.py writes it (a trimmed base config)."""
-  return {
-      'model': {'name': 'small_inception', 'num_classes': 10, 'width': width,
-                'module': module, 'branch5': '5x5', 'norm': 'batch'},
-      'image_size': 32,
-      'data': {'source': 'tfds', 'dataset': 'cifar10', 'cache_dir': cache_dir,
-               'data_dir': None, 'train_split': 'train[:90%]',
-               'eval_split': 'train[90%:]', 'test_split': 'test'},
-      'seed': 0, 'batch_size': 128, 'num_epochs': 30.0,
-      'learning_rate': 0.1, 'step_epochs': [0.5, 0.75],
-      # Per run: differs between otherwise equal runs, ignored for pairing.
-      'data_stats': [[0.49 + width / 1000, 0.48, 0.45], [0.25, 0.24, 0.26]],
-  }
+@functools.cache
+def _test_config() -> str:
+  return json.dumps(load_config(str(REPO / 'configs/test.py')).to_dict())
 
 
-def _summary(module, width, macs, params, seconds, ips, val, best, **extra):
+def _config(seed: int, **keys) -> dict:
+  """configs/test.py's config as train.py saves it, with dotted `keys` set.
+  Bookkeeping differs from seed to seed, as it does between real runs."""
+  config = json.loads(_test_config())
+  config['seed'] = seed
+  config['data']['cache_dir'] = f'/cache/{seed}'
+  config['ops']['conv'] = ('xla', 'im2col', 'onednn', 'auto')[seed % 4]
+  config['data_stats'] = [[0.49 + seed / 100] * 3, [0.25] * 3]
+  for key, value in keys.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def _summary(val, macs=10e6, params=100e3, ips=2000.0, seconds=120.0,
+             status='ok', **extra) -> dict:
   """A summary.json as train.py writes it."""
   return {
-      'status': 'ok', 'model': 'small_inception', 'module': module,
-      'workdir': f'/runs/{module}{width}', 'params': params,
-      'macs_per_image': macs, 'xla_flops_per_image': 2 * macs + 12345.0,
-      'train_step_flops': 6.0 * macs * 128, 'train_images_per_s': ips,
-      'train_seconds': seconds, 'steps': 10550, 'epochs': 30.0,
-      'batch_size': 128, 'val_split': 'train[90%:]', 'val_accuracy': val,
-      'best_val_accuracy': best, 'device_kind': 'cpu', 'device_count': 1,
-      'process_count': 1, 'jax_version': '0.10.2'} | extra
+      'status': status, 'model': 'googlenet', 'module': 'reduced',
+      'workdir': '/runs/x', 'params': params, 'macs_per_image': macs,
+      'xla_flops_per_image': 1.9 * macs, 'train_step_flops': 6.0 * macs * 8,
+      'train_images_per_s': ips, 'train_seconds': seconds, 'steps': 6,
+      'epochs': 1.0, 'batch_size': 8, 'val_split': 'train[90%:]',
+      'val_accuracy': val, 'best_val_accuracy': val + 0.003,
+      'device_kind': 'cpu', 'device_count': 1, 'process_count': 1,
+      'jax_version': '0.10.2'} | extra
 
 
-# run -> (summary, config or None, {split: eval result}).
-RUNS = {
-    # Pair 1, by config only: the names do not swap 'naive' <-> 'reduced'.
-    'width1/baseline': (
-        _summary('naive', 1.0, 120e6, 2_400_000, 5400.5, 1850.25, 0.8512,
-                 0.8530, test_accuracy=0.8455),
-        _config('naive', 1.0, '/cache/a'), {}),
-    'width1/pointwise': (
-        _summary('reduced', 1.0, 40e6, 800_000, 2160.2, 4625.6, 0.8401,
-                 0.8420, test_accuracy=0.8377),
-        _config('reduced', 1.0, '/cache/b'), {}),
-    # Pair 2: names swap too; test accuracy only from eval.py.
-    'width05_naive': (
-        _summary('naive', 0.5, 31e6, 610_000, 1500.0, 5000.0, 0.8102, 0.8150),
-        _config('naive', 0.5, '/cache/a'), {}),
-    'width05_reduced': (
-        _summary('reduced', 0.5, 10.5e6, 205_000, 750.0, 9800.0, 0.7953,
-                 0.8001),
-        _config('reduced', 0.5, '/cache/a'),
-        {'test': {'split': 'test', 'num_examples': 10000, 'accuracy': 0.7911,
-                  'loss': 0.61, 'per_class_accuracy': [0.79] * 10,
-                  'confusion_matrix': [[0] * 10] * 10, 'step': 10550,
-                  'source': 'tfds'}}),
-    # What sweep tooling writes for a run that died.
-    'width2_naive': (
-        {'status': 'failed', 'module': 'naive',
-         'error': 'RuntimeError: RESOURCE_EXHAUSTED: out of memory'},
-        None, {}),
-}
-
-
-def _write_runs(directory: pathlib.Path, runs: dict) -> pathlib.Path:
+def _write(directory: pathlib.Path, runs: dict, sweep: dict | None = None
+           ) -> pathlib.Path:
+  """runs: {dir: (summary, config or None, {split: eval result})}."""
   for name, (summary, config, evals) in runs.items():
     folder = directory / name
     folder.mkdir(parents=True)
@@ -93,144 +74,365 @@ def _write_runs(directory: pathlib.Path, runs: dict) -> pathlib.Path:
       (folder / 'config.json').write_text(json.dumps(config, indent=1))
     for split, result in evals.items():
       (folder / f'eval_{split}.json').write_text(json.dumps(result))
+  if sweep is not None:
+    (directory / 'sweep.json').write_text(json.dumps(sweep, indent=1))
   return directory
 
 
+# ----------------------------------------------------------- statistics
+
+def test_describe_against_scipy_and_by_hand():
+  x = [0.781, 0.776, 0.790, 0.772]
+  d = stats.describe(x)
+  lo, hi = scipy.stats.ttest_1samp(x, 0.0).confidence_interval(0.95)
+  assert d['n'] == 4
+  assert d['mean'] == pytest.approx((lo + hi) / 2, rel=1e-12)
+  assert d['ci95'] == pytest.approx((hi - lo) / 2, rel=1e-9)
+  assert d['sd'] == pytest.approx(np.std(x, ddof=1), rel=1e-12)
+  lo, hi = scipy.stats.t.interval(0.95, 3, loc=np.mean(x),
+                                  scale=scipy.stats.sem(x))
+  assert d['mean'] + d['ci95'] == pytest.approx(hi, rel=1e-12)
+  # By hand: sd of 1..4 is sqrt(5/3); t(0.975, 3) = 3.1824 (tables).
+  d = stats.describe([1.0, 2.0, 3.0, 4.0])
+  assert d['sd'] == pytest.approx(math.sqrt(5 / 3))
+  assert d['ci95'] == pytest.approx(3.18245 * math.sqrt(5 / 3) / 2, rel=1e-5)
+  # Identical seeds: no spread, a zero-width interval.
+  d = stats.describe([0.7] * 3)
+  assert (d['sd'], d['ci95']) == (0.0, 0.0)
+  assert stats.describe([0.5]) == dict(n=1, mean=0.5, sd=None, ci95=None)
+  assert stats.describe([]) == dict(n=0, mean=None, sd=None, ci95=None)
+
+
+@pytest.mark.parametrize('a, b', [
+    ([0.781, 0.776, 0.790], [0.772, 0.769, 0.780, 0.751]),
+    ([0.60, 0.62, 0.61, 0.65, 0.58], [0.70, 0.50])])
+def test_welch_against_scipy(a, b):
+  result = scipy.stats.ttest_ind(a, b, equal_var=False)
+  lo, hi = result.confidence_interval(0.95)
+  d = stats.welch(stats.describe(a), stats.describe(b))
+  assert d['diff'] == pytest.approx((lo + hi) / 2, rel=1e-9)
+  assert d['ci95'] == pytest.approx((hi - lo) / 2, rel=1e-9)
+  assert d['df'] == pytest.approx(result.df, rel=1e-9)
+
+
+def test_welch_degenerate_sides():
+  one, two = stats.describe([0.80]), stats.describe([0.70, 0.72])
+  assert stats.welch(one, two) == pytest.approx(
+      dict(diff=0.09, ci95=None, df=None))
+  assert stats.welch(stats.describe([]), two) is None
+  exact = stats.welch(stats.describe([0.75] * 3), stats.describe([0.5] * 2))
+  assert exact == dict(diff=0.25, ci95=0.0, df=None)
+
+
+def test_verdict_sentences():
+  say = lambda diff, ci95, n=3, m=3: stats.verdict(
+      'naive', 'reduced', 'final val acc', dict(diff=diff, ci95=ci95), n, m)
+  assert say(0.004, 0.006) == (
+      'naive is 0.40 ± 0.60 points above reduced in final val acc: '
+      'no detectable difference with 3 seeds.')
+  assert say(-0.012, 0.006, 3, 2) == (
+      'naive is 1.20 ± 0.60 points below reduced in final val acc: '
+      'a difference at 95%.')
+  assert 'no detectable difference with 4 and 2 seeds' in say(
+      0.005, 0.005, 4, 2)  # The interval touches 0: not excluded.
+  assert say(-0.009, None, 1, 3) == (
+      'naive is 0.90 points below reduced in final val acc: no interval '
+      'can be given with 1 and 3 seeds (it needs 2 a side).')
+
+
+# ----------------------------------------------------------- a grid sweep
+
+# reduce_act x branch5, three seeds each: final val acc by seed.
+GRID = {
+    ('relu', '5x5'): [0.780, 0.784, 0.776],
+    ('linear', '5x5'): [0.760, 0.764, 0.756],    # 2 points below: detectable.
+    ('relu', '3x3x2'): [0.782, 0.776, 0.790],    # Within the noise.
+    ('linear', '3x3x2'): [0.771, 0.779, 0.768],
+}
+MACS = {'5x5': 10e6, '3x3x2': 8e6}
+BASELINE = 'reduce_act=relu,branch5=5x5'
+
+
+def _name(act, branch5):
+  return f'reduce_act={act},branch5={branch5}'  # As sweep.py names them.
+
+
+def _grid_runs():
+  runs, entries = {}, {}
+  for (act, branch5), accs in GRID.items():
+    for seed, val in enumerate(accs):
+      config = _config(seed, **{'model.reduce_act': act,
+                                'model.branch5': branch5})
+      runs[f'{_name(act, branch5)}-seed{seed}'] = (
+          _summary(val, macs=MACS[branch5], seconds=100.0 + seed), config, {})
+  # Excluded from the statistics: a diverged run (with a config and an
+  # accuracy), and a crash before train.py wrote its config.
+  runs[f'{BASELINE}-seed3'] = (
+      _summary(0.1, status='diverged'), _config(3, **{
+          'model.reduce_act': 'relu', 'model.branch5': '5x5'}), {})
+  runs[f'{_name("linear", "5x5")}-seed4'] = (
+      {'status': 'failed', 'error': 'RuntimeError: out of memory'}, None, {})
+  for name in [*runs, f'{_name("relu", "3x3x2")}-seed3']:  # The last: not run.
+    run, _, seed = name.rpartition('-seed')
+    entries[name] = {'run': run, 'seed': int(seed)}
+  return runs, dict(sweep='configs/sweeps/grid.py', seeds=3,
+                    baseline=BASELINE, overrides=[], runs=entries)
+
+
 @pytest.fixture(scope='module')
-def sweep(tmp_path_factory):
-  directory = _write_runs(tmp_path_factory.mktemp('sweep'), RUNS)
-  return directory, report.make_report(directory)
+def grid(tmp_path_factory):
+  runs, sweep = _grid_runs()
+  directory = _write(tmp_path_factory.mktemp('grid'), runs, sweep)
+  return directory, runs, report.make_report(directory)
 
 
-def test_csv_matches_summaries(sweep):
-  directory, result = sweep
-  with open(directory / 'results.csv', newline='') as f:
-    rows = {row['run']: row for row in csv.DictReader(f)}
-  assert set(rows) == set(RUNS)
-  header = list(next(iter(rows.values())))
-  assert header[0] == 'run' and header[-1] == 'eval_test_accuracy'
-  assert header[1:4] == ['status', 'model', 'module']  # train.py's order.
-  assert header == result['columns']
-  for name, (summary, _, _) in RUNS.items():
-    row = rows[name]
-    for key in set(header) - {'run', 'eval_test_accuracy'}:
-      value = summary.get(key)
-      if value is None:
-        assert row[key] == '', (name, key)
-      elif isinstance(value, str):
-        assert row[key] == value, (name, key)
-      else:
-        assert float(row[key]) == value, (name, key)
-  assert float(rows['width05_reduced']['eval_test_accuracy']) == 0.7911
-  assert rows['width05_naive']['eval_test_accuracy'] == ''
-  assert rows['width2_naive']['status'] == 'failed'
-  assert rows['width2_naive']['params'] == ''
+def test_grid_groups_and_statistics(grid):
+  _, _, result = grid
+  groups = {g['group']: g for g in result['groups']}
+  assert list(groups) == [_name(*k) for k in GRID]  # sweep.json's order.
+  assert result['varied_keys'] == ['model.branch5', 'model.reduce_act']
+  for (act, branch5), accs in GRID.items():
+    g = groups[_name(act, branch5)]
+    assert g['values'] == {'model.branch5': branch5, 'model.reduce_act': act}
+    assert g['n'] == 3 and g['final_val_acc']['n'] == 3
+    assert g['final_val_acc']['mean'] == pytest.approx(np.mean(accs))
+    assert g['final_val_acc']['sd'] == pytest.approx(np.std(accs, ddof=1))
+    assert g['best_val_acc']['mean'] == pytest.approx(np.mean(accs) + 0.003)
+    assert g['test_acc']['n'] == 0
+    assert g['macs_per_image'] == MACS[branch5]
+    assert g['train_seconds'] == pytest.approx(101.0)
+  assert groups[BASELINE]['excluded'] == {f'{BASELINE}-seed3': 'diverged'}
+  assert len(groups[BASELINE]['runs']) == 4
+  # The crashed run has no config: it joins the group of its sweep run.
+  assert groups[_name('linear', '5x5')]['excluded'] == {
+      f'{_name("linear", "5x5")}-seed4': 'failed'}
+  assert result['missing'] == [f'{_name("relu", "3x3x2")}-seed3']
 
 
-def test_markdown_runs_and_ratios(sweep, capsys):
-  directory, result = sweep
+def test_grid_comparisons_against_welch(grid):
+  _, _, result = grid
+  assert (result['baseline'], result['baseline_reason']) == (
+      BASELINE, 'named by sweep.json')
+  comparisons = {c['group']: c for c in result['comparisons']}
+  assert set(comparisons) == {_name(*k) for k in GRID} - {BASELINE}
+  base = GRID[('relu', '5x5')]
+  for key, accs in GRID.items():
+    if _name(*key) == BASELINE:
+      continue
+    c = comparisons[_name(*key)]
+    lo, hi = scipy.stats.ttest_ind(accs, base, equal_var=False
+                                   ).confidence_interval(0.95)
+    assert c['final_val_acc_diff']['diff'] == pytest.approx((lo + hi) / 2)
+    assert c['final_val_acc_diff']['ci95'] == pytest.approx((hi - lo) / 2)
+    assert c['test_acc_diff'] is None
+    found = 'a difference at 95%' in c['verdicts'][0]
+    assert found == (not lo <= 0 <= hi), c['verdicts']
+    assert c['verdicts'][0] in result['markdown']
+  assert comparisons[_name('linear', '5x5')]['verdicts'] == [
+      f'{_name("linear", "5x5")} is 2.00 ± 0.91 points below {BASELINE} in '
+      'final val acc: a difference at 95%.']
+  assert 'no detectable difference with 3 seeds' in comparisons[
+      _name('relu', '3x3x2')]['verdicts'][0]
+  assert comparisons[_name('relu', '3x3x2')]['macs_per_image_ratio'] == 0.8
+
+
+def test_grid_markdown(grid):
+  directory, _, result = grid
   text = (directory / 'results.md').read_text()
   assert text == result['markdown']
-  runs_table, pairs_table = text.split('## naive vs reduced')
-  lines = {line.split(' | ')[0].lstrip('| '): line
-           for line in runs_table.splitlines() if line.startswith('| ')}
-  assert set(RUNS) <= set(lines)
-  assert '| 2.4M | 120M | 240M | 1,850 | 1h 30m | 0.8512 | 0.8455 | ok |' in (
-      lines['width1/baseline'])
-  # Test accuracy from eval_test.json; blank where there is none.
-  assert '| 0.7953 | 0.7911 | ok |' in lines['width05_reduced']
-  assert '| 0.8102 |  | ok |' in lines['width05_naive']
-  assert lines['width2_naive'].rstrip().endswith('| failed |')
-  assert 'RESOURCE_EXHAUSTED' in runs_table
-
-  pair_lines = [line for line in pairs_table.splitlines()
-                if line.startswith('| width')]
-  assert len(pair_lines) == 2
-  cells = [c.strip() for c in pair_lines[0].strip('|').split('|')]
-  assert cells[:3] == ['width05_naive', 'width05_reduced', 'config']
-  cells = [c.strip() for c in pair_lines[1].strip('|').split('|')]
-  assert cells[:3] == ['width1/baseline', 'width1/pointwise', 'config']
-  # MACs 120M / 40M, params 2.4M / 800K, time 5400.5 s / 2160.2 s, images/s
-  # 1850.25 / 4625.6; val accuracy 0.8401 - 0.8512, test 0.8377 - 0.8455.
-  assert cells[3:9] == ['3.00×', '3.00×', '2.50×', '0.40×', '-0.0111',
-                        '-0.0078']
-
-  pairs = {p['naive']: p for p in result['pairs']}
-  p = pairs['width1/baseline']
-  assert p['macs_ratio'] == pytest.approx(3.0)
-  assert p['params_ratio'] == pytest.approx(3.0)
-  assert p['images_per_s_ratio'] == pytest.approx(1850.25 / 4625.6)
-  assert p['val_accuracy_diff'] == pytest.approx(0.8401 - 0.8512)
-  assert pairs['width05_naive']['test_accuracy_diff'] is None  # naive: none.
-
-  with flagsaver.as_parsed(json='false'):
-    report.main(['report.py', str(directory)])
-  out = capsys.readouterr().out
-  assert out.startswith(result['markdown'])
-  assert out.rstrip().endswith(str(directory / 'pareto_time.png'))
-  with flagsaver.as_parsed(json='true'):
-    report.main(['report.py', str(directory)])
-  assert json.loads(capsys.readouterr().out)['pairs'] == result['pairs']
+  assert 'No naive/reduced pairs found' not in text
+  assert f'Baseline: `{BASELINE}` (named by sweep.json).' in text
+  row = next(line for line in text.splitlines()
+             if line.startswith(f'| {_name("linear", "5x5")} | 5x5 | linear'))
+  cells = [c.strip() for c in row.strip('|').split('|')]
+  # n, final val acc, its CI half-width, sd: mean 0.76, sd 0.004.
+  assert cells[3:7] == ['3', '0.7600', f'{4.303 * 0.004 / 3 ** 0.5:.4f}',
+                        '0.0040']
+  assert (f'Excluded from the statistics (did not finish): `{BASELINE}'
+          '-seed3` (diverged)') in text
+  assert f'`{_name("linear", "5x5")}-seed4` (failed)' in text
+  assert '| Δ final val acc (points) |' in text
+  assert '| -2.00 ± 0.91 |' in text
+  assert 'out of memory' in text
+  header = next(line for line in text.splitlines()
+                if line.startswith('| run |'))
+  assert '| final val acc | best val acc | test acc | status |' in header
 
 
-def test_plots_are_pngs_without_failed_runs(sweep):
-  directory, result = sweep
+def test_grid_csvs(grid):
+  directory, runs, result = grid
+  with open(directory / 'results.csv', newline='') as f:
+    rows = {row['run']: row for row in csv.DictReader(f)}
+  assert set(rows) == set(runs)
+  header = list(next(iter(rows.values())))
+  assert header == result['columns']
+  assert header[:9] == ['run', 'group', 'seed', 'model.branch5',
+                        'model.reduce_act', 'final_val_acc', 'best_val_acc',
+                        'test_acc', 'status']
+  for name, (summary, _, _) in runs.items():
+    row = rows[name]
+    assert row['group'] == name.rpartition('-seed')[0]
+    assert row['final_val_acc'] == row['val_accuracy']
+    assert row['best_val_acc'] == row['best_val_accuracy']
+    for key, value in summary.items():
+      assert (row[key] == value if isinstance(value, str)
+              else float(row[key]) == value), (name, key)
+  assert rows[f'{BASELINE}-seed3']['model.branch5'] == '5x5'
+  assert rows[f'{BASELINE}-seed1']['seed'] == '1'
+
+  with open(directory / 'groups.csv', newline='') as f:
+    groups = {row['group']: row for row in csv.DictReader(f)}
+  assert list(groups) == [g['group'] for g in result['groups']]
+  for g in result['groups']:
+    row = groups[g['group']]
+    assert int(row['n']) == 3 and row['model.reduce_act'] == g['values'][
+        'model.reduce_act']
+    for stat in ('n', 'mean', 'sd', 'ci95'):
+      assert float(row[f'final_val_acc_{stat}']) == g['final_val_acc'][stat]
+    assert row['test_acc_mean'] == ''
+  linear = groups[_name('linear', '5x5')]
+  assert linear['vs'] == BASELINE and linear['runs'] == '4'
+  assert linear['excluded'] == f'{_name("linear", "5x5")}-seed4'
+  assert float(linear['final_val_acc_diff']) == pytest.approx(-0.02)
+  assert float(linear['final_val_acc_diff_ci95']) > 0
+  assert groups[BASELINE]['vs'] == ''
+
+
+def test_grid_plots(grid):
+  directory, _, result = grid
   for name in ('macs', 'params', 'time'):
     path = directory / f'pareto_{name}.png'
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     image = matplotlib.image.imread(path)
-    assert image.shape[0] > 0 and image.shape[1] > 0
     assert image.min() < image.max()  # Not blank.
     assert sorted(result['plotted'][name]) == sorted(
-        set(RUNS) - {'width2_naive'})
+        f'branch5={b}, reduce_act={a}' for a, b in GRID)
 
 
-def test_interrupted_run_plotted_off_the_front(tmp_path):
-  runs = copy.deepcopy(RUNS)
-  summary = runs['width1/baseline'][0]
-  summary |= {'status': 'interrupted', 'best_val_accuracy': 0.99}
-  run_list = report.load_runs(_write_runs(tmp_path, runs))
-  points = {p.name: p for p in report.pareto_points(run_list, 'macs_per_image')}
-  assert set(points) == set(RUNS) - {'width2_naive'}  # Failed: not shown.
-  assert points['width1/baseline'] == plots.Point(
-      'width1/baseline', 'naive', 120e6, 0.99, finished=False)
-  assert points['width05_reduced'] == plots.Point(
-      'width05_reduced', 'reduced', 10.5e6, 0.8001, finished=True)
-  plots.plot_pareto(list(points.values()), tmp_path / 'p.png', 'MACs', 'MACs')
+def test_runs_that_sweep_json_does_not_list_are_left_out(tmp_path, capsys):
+  runs, sweep = _grid_runs()
+  # An earlier sweep's run (--seeds=1): counted, it would be a second seed 0.
+  runs[BASELINE] = (_summary(0.5), _config(0, **{
+      'model.reduce_act': 'relu', 'model.branch5': '5x5'}), {})
+  result, _ = report.analyse(_write(tmp_path, runs, sweep))
+  baseline = next(g for g in result['groups'] if g['group'] == BASELINE)
+  assert baseline['n'] == 3 and BASELINE not in baseline['runs']
+  assert f'{BASELINE}: not a run of sweep.json' in capsys.readouterr().err
+
+
+def test_grid_without_sweep_json(tmp_path):
+  runs, _ = _grid_runs()
+  result, _ = report.analyse(_write(tmp_path, runs))
+  names = sorted(_name(*k) for k in GRID)
+  assert [g['group'] for g in result['groups']] == names  # By name.
+  assert [g['n'] for g in result['groups']] == [3] * 4
+  assert result['baseline'] == names[0]
+  assert result['baseline_reason'] == 'no sweep.json; the first group by name'
+  assert result['missing'] == []
+
+
+def test_cli_json(grid):
+  directory, runs, _ = grid
+  proc = subprocess.run([sys.executable, str(SCRIPT), str(directory),
+                         '--json'], capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  out = json.loads(proc.stdout)
+  assert len(out['runs']) == len(runs) and len(out['groups']) == 4
+  assert out['baseline'] == BASELINE and len(out['comparisons']) == 3
+  assert 'No naive/reduced pairs found' not in out['markdown']
+  assert set(out['files']) == {'csv', 'groups_csv', 'md', 'pareto_macs',
+                               'pareto_params', 'pareto_time'}
+
+
+# ----------------------------------------------------------- naive vs reduced
+
+def test_naive_vs_reduced_is_one_comparison(tmp_path):
+  test = {'split': 'test', 'accuracy': 0.7911, 'num_examples': 10000}
+  runs = {'naive': (_summary(0.7830, macs=11.4e6, params=105e3, ips=1833.0,
+                             seconds=147.0),
+                    _config(0, **{'model.module': 'naive'}), {'test': test})}
+  for seed, val in enumerate([0.7738, 0.7702, 0.7769]):
+    runs[f'reduced-seed{seed}'] = (
+        _summary(val, macs=7.98e6, params=73.6e3, ips=2264.0, seconds=119.0,
+                 test_accuracy=0.78 + seed / 100),
+        _config(seed, **{'model.module': 'reduced'}), {})
+  result, _ = report.analyse(_write(tmp_path, runs))
+  assert result['varied_keys'] == ['model.module']
+  assert result['baseline'] == 'naive'
+  assert "model.module = 'naive'" in result['baseline_reason']
+  [c] = result['comparisons']
+  assert (c['group'], c['baseline']) == ('reduced', 'naive')
+  assert c['macs_per_image_ratio'] == pytest.approx(7.98 / 11.4)
+  assert c['train_seconds_ratio'] == pytest.approx(119 / 147)
+  assert c['final_val_acc_diff'] == pytest.approx(
+      dict(diff=np.mean([0.7738, 0.7702, 0.7769]) - 0.7830, ci95=None,
+           df=None))
+  # Test accuracy: eval.py's for naive, the summaries' for reduced.
+  assert c['test_acc_diff']['diff'] == pytest.approx(0.79 - 0.7911)
+  assert c['verdicts'][0].startswith('reduced is 0.94 points below naive in '
+                                     'final val acc: no interval can be '
+                                     'given with 3 and 1 seeds')
+  assert 'test acc' in c['verdicts'][1]
+  assert '| Δ test acc (points) |' in result['markdown']
+  naive = next(g for g in result['groups'] if g['group'] == 'naive')
+  points = report.pareto_points(result['groups'], 'macs_per_image',
+                                'model.module')
+  assert {p.label: (p.colour, p.ci95 is None) for p in points} == {
+      'module=naive': ('naive', True), 'module=reduced': ('reduced', False)}
+  assert naive['final_val_acc']['ci95'] is None
+
+
+# ----------------------------------------------------------- edge cases
+
+def test_runs_without_configs_group_by_name(tmp_path, capsys):
+  runs = {'a-seed0': (_summary(0.70), None, {}),
+          'a-seed1': (_summary(0.72), None, {}),
+          'b': (_summary(0.60), None, {}),
+          # Same name, different training configs: two groups.
+          'c-seed0': (_summary(0.5), _config(0, learning_rate=0.1), {}),
+          'c-seed1': (_summary(0.6), _config(1, learning_rate=0.05), {})}
+  result, _ = report.analyse(_write(tmp_path, runs))
+  groups = {g['group']: g for g in result['groups']}
+  assert set(groups) == {'a', 'b', 'c', 'c#2'}
+  assert groups['a']['final_val_acc']['mean'] == pytest.approx(0.71)
+  assert result['varied_keys'] == ['learning_rate']
+  assert groups['a']['values'] == {'learning_rate': None}
+  assert "groups named 'c' train different configs" in capsys.readouterr().err
+  assert report.point_label(groups['b']) == 'b'  # No config: its name.
+  assert report.point_label(groups['c#2']) == 'learning_rate=0.05'
+
+
+def test_malformed_sweep_json(tmp_path):
+  _write(tmp_path, {'a': (_summary(0.7), None, {})})
+  (tmp_path / 'sweep.json').write_text('{"runs": [1, 2]}')
+  with pytest.raises(ValueError, match=r"sweep.json has no 'runs'.*move it "
+                     'away'):
+    report.analyse(tmp_path)
+  (tmp_path / 'sweep.json').write_text('{"runs": ')
+  with pytest.raises(ValueError, match='sweep.json: .*fix it'):
+    report.analyse(tmp_path)
+
+
+def test_plot_with_and_without_bars(tmp_path):
+  points = [plots.Point('relu', 'relu', 10e6, 0.78, 0.008),
+            plots.Point('linear', 'linear', 8e6, 0.76, None)]
+  plots.plot_pareto(points, tmp_path / 'p.png', 'MACs', 'MACs',
+                    colour_key='reduce_act')
   assert (tmp_path / 'p.png').read_bytes()[:8] == PNG_SIGNATURE
   assert plots.pareto_front([(40e6, 0.84), (120e6, 0.85), (31e6, 0.815),
                              (10.5e6, 0.80), (50e6, 0.83)]) == [
       (10.5e6, 0.80), (31e6, 0.815), (40e6, 0.84), (120e6, 0.85)]
 
 
-def _pairs(directory):
-  return {(p['naive'], p['reduced'], p['rule'])
-          for p in report.pair_runs(report.load_runs(directory))}
-
-
-def test_pairing_by_name_without_config(tmp_path):
-  runs = {name: (summary, None, {}) for name, (summary, _, _) in RUNS.items()}
-  # Mixed: a config on one side only still pairs by name.
-  runs['width05_naive'] = RUNS['width05_naive']
-  assert _pairs(_write_runs(tmp_path, runs)) == {
-      ('width05_naive', 'width05_reduced', 'name')}
-
-
-def test_pairing_needs_equal_configs(tmp_path):
-  runs = copy.deepcopy(RUNS)
-  runs['width05_reduced'][1]['learning_rate'] = 0.05  # Not comparable.
-  runs['width1/pointwise'][1]['data']['cache_dir'] = '/elsewhere'  # Ignored.
-  assert _pairs(_write_runs(tmp_path, runs)) == {
-      ('width1/baseline', 'width1/pointwise', 'config')}
-
-
-def test_failed_summary_without_fields(tmp_path):
-  _write_runs(tmp_path, {'only_failed': (
+def test_failed_only(tmp_path):
+  _write(tmp_path, {'only_failed': (
       {'status': 'failed', 'error': 'boom'}, None, {})})
   result = report.make_report(tmp_path)
   assert result['plotted'] == {'macs': [], 'params': [], 'time': []}
-  assert result['pairs'] == []
-  assert '| only_failed |' in result['markdown']
+  assert result['comparisons'] == [] and result['baseline'] is None
+  assert 'No comparisons: no group has a finished run' in result['markdown']
+  assert '| only_failed | only_failed |' in result['markdown']
   assert (tmp_path / 'pareto_time.png').read_bytes()[:8] == PNG_SIGNATURE
 
 
@@ -243,6 +445,7 @@ def test_number_formats():
   assert report.duration(725) == '12m 05s'
   assert report.duration(11220) == '3h 07m'
   assert report.acc(0.71234) == '0.7123'
+  assert report.points(dict(diff=-0.0123, ci95=None)) == '-1.23 ± —'
   assert math.isnan(float(report._csv_value(float('nan'))))
 
 
@@ -257,15 +460,3 @@ def test_empty_dir_error(tmp_path):
   assert 'error: No summary.json under' in proc.stderr
   assert str(empty) in proc.stderr
   assert not (empty / 'results.csv').exists()
-
-
-def test_cli_json(sweep):
-  directory, _ = sweep
-  proc = subprocess.run([sys.executable, str(SCRIPT), str(directory),
-                         '--json'], capture_output=True, text=True,
-                        timeout=120)
-  assert proc.returncode == 0, proc.stderr
-  out = json.loads(proc.stdout)
-  assert len(out['runs']) == len(RUNS) and len(out['pairs']) == 2
-  assert set(out['files']) == {'csv', 'md', 'pareto_macs', 'pareto_params',
-                               'pareto_time'}

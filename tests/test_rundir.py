@@ -59,6 +59,113 @@ def test_load_run_config_moves_old_op_keys_to_ops(tmp_path):
                             'norm': 'xla', 'cpu_vector_width': '256'}}
 
 
+# A saved config.json (as JSON reads it back) and the same config in Python.
+SAVED = {'learning_rate': 0.05, 'step_epochs': [0.5, 0.75],
+         'model': {'name': 'googlenet', 'width': 0.25},
+         'data': {'source': '/data/cifar10', 'cache_dir': '/cache'},
+         'ops': {'conv': 'im2col'}, 'log_every_steps': 50,
+         rundir.STATS_KEY: [[0.49, 0.48, 0.45], [0.25, 0.24, 0.26]]}
+
+
+def current(**changes):
+  """SAVED as a Python config, with tuples, and `changes` ('a.b': value)."""
+  config = json.loads(json.dumps(SAVED))
+  del config[rundir.STATS_KEY]  # Only config.json holds the data stats.
+  config['step_epochs'] = tuple(config['step_epochs'])
+  for key, value in changes.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node[leaf] = value
+  return config
+
+
+def test_training_changes_none_for_the_same_config():
+  # Tuples against the lists JSON gives back; stats only in the saved one.
+  assert rundir.training_changes(SAVED, current()) == []
+
+
+def test_training_changes_lists_each_training_key():
+  changes = current(learning_rate=0.3, step_epochs=(0.3, 0.6),
+                    **{'model.width': 0.5, 'model.module': 'naive'})
+  assert rundir.training_changes(SAVED, changes) == [
+      'learning_rate: 0.05 -> 0.3',
+      "model.module: '<absent>' -> 'naive'",
+      'model.width: 0.25 -> 0.5',
+      'step_epochs: [0.5, 0.75] -> [0.3, 0.6]']
+
+
+def test_training_changes_a_key_gone_from_the_config():
+  changes = current()
+  del changes['model']['width']
+  assert rundir.training_changes(SAVED, changes) == [
+      "model.width: 0.25 -> '<absent>'"]
+
+
+def test_training_changes_ignores_bookkeeping():
+  bookkeeping = {
+      'log_every_steps': 1, 'eval_every_steps': 7, 'eval_batch_size': 64,
+      'checkpoint_every_steps': 9, 'keep_checkpoints': 1,
+      'stop_after_steps': 3, 'distributed': True, 'data.data_dir': '/tfds',
+      'data.cache_dir': '/elsewhere', 'data.num_workers': 4,
+      'ops.conv': 'xla', 'ops.pool': 'slices'}
+  assert rundir.training_changes(SAVED, current(**bookkeeping)) == []
+  # Only top-level and ops.* keys are bookkeeping, not a model's namesake.
+  assert rundir.training_changes(
+      SAVED, current(**bookkeeping, **{'model.log_every_steps': 1})) == [
+          "model.log_every_steps: '<absent>' -> 1"]
+
+
+def test_training_changes_data_source():
+  moved = current(**{'data.source': 'other/cifar10-train.tar.gz'})
+  assert rundir.training_changes(SAVED, moved) == []  # The same data, moved.
+  for builtin in ('tfds', 'synthetic'):
+    assert rundir.training_changes(
+        SAVED, current(**{'data.source': builtin})) == [
+            f"data.source: '/data/cifar10' -> '{builtin}'"]
+    saved = current(**{'data.source': builtin})
+    assert rundir.training_changes(saved, SAVED) == [
+        f"data.source: '{builtin}' -> '/data/cifar10'"]
+  assert rundir.training_changes(
+      current(**{'data.source': 'tfds'}),
+      current(**{'data.source': 'synthetic'})) == [
+          "data.source: 'tfds' -> 'synthetic'"]
+
+
+def test_training_changes_nan_equals_nan():
+  # A run saved with a NaN value resumes with that value, and only that.
+  nan = float('nan')
+  assert rundir.training_changes({'learning_rate': nan},
+                                 {'learning_rate': nan}) == []
+  assert rundir.training_changes({'learning_rate': nan},
+                                 {'learning_rate': 0.1}) == [
+                                     'learning_rate: nan -> 0.1']
+
+
+def test_load_run_config_corrupt_file_names_it(tmp_path):
+  (tmp_path / rundir.CONFIG).write_text('{"seed": ')
+  with pytest.raises(ValueError, match='config.json is not valid JSON'):
+    rundir.load_run_config(str(tmp_path))
+
+
+def test_training_changes_counts_source_keys_only_for_their_source():
+  # A run saved before the synthetic source existed has none of its keys.
+  old = {'data': {'source': '/data/cifar.tar.gz', 'dataset': 'cifar10'}}
+  new = {'data': {'source': '/data/cifar.tar.gz', 'dataset': 'mnist',
+                  'synthetic_seed': 0, 'synthetic_size': [50, 10]}}
+  assert rundir.training_changes(old, new) == []
+  synthetic = {'data': {'source': 'synthetic', 'synthetic_seed': 1,
+                        'synthetic_size': [50, 10]}}
+  assert rundir.training_changes(new, synthetic) == [  # Neither reads TFDS.
+      "data.source: '/data/cifar.tar.gz' -> 'synthetic'",
+      'data.synthetic_seed: 0 -> 1']
+  tfds = {'data': {'source': 'tfds', 'dataset': 'cifar100'}}
+  assert rundir.training_changes(new, tfds) == [
+      "data.dataset: 'mnist' -> 'cifar100'",
+      "data.source: '/data/cifar.tar.gz' -> 'tfds'"]
+
+
 def test_eval_file():
   assert rundir.eval_file('test') == 'eval_test.json'
   assert rundir.eval_file('train[90%:]') == 'eval_train_90.json'

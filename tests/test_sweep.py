@@ -1,7 +1,11 @@
-"""Sweep tooling: failures are recorded, finished runs skipped, dry runs parse."""
+"""Sweep tooling: seeds, sweep.json, overrides checked before launch, stale
+runs, failures recorded, finished runs skipped, dry runs that parse.
+
+Only one test trains (slow); the others replace `launch` or launch a stub."""
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -10,22 +14,18 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+import rundir
 from configs.common import load_config, load_module
 from configs.sweeps import common
+from configs.sweeps.common import Run
+from scripts import sweep as sweep_tool
 from tests.conftest import CACHE_DIR
-from tests.helpers import make_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEPS = ['naive_vs_reduced', 'reduction_ratio', 'reduce_activation',
           'five_by_five', 'flops_matched']
-
-SWEEP_FILE = '''
-from configs.sweeps.common import Run
-
-def get_sweep(arg=None):
-  return [Run('good', 'configs/test.py', {'num_train_steps': 3}),
-          Run('bad', 'configs/test.py', {'model.name': 'no_such_net'})]
-'''
+TEST_CONFIG = 'configs/test.py'
+LR = load_config(TEST_CONFIG).learning_rate
 
 
 def sweep(*args):
@@ -35,25 +35,279 @@ def sweep(*args):
                         capture_output=True, text=True, env=env)
 
 
+def parse_train_argv(argv):
+  """train.py's flags (argv without the program) as train.py parses them."""
+  argv = ['train.py'] + argv
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=fv, sys_argv=argv,
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, '', flag_values=fv)
+  fv(argv)  # Raises on a bad config file or an unknown key.
+  return fv
+
+
+def write_sweep(tmp_path, runs, extra=''):
+  """A sweep file of (name, config[, overrides]) runs, plus module code."""
+  path = tmp_path / 'sweep_file.py'
+  path.write_text(
+      f'from configs.sweeps.common import Run\n{extra}\n\n'
+      f'def get_sweep(arg=None):\n  return [Run(*r) for r in {runs!r}]\n')
+  return str(path)
+
+
+@pytest.fixture
+def launched(monkeypatch):
+  """Replaces training: records each launch (directory name, command, run
+  directory, whether it existed) and reports it finished."""
+  calls = []
+
+  def fake_launch(name, cmd, run_dir, cores):
+    calls.append({'name': name, 'cmd': cmd, 'run_dir': run_dir,
+                  'existed': os.path.exists(run_dir)})
+    return 'ok'
+  monkeypatch.setattr(sweep_tool, 'launch', fake_launch)
+  return calls
+
+
+# ----------------------------------------------------------------- seeds
+
+
+def test_seeds_count_up_from_the_overridden_config_seed():
+  runs = [Run('a', TEST_CONFIG), Run('b', TEST_CONFIG, {'learning_rate': 0.2})]
+  jobs = sweep_tool.expand(runs, 3, ['--config.seed=5'])
+  assert [j.name for j in jobs] == ['a-seed5', 'a-seed6', 'a-seed7',
+                                    'b-seed5', 'b-seed6', 'b-seed7']
+  assert [j.seed for j in jobs] == [5, 6, 7] * 2
+  for job in jobs:
+    argv = sweep_tool.command(job, '/runs')[2:]
+    assert [a for a in argv if a.startswith('--config.seed')] == [
+        f'--config.seed={job.seed}']
+    parsed = parse_train_argv(argv)
+    assert parsed.config.seed == job.seed == job.config['seed']
+    assert parsed.workdir == f'/runs/{job.name}'
+    assert parsed.config.learning_rate == (0.2 if job.run == 'b' else LR)
+  assert rundir.training_changes(jobs[0].config, jobs[2].config) == [
+      'seed: 5 -> 7']
+
+
+def test_one_seed_keeps_the_run_name_and_the_config_seed():
+  jobs = sweep_tool.expand([Run('a', TEST_CONFIG)], 1, [])
+  assert [(j.name, j.seed) for j in jobs] == [
+      ('a', load_config(TEST_CONFIG).seed)]
+  assert not any('seed' in a for a in sweep_tool.command(jobs[0], '/runs'))
+
+
+def test_sweep_json_and_launches_follow_the_files_seeds(tmp_path, launched):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)],
+                     "SEEDS = 2\nBASELINE = 'b'")
+  workdir = tmp_path / 'runs'
+  overrides = ['--config.seed=3', '--config.data.source=/data']
+  sweep_tool.run_sweep(spec, str(workdir), overrides)
+  assert sorted(c['name'] for c in launched) == [
+      'a-seed3', 'a-seed4', 'b-seed3', 'b-seed4']
+  assert json.loads((workdir / 'sweep.json').read_text()) == {
+      'sweep': spec, 'seeds': 2, 'baseline': 'b', 'overrides': overrides,
+      'runs': {'a-seed3': {'run': 'a', 'seed': 3},
+               'a-seed4': {'run': 'a', 'seed': 4},
+               'b-seed3': {'run': 'b', 'seed': 3},
+               'b-seed4': {'run': 'b', 'seed': 4}}}
+  launched.clear()
+  sweep_tool.run_sweep(spec, str(workdir), overrides, seeds=1)  # --seeds=1.
+  assert sorted(c['name'] for c in launched) == ['a', 'b']
+  assert json.loads((workdir / 'sweep.json').read_text())['runs'] == {
+      'a': {'run': 'a', 'seed': 3}, 'b': {'run': 'b', 'seed': 3}}
+
+
+@pytest.mark.parametrize('extra, problem', [
+    ('SEEDS = 0', 'SEEDS = 0'), ("SEEDS = '2'", "SEEDS = '2'"),
+    ("BASELINE = 'c'", "BASELINE = 'c' is not one of its runs: a")])
+def test_bad_seeds_or_baseline_in_the_sweep_file(tmp_path, extra, problem):
+  with pytest.raises(ValueError, match=re.escape(problem)):
+    sweep_tool.load_sweep(write_sweep(tmp_path, [('a', TEST_CONFIG)], extra))
+
+
+@pytest.mark.parametrize('name', [
+    pytest.param(n, marks=pytest.mark.slow) if n == 'flops_matched' else n
+    for n in SWEEPS])
+def test_shipped_sweeps_name_one_of_their_runs_as_baseline(name):
+  loaded = sweep_tool.load_sweep(f'configs/sweeps/{name}.py:size=cpu')
+  assert loaded.baseline in [r.name for r in loaded.runs]
+  assert loaded.seeds == 1
+
+
+# ------------------------------------------------ overrides checked up front
+
+
+@pytest.mark.parametrize('flag', ['--config.learning_rat=0.1',
+                                  '--config.learning_rate=abc',
+                                  '--config.num_train_steps=1.5'])
+def test_bad_sweep_wide_flag_stops_everything(tmp_path, launched, flag):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG)])
+  with pytest.raises(ValueError) as error:
+    sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [flag], seeds=2)
+  assert flag in str(error.value) and 'sweep-wide' in str(error.value)
+  assert not (tmp_path / 'runs').exists() and not launched
+
+
+def test_bad_run_override_names_the_run_and_the_sweep_file(tmp_path, launched):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG),
+                                ('b', TEST_CONFIG, {'model.widht': 0.5})])
+  with pytest.raises(ValueError, match=re.escape(
+      "Run 'b': --config.model.widht=0.5 (from the sweep file)")):
+    sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [])
+  assert not (tmp_path / 'runs').exists() and not launched
+
+
+def test_cli_reports_a_typo_and_writes_nothing(tmp_path):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG)])
+  out = sweep(f'--sweep={spec}', f'--workdir={tmp_path}/runs',
+              '--config.learning_rat=0.1')
+  assert out.returncode == 1
+  assert 'error: ' in out.stderr and '--config.learning_rat=0.1' in out.stderr
+  assert 'Traceback' not in out.stderr
+  assert not (tmp_path / 'runs').exists()
+
+
+# ----------------------------------------------------------------- stale
+
+
+def make_run_dir(path, status, **changes):
+  """A run directory as train.py leaves it for configs/test.py with
+  `changes` ('__' for '.' in a key); returns the config it saved."""
+  config = load_config(TEST_CONFIG)
+  for key, value in changes.items():
+    *parents, leaf = key.split('__')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  saved = json.dumps(config.to_dict() | {rundir.STATS_KEY: [[0.5] * 3] * 2})
+  path.mkdir(parents=True)
+  (path / 'config.json').write_text(saved)
+  (path / 'summary.json').write_text(json.dumps({'status': status}))
+  (path / 'train.log').write_text('the old run\n')
+  return json.loads(saved)
+
+
+@pytest.mark.parametrize('status', ['ok', 'interrupted', 'failed'])
+def test_changed_training_config_is_stale_and_not_launched(
+    tmp_path, launched, capsys, status):
+  spec = write_sweep(tmp_path, [('good', TEST_CONFIG), ('new', TEST_CONFIG)])
+  workdir = tmp_path / 'runs'
+  make_run_dir(workdir / 'good', status, learning_rate=2 * LR,
+               log_every_steps=99)
+  with pytest.raises(SystemExit) as exit_:
+    sweep_tool.run_sweep(spec, str(workdir), [])
+  assert [c['name'] for c in launched] == ['new']
+  table = dict(line.split(None, 1) for line in
+               capsys.readouterr().out.strip().splitlines())
+  assert table == {'good': f'stale  (learning_rate: {2 * LR!r} -> {LR!r})',
+                   'new': 'ok'}
+  assert '1 of 2 runs are stale' in str(exit_.value)
+  assert 'good' in str(exit_.value) and '--rerun_stale' in str(exit_.value)
+  assert json.loads((workdir / 'good/summary.json').read_text()) == {
+      'status': status}
+
+
+@pytest.mark.parametrize('status, relaunched', [('ok', []),
+                                                ('interrupted', ['good'])])
+def test_bookkeeping_changes_are_not_stale(tmp_path, launched, status,
+                                           relaunched):
+  spec = write_sweep(tmp_path, [('good', TEST_CONFIG)])
+  make_run_dir(tmp_path / 'runs/good', status, log_every_steps=99,
+               checkpoint_every_steps=1, ops__conv='xla',
+               data__cache_dir='/elsewhere')
+  sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [])  # No SystemExit.
+  assert [c['name'] for c in launched] == relaunched
+
+
+def test_rerun_stale_moves_the_old_run_aside(tmp_path, launched):
+  spec = write_sweep(tmp_path, [('good', TEST_CONFIG)])
+  workdir = tmp_path / 'runs'
+  saved = make_run_dir(workdir / 'good', 'ok', model__width=0.125)
+  sweep_tool.run_sweep(spec, str(workdir), [], rerun_stale=True)
+  assert [(c['name'], c['run_dir'], c['existed']) for c in launched] == [
+      ('good', str(workdir / 'good'), False)]
+  moved = [p for p in os.listdir(workdir) if p.startswith('good.')]
+  assert len(moved) == 1
+  assert re.fullmatch(r'good\.stale-\d{8}-\d{6}', moved[0])
+  assert json.loads((workdir / moved[0] / 'config.json').read_text()) == saved
+  assert (workdir / moved[0] / 'train.log').read_text() == 'the old run\n'
+
+
+def test_dry_run_leaves_out_and_lists_stale_runs(tmp_path, launched, capsys):
+  spec = write_sweep(tmp_path, [('good', TEST_CONFIG), ('new', TEST_CONFIG)])
+  workdir = tmp_path / 'runs'
+  make_run_dir(workdir / 'good', 'ok', learning_rate=2 * LR)
+  with pytest.raises(SystemExit, match='--rerun_stale'):
+    sweep_tool.run_sweep(spec, str(workdir), [], dry_run=True)
+  out, err = capsys.readouterr()
+  commands = [shlex.split(line) for line in out.strip().splitlines()]
+  assert [parse_train_argv(c[2:]).workdir for c in commands] == [
+      str(workdir / 'new')]
+  assert f'good (learning_rate: {2 * LR!r} -> {LR!r})' in err
+  assert sorted(os.listdir(workdir)) == ['good'] and not launched
+
+
+# ------------------------------------------------------------- end to end
+
+
+def test_a_failed_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch,
+                                                      capsys):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)])
+  launched = []
+
+  def fake_launch(name, cmd, run_dir, cores):
+    launched.append(name)
+    return 'failed' if name == 'a-seed0' else 'ok'
+  monkeypatch.setattr(sweep_tool, 'launch', fake_launch)
+  with pytest.raises(SystemExit, match=re.escape(
+      '1 of 4 runs did not finish: a-seed0 (see their train.log)')):
+    sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [], seeds=2)
+  assert sorted(launched) == ['a-seed0', 'a-seed1', 'b-seed0', 'b-seed1']
+  assert 'a-seed0  failed' in capsys.readouterr().out
+
+
+def test_launch_records_a_crash_in_the_summary(tmp_path):
+  cmd = [sys.executable, '-c',
+         'import sys; print("loading"); print("ValueError: no such net"); '
+         'sys.exit(3)']
+  run_dir = tmp_path / 'run'
+  cores = sorted(os.sched_getaffinity(0))[:1]
+  assert sweep_tool.launch('run', cmd, str(run_dir), cores) == 'failed'
+  assert json.loads((run_dir / 'summary.json').read_text()) == {
+      'status': 'failed', 'returncode': 3, 'error': 'ValueError: no such net',
+      'command': shlex.join(cmd)}
+  assert (run_dir / 'train.log').read_text().startswith('loading\n')
+
+
 @pytest.mark.slow
-def test_failed_run_is_recorded_and_finished_run_skipped(tmp_path):
-  make_folder(tmp_path / 'data', {'train': 10})
-  (tmp_path / 'sweep.py').write_text(SWEEP_FILE)
-  args = [f'--sweep={tmp_path}/sweep.py', f'--workdir={tmp_path}/runs',
-          f'--config.data.source={tmp_path}/data',
-          f'--config.data.cache_dir={tmp_path}/cache']
+def test_two_seeds_train_and_a_rerun_skips_them(tmp_path):
+  # On configs/test.py's own data: the built-in synthetic source.
+  spec = write_sweep(tmp_path, [('good', TEST_CONFIG, {'num_train_steps': 3})])
+  runs = tmp_path / 'runs'
+  args = [f'--sweep={spec}', f'--workdir={runs}', '--seeds=2', '--parallel=2']
   first = sweep(*args)
-  assert first.returncode != 0
-  assert '1 of 2 runs did not finish: bad' in first.stderr
-  summary = lambda run: json.loads((tmp_path / 'runs' / run / 'summary.json').read_text())
-  assert summary('good')['status'] == 'ok'
-  assert summary('good')['steps'] == 3
-  assert summary('bad')['status'] == 'failed'
-  assert 'no_such_net' in summary('bad')['error']
-  mtime = os.path.getmtime(tmp_path / 'runs/good/summary.json')
+  assert first.returncode == 0, first.stderr
+  summary = lambda run: json.loads((runs / run / 'summary.json').read_text())
+  for seed in (0, 1):
+    assert summary(f'good-seed{seed}')['status'] == 'ok'
+    assert summary(f'good-seed{seed}')['steps'] == 3
+  configs = [rundir.flatten(rundir.load_run_config(runs / f'good-seed{s}')
+                            .to_dict()) for s in (0, 1)]
+  assert {k for k in configs[0] if configs[0][k] != configs[1][k]} == {'seed'}
+  assert [c['seed'] for c in configs] == [0, 1]
+  assert configs[0]['data.source'] == 'synthetic'
+  assert json.loads((runs / 'sweep.json').read_text())['runs'] == {
+      f'good-seed{s}': {'run': 'good', 'seed': s} for s in (0, 1)}
+  mtime = lambda s: os.path.getmtime(runs / f'good-seed{s}/summary.json')
+  before = [mtime(0), mtime(1)]
   second = sweep(*args)
-  assert '[good] already finished: skipped.' in second.stderr
-  assert os.path.getmtime(tmp_path / 'runs/good/summary.json') == mtime
+  assert second.returncode == 0, second.stderr
+  for seed in (0, 1):
+    assert f'[good-seed{seed}] already finished: skipped.' in second.stderr
+  assert 'stale' not in second.stdout + second.stderr
+  assert [mtime(0), mtime(1)] == before
 
 
 # flops_matched searches for its width when loaded: over 10 s.
@@ -69,13 +323,9 @@ def test_dry_run_prints_commands_that_parse(name):
   for line in lines:
     argv = shlex.split(line)
     assert argv[:2] == ['python', 'train.py']
-    fv, argv = flags.FlagValues(), ['train.py'] + argv[2:]
-    config_flags.DEFINE_config_file('config', flag_values=fv, sys_argv=argv,
-                                    lock_config=True)
-    flags.DEFINE_string('workdir', None, '', flag_values=fv)
-    fv(argv)  # Raises on a bad config file or an unknown key.
-    assert fv.config.data.source == '/data/cifar.tar.gz'
-    assert fv.workdir.startswith('/tmp/x/')
+    parsed = parse_train_argv(argv[2:])
+    assert parsed.config.data.source == '/data/cifar.tar.gz'
+    assert parsed.workdir.startswith('/tmp/x/')
 
 
 # Zhang et al.'s small Inception net (models/small_inception.py), written out

@@ -1,12 +1,16 @@
-"""End-to-end tests of train.py and eval.py on tiny image folders made here.
+"""End-to-end tests of train.py and eval.py.
 
-No downloads and no ../shared data: every source is a folder of 8x8 PNGs
-generated in tmp_path (or TFDS mock data). One 6-step run of configs/test.py
-(the `run6` fixture) is shared by the tests that only read or copy it.
+No downloads and no ../shared data: runs train on configs/test.py's default
+source, the built-in synthetic data (made in memory). The tests whose subject
+is a local source (eval.py on another folder, a moved data folder, a corrupt
+image) write tiny folders of 8x8 PNGs in tmp_path; one uses TFDS mock data.
+One 6-step run of configs/test.py (the `run6` fixture) is shared by the tests
+that only read or copy it.
 Subprocesses (the CLIs, SIGTERM, more devices, jax.distributed) share the
 persistent XLA compilation cache of tests/conftest.py.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -32,24 +36,32 @@ from tests.conftest import CACHE_DIR
 from tests.helpers import CLASSES, make_folder
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 6
 STEPS = 6  # configs/test.py: num_train_steps; eval and checkpoint every 3.
+# configs/test.py's synthetic data: labels cycle through the classes, so each
+# class holds a tenth of a split, and train[:90%] / train[90%:] keep the first
+# 90% / the last 10% of every class.
+SYNTHETIC_CLASSES = input_pipeline.SYNTHETIC_CLASSES
+TRAIN_SIZE, TEST_SIZE = test_config.get_config().data.synthetic_size
+TRAIN_PER_CLASS = TRAIN_SIZE // len(SYNTHETIC_CLASSES)
+TRAIN_EXAMPLES = len(SYNTHETIC_CLASSES) * (TRAIN_PER_CLASS * 90 // 100)
+VAL_PER_CLASS = TRAIN_PER_CLASS - TRAIN_PER_CLASS * 90 // 100
+TEST_PER_CLASS = TEST_SIZE // len(SYNTHETIC_CLASSES)
 
 
 # --- Helpers -----------------------------------------------------------------
 
 
-def make_config(data, cache, **overrides):
+def make_config(**overrides):
+  """configs/test.py (synthetic data) with flattened `overrides`, e.g.
+  make_config(learning_rate=0.3, **{'model.width': 0.125})."""
   config = test_config.get_config()
-  config.data.source = str(data)
-  config.data.cache_dir = str(cache)
-  for key, value in overrides.items():  # 'model.width' -> config.model.width
-    *parents, leaf = key.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
+
+
+def local_source(folder, cache) -> dict:
+  """Overrides that train on an image folder, decoded into `cache`."""
+  return {'data.source': str(folder), 'data.cache_dir': str(cache)}
 
 
 def subprocess_env(devices=None):
@@ -73,9 +85,8 @@ def run_python(*args, devices=None, timeout=300):
   return proc
 
 
-def train_cli(workdir, data, cache, *overrides):
+def train_cli(workdir, *overrides):
   return ['train.py', '--config=configs/test.py', f'--workdir={workdir}',
-          f'--config.data.source={data}', f'--config.data.cache_dir={cache}',
           *overrides]
 
 
@@ -127,14 +138,17 @@ def assert_states_close(a: dict, b: dict, rtol, atol):
     np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
 
 
-def listing(directory) -> dict:
-  """{relative path: (size, mtime_ns)} of every file under `directory`."""
+def snapshot(directory) -> dict:
+  """{relative path: (sha256, mtime_ns)} of every file under `directory`:
+  equal snapshots mean nothing was changed, rewritten, added or removed."""
   out = {}
   for dirpath, _, filenames in os.walk(directory):
     for name in filenames:
       path = os.path.join(dirpath, name)
-      stat = os.stat(path)
-      out[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mtime_ns)
+      with open(path, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+      mtime = os.stat(path).st_mtime_ns
+      out[os.path.relpath(path, directory)] = (digest, mtime)
   return out
 
 
@@ -148,24 +162,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-  """train/ (20 per class) and test/ (6 per class), 3 classes, 8x8 PNGs of
-  noise around a class colour (learnable a little)."""
-  root = tmp_path_factory.mktemp('data') / 'images'
-  make_folder(root, {'train': TRAIN_PER_CLASS, 'test': TEST_PER_CLASS})
-  return root
-
-
-@pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  return tmp_path_factory.mktemp('cache')
-
-
-@pytest.fixture(scope='module')
-def run6(tmp_path_factory, data, cache):
+def run6(tmp_path_factory):
   """(workdir, summary) of configs/test.py trained for 6 steps in one go."""
   workdir = tmp_path_factory.mktemp('run6') / 'workdir'
-  summary = train.train_and_evaluate(make_config(data, cache), str(workdir))
+  summary = train.train_and_evaluate(make_config(), str(workdir))
   return workdir, summary
 
 
@@ -180,7 +180,7 @@ def copy_run(run6, tmp_path):
 
 
 @pytest.mark.slow
-def test_run_writes_summary_metrics_config_events_and_checkpoints(run6, data):
+def test_run_writes_summary_metrics_config_events_and_checkpoints(run6):
   workdir, summary = run6
   assert read_json(workdir / 'summary.json') == json.loads(json.dumps(summary))
   assert summary['status'] == 'ok'
@@ -192,8 +192,8 @@ def test_run_writes_summary_metrics_config_events_and_checkpoints(run6, data):
   # The keys the report reads, in their order.
   assert list(summary) == [k for k in rundir.SUMMARY_KEYS if k in summary]
   assert summary['steps'] == STEPS
-  train_examples = len(CLASSES) * TRAIN_PER_CLASS * 90 // 100  # train[:90%]
-  assert summary['epochs'] == STEPS / (train_examples // 8)
+  assert summary['epochs'] == STEPS / (TRAIN_EXAMPLES // 8)
+  assert summary['val_split'] == 'train[90%:]'
   for key in ('val_accuracy', 'best_val_accuracy', 'test_accuracy'):
     assert 0 <= summary[key] <= 1, key
   assert summary['best_val_accuracy'] >= summary['val_accuracy']
@@ -208,33 +208,50 @@ def test_run_writes_summary_metrics_config_events_and_checkpoints(run6, data):
   assert metrics[-1]['val/accuracy'] == summary['val_accuracy']
 
   config = rundir.load_run_config(str(workdir))
-  assert config.data.source == str(data) and config.num_train_steps == STEPS
+  assert config.data.source == 'synthetic' and config.num_train_steps == STEPS
   mean, std = config[rundir.STATS_KEY]  # Numbers (not strings) in config.json.
   assert all(isinstance(v, float) and 0 < v < 1 for v in [*mean, *std])
   assert list(workdir.glob('events.out.tfevents*'))
   assert checkpoint_steps(workdir) == [3, 6]
   assert len(checkpoint_steps(workdir)) <= config.keep_checkpoints
 
+  # The validation split: the last 10% of every class, scored by the last
+  # checkpoint as the end of training measured.
+  runner, state = train.restore_for_eval(config, str(workdir))
+  val = runner.evaluate(state, input_pipeline.load_split(
+      config.data, config.data.eval_split))
+  check_eval_result(val, SYNTHETIC_CLASSES, VAL_PER_CLASS)
+  assert val['accuracy'] == summary['val_accuracy']
 
-def check_eval_result(result, num_examples):
+
+def check_eval_result(result, class_names, per_class):
+  """An evaluation of `per_class` examples of each of `class_names` (the
+  data's classes, maybe fewer than the model's)."""
   confusion = np.array(result['confusion_matrix'])
+  num_examples = len(class_names) * per_class
   assert result['num_examples'] == num_examples == confusion.sum()
+  absent = len(confusion) - len(class_names)  # The model's other classes.
+  assert confusion.sum(1).tolist() == (
+      [per_class] * len(class_names) + [0] * absent)
   assert result['accuracy'] == pytest.approx(np.trace(confusion) / num_examples)
   assert np.isfinite(result['loss']) and result['loss'] > 0
-  assert list(result['per_class_accuracy']) == list(CLASSES)
-  per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+  assert list(result['per_class_accuracy']) == list(class_names)
+  per_class_accuracy = confusion.diagonal() / per_class
   assert list(result['per_class_accuracy'].values()) == pytest.approx(
-      per_class[:len(CLASSES)].tolist(), abs=1e-4)
-  assert result['step'] == STEPS
+      per_class_accuracy[:len(class_names)].tolist(), abs=1e-4)
 
 
 @pytest.mark.slow
 def test_eval_cli_on_the_test_split_and_on_another_folder(run6, tmp_path):
   workdir, summary = run6
   other = tmp_path / 'other'
-  make_folder(other, {'test': 4}, seed=1)  # Only test/.
+  make_folder(other, {'test': 4}, seed=1)  # Only test/, 3 classes.
   other_run = copy_run(run6, tmp_path)
-  config_json = (workdir / 'config.json').read_bytes()
+  # eval.py decodes the folder into the run's cache_dir: here, not ~/.cache.
+  saved = read_json(other_run / rundir.CONFIG)
+  saved['data']['cache_dir'] = str(tmp_path / 'cache')
+  rundir.write_json_atomic(other_run / rundir.CONFIG, saved)
+  config_json = (other_run / rundir.CONFIG).read_bytes()
 
   commands = [[f'--workdir={workdir}', '--split=test'],
               [f'--workdir={other_run}', '--split=test', f'--data={other}']]
@@ -253,21 +270,24 @@ def test_eval_cli_on_the_test_split_and_on_another_folder(run6, tmp_path):
         proc.kill()
 
   result = read_json(workdir / 'eval_test.json')
-  check_eval_result(result, len(CLASSES) * TEST_PER_CLASS)
+  check_eval_result(result, SYNTHETIC_CLASSES, TEST_PER_CLASS)
+  assert result['step'] == STEPS and result['source'] == 'synthetic'
   # The restored checkpoint scores what the end of training measured.
   assert result['accuracy'] == summary['test_accuracy']
 
   result = read_json(other_run / 'eval_test.json')
-  check_eval_result(result, len(CLASSES) * 4)
-  assert result['source'] == str(other)
-  assert (other_run / 'config.json').read_bytes() == config_json  # Unchanged.
+  check_eval_result(result, CLASSES, 4)
+  assert result['step'] == STEPS and result['source'] == str(other)
+  assert (other_run / rundir.CONFIG).read_bytes() == config_json  # Unchanged.
+  assert len(list((tmp_path / 'cache').glob('*.npz'))) == 1
 
 
 @pytest.mark.slow
-def test_tfds_source_with_mock_data(tmp_path, cache):
+def test_tfds_source_with_mock_data(tmp_path):
   tfds = pytest.importorskip('tensorflow_datasets')
-  config = make_config('tfds', cache, image_size=32, num_train_steps=2,
-                       **{'data.data_dir': str(tmp_path / 'tfds'),
+  config = make_config(image_size=32, num_train_steps=2,
+                       **{'data.source': 'tfds',
+                          'data.data_dir': str(tmp_path / 'tfds'),
                           'data.crop_padding': 4})
   with tfds.testing.mock_data(num_examples=20):  # 32x32 random "CIFAR-10".
     summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
@@ -282,18 +302,17 @@ def test_tfds_source_with_mock_data(tmp_path, cache):
 
 
 @pytest.mark.slow
-def test_stop_and_resume_is_bitwise_identical_to_one_go(run6, tmp_path, data,
-                                                        cache):
+def test_stop_and_resume_is_bitwise_identical_to_one_go(run6, tmp_path):
   workdir = tmp_path / 'resumed'
-  first = train.train_and_evaluate(
-      make_config(data, cache, stop_after_steps=3), str(workdir))
+  first = train.train_and_evaluate(make_config(stop_after_steps=3),
+                                   str(workdir))
   assert first['status'] == 'interrupted' and first['steps'] == 3
   assert 'test_accuracy' not in first  # Only a finished run is tested.
   assert checkpoint_steps(workdir) == [3]
   assert read_json(workdir / 'summary.json')['status'] == 'interrupted'
 
-  second = train.train_and_evaluate(
-      make_config(data, cache, stop_after_steps=-1), str(workdir))
+  second = train.train_and_evaluate(make_config(stop_after_steps=-1),
+                                    str(workdir))
   assert second['status'] == 'ok' and second['steps'] == STEPS
   assert train_steps_logged(workdir) == list(range(1, STEPS + 1))  # No repeats.
   for key in ('val_accuracy', 'best_val_accuracy', 'test_accuracy'):
@@ -305,11 +324,11 @@ def test_stop_and_resume_is_bitwise_identical_to_one_go(run6, tmp_path, data,
 
 
 @pytest.mark.slow
-def test_throughput_leaves_out_the_compile(tmp_path, data, cache):
+def test_throughput_leaves_out_the_compile(tmp_path):
   """The first logging window holds XLA's compile of the step; the images
   per second are of the steps alone, and the compile has its own field."""
   summary = train.train_and_evaluate(
-      make_config(data, cache, log_every_steps=3), str(tmp_path / 'run'))
+      make_config(log_every_steps=3), str(tmp_path / 'run'))
   steps_seconds = summary['train_seconds'] - summary['compile_seconds']
   assert 0 < summary['compile_seconds'] < summary['train_seconds']
   assert summary['train_images_per_s'] * steps_seconds == pytest.approx(
@@ -317,20 +336,17 @@ def test_throughput_leaves_out_the_compile(tmp_path, data, cache):
 
 
 @pytest.mark.slow
-def test_checkpoint_resumes_under_other_ops(tmp_path, data, cache):
+def test_checkpoint_resumes_under_other_ops(tmp_path):
   """config.ops is not part of the model: a run checkpointed under XLA's own
   ops resumes under the CPU ops, from the same params."""
   xla = {'ops.conv': 'xla', 'ops.pool': 'xla', 'ops.norm': 'xla'}
   cpu = {'ops.conv': 'im2col', 'ops.pool': 'slices', 'ops.norm': 'custom_vjp'}
   workdir, control = tmp_path / 'run', tmp_path / 'control'
-  train.train_and_evaluate(make_config(data, cache, stop_after_steps=3, **xla),
-                           str(workdir))
+  train.train_and_evaluate(make_config(stop_after_steps=3, **xla), str(workdir))
   shutil.copytree(workdir, control)
   # The control takes step 4 from the same checkpoint under XLA's ops.
-  train.train_and_evaluate(make_config(data, cache, stop_after_steps=1, **xla),
-                           str(control))
-  summary = train.train_and_evaluate(make_config(data, cache, **cpu),
-                                     str(workdir))
+  train.train_and_evaluate(make_config(stop_after_steps=1, **xla), str(control))
+  summary = train.train_and_evaluate(make_config(**cpu), str(workdir))
   assert summary['status'] == 'ok' and summary['steps'] == STEPS
   assert train_steps_logged(workdir) == list(range(1, STEPS + 1))
   loss_at = lambda w, step: next(m['train/loss'] for m in read_metrics(w)
@@ -342,11 +358,11 @@ def test_checkpoint_resumes_under_other_ops(tmp_path, data, cache):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_a_rerun_resumes(tmp_path, data, cache):
+def test_sigterm_checkpoints_and_a_rerun_resumes(tmp_path):
   total, every = 300, 100  # Checkpoints: on SIGTERM, then 100, 200, 300.
   last_two = lambda steps: sorted(set(steps))[-2:]  # keep_checkpoints=2.
   command = [sys.executable, *train_cli(
-      tmp_path / 'run', data, cache, f'--config.num_train_steps={total}',
+      tmp_path / 'run', f'--config.num_train_steps={total}',
       '--config.log_every_steps=1', '--config.eval_every_steps=1000',
       f'--config.checkpoint_every_steps={every}')]
   metrics = tmp_path / 'run' / 'metrics.jsonl'
@@ -383,6 +399,128 @@ def test_sigterm_checkpoints_and_a_rerun_resumes(tmp_path, data, cache):
       [stopped, *range(every, total + 1, every)])  # [200, 300]: old ones go.
 
 
+# --- A workdir belongs to one config -----------------------------------------
+
+
+def fake_run(workdir, config) -> None:
+  """A workdir as a finished run of `config` leaves it, without training:
+  config.json as train.py saves it (the config and data stats), and stand-ins
+  for the summary, metrics and a checkpoint."""
+  (workdir / 'checkpoints' / str(STEPS)).mkdir(parents=True)
+  rundir.write_json_atomic(workdir / rundir.CONFIG, config.to_dict() | {
+      rundir.STATS_KEY: [[0.4] * 3, [0.2] * 3]})
+  for name in (rundir.SUMMARY, rundir.METRICS, f'checkpoints/{STEPS}/state'):
+    (workdir / name).write_text(f'{name} of the finished run')
+
+
+def fail_past_the_workdir_check(monkeypatch):
+  """Makes loading data, building the runner or jitting raise."""
+  def reached(*args, **kwargs):
+    raise AssertionError('got past the workdir check')
+  for module, name in ((train, 'load_data'), (train, 'Runner'), (jax, 'jit')):
+    monkeypatch.setattr(module, name, reached)
+
+
+def test_changed_training_values_are_refused_before_anything_runs(
+    tmp_path, monkeypatch):
+  workdir = tmp_path / 'run'
+  fake_run(workdir, make_config())
+  before = snapshot(workdir)
+  fail_past_the_workdir_check(monkeypatch)
+  config = make_config(learning_rate=0.3, log_every_steps=2,
+                       **{'model.width': 0.125, 'data.synthetic_seed': 1})
+  with pytest.raises(train.ConfigMismatchError) as error:
+    train.train_and_evaluate(config, str(workdir))
+  assert str(error.value).splitlines() == [
+      f'{workdir} holds a run trained with other values; these keys differ '
+      '(saved -> now):',
+      '  data.synthetic_seed: 0 -> 1',  # Other data.
+      '  learning_rate: 0.05 -> 0.3',
+      '  model.width: 0.0625 -> 0.125',
+      'Nothing was changed. Use a fresh --workdir, or rerun with the saved '
+      f'values (all in {workdir / rundir.CONFIG}).']
+  assert snapshot(workdir) == before
+
+
+def test_bookkeeping_changes_pass_the_workdir_check(tmp_path, monkeypatch):
+  # A run of a data folder that has moved since, decoded into another cache
+  # by more workers. (No folder is written: loading the data is stubbed.)
+  workdir = tmp_path / 'run'
+  fake_run(workdir, make_config(**local_source(tmp_path / 'images',
+                                               tmp_path / 'cache')))
+  fail_past_the_workdir_check(monkeypatch)
+  config = make_config(
+      log_every_steps=2, stop_after_steps=1, keep_checkpoints=5,
+      **local_source(tmp_path / 'moved_images', tmp_path / 'other_cache'),
+      **{'ops.conv': 'xla', 'data.num_workers': 2})
+  with pytest.raises(AssertionError, match='got past the workdir check'):
+    train.train_and_evaluate(config, str(workdir))
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_finished_run_with_other_training_values(run6, tmp_path):
+  workdir = copy_run(run6, tmp_path)
+  before = snapshot(workdir)
+  proc = subprocess.run(
+      [sys.executable, *train_cli(workdir, '--config.learning_rate=0.3',
+                                  '--config.model.width=0.125')],
+      cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode != 0
+  assert f'error: {workdir} holds a run trained with other values' in (
+      proc.stderr)
+  assert ('  learning_rate: 0.05 -> 0.3\n  model.width: 0.0625 -> 0.125\n'
+          'Nothing was changed.') in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert 'Resuming' not in proc.stderr
+  assert snapshot(workdir) == before
+
+
+@pytest.mark.slow
+def test_bookkeeping_changes_resume_a_finished_run(run6, tmp_path, caplog):
+  # run6 as a finished run of a data folder that has moved since: its
+  # config.json names the old place, which is gone. (What the checkpoints
+  # were trained on does not enter the workdir check.)
+  workdir = copy_run(run6, tmp_path)
+  before = read_json(workdir / rundir.CONFIG)
+  before['data'] |= {'source': str(tmp_path / 'images'),
+                     'cache_dir': str(tmp_path / 'cache')}
+  rundir.write_json_atomic(workdir / rundir.CONFIG, before)
+  moved = tmp_path / 'moved_images'
+  make_folder(moved, {'train': 10})
+  metrics = (workdir / rundir.METRICS).read_bytes()
+  caplog.set_level(logging.INFO)
+  summary = train.train_and_evaluate(make_config(
+      log_every_steps=2, stop_after_steps=1, **{'ops.conv': 'xla'},
+      **local_source(moved, tmp_path / 'cache')), str(workdir))
+  assert f'Resuming from step {STEPS} ' in caplog.text
+  assert summary['status'] == 'ok' and summary['steps'] == STEPS
+  assert summary['val_accuracy'] == run6[1]['val_accuracy']
+  assert (workdir / rundir.METRICS).read_bytes() == metrics  # No step taken.
+  saved = rundir.load_run_config(str(workdir))
+  assert (saved.log_every_steps, saved.ops.conv) == (2, 'xla')
+  assert saved.data.source == str(moved)
+  assert not rundir.training_changes(saved.to_dict(), before)
+
+
+@pytest.mark.slow
+def test_every_process_refuses_other_training_values(run6, tmp_path):
+  # Process 1 sees an empty workdir, as a host without the shared disk
+  # would: it must fail with process 0, not wait for it at a collective.
+  workdirs = [copy_run(run6, tmp_path), tmp_path / 'empty']
+  workdirs[1].mkdir()
+  before = snapshot(workdirs[0])
+  codes, logs = run_two_processes(
+      lambda i, flags: train_cli(workdirs[i], '--config.learning_rate=0.3',
+                                 *flags),
+      tmp_path, timeout=240)
+  assert codes == [1, 1], '\n'.join(logs)
+  assert '  learning_rate: 0.05 -> 0.3\n' in logs[0]
+  assert '  (found by another process: see its log)\n' in logs[1]
+  assert snapshot(workdirs[0]) == before
+  assert not any(workdirs[1].iterdir())
+
+
 # --- More devices, more processes --------------------------------------------
 
 # One train step from the same state and global batch on a 1-device and a
@@ -395,10 +533,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import input_pipeline, rundir, train
 from configs import test as test_config
 
-source, cache, run6, out = sys.argv[1:]
+run6, out = sys.argv[1:]
 assert jax.device_count() == 4, jax.devices()
 config = test_config.get_config()
-config.data.source, config.data.cache_dir = source, cache
 split = input_pipeline.load_split(config.data, config.data.train_split)
 stats = tuple(tuple(map(float, s)) for s in input_pipeline.dataset_stats(split))
 steps_per_epoch = input_pipeline.steps_per_epoch(len(split.labels), 8)
@@ -441,8 +578,8 @@ with open(f'{out}/result.json', 'w') as f:
 
 
 @pytest.mark.slow
-def test_sharded_step_matches_single_device(run6, tmp_path, data, cache):
-  run_python('-c', SHARDED, data, cache, run6[0], tmp_path, devices=4)
+def test_sharded_step_matches_single_device(run6, tmp_path):
+  run_python('-c', SHARDED, run6[0], tmp_path, devices=4)
   one, four = (dict(np.load(tmp_path / f'step_{n}.npz')) for n in (1, 4))
   assert one.keys() == four.keys()
   for key in one:
@@ -475,27 +612,28 @@ def test_sharded_step_matches_single_device(run6, tmp_path, data, cache):
       'count (4); e.g. --config.batch_size=4.')
 
 
-def worker(workdir, dump, data, cache, *flags):
+def worker(workdir, dump, *flags):
   return ['tests/distributed_worker.py', f'--dump={dump}',
-          *train_cli(workdir, data, cache)[1:], *flags]
+          *train_cli(workdir)[1:], *flags]
 
 
-@pytest.mark.slow
-def test_two_processes_match_each_other_and_a_two_device_run(tmp_path, data,
-                                                             cache):
+def run_two_processes(command, log_dir, timeout):
+  """Runs [python, *command(i, flags)] as processes i = 0, 1 of one
+  jax.distributed run (flags: the --distributed ones; one CPU device each).
+  Returns their exit codes ('timed out' for one still running after
+  `timeout` s) and logs."""
   port = free_port()
   procs, logs = [], []
   try:
-    for i in range(2):  # One CPU device each; one shared workdir.
-      logs.append(open(tmp_path / f'process_{i}.log', 'w'))
+    for i in range(2):
+      flags = ['--distributed', f'--coordinator_address=localhost:{port}',
+               '--num_processes=2', f'--process_id={i}']
+      logs.append(open(log_dir / f'process_{i}.log', 'w'))
       procs.append(subprocess.Popen(
-          [sys.executable, *worker(
-              tmp_path / 'run', tmp_path / 'dump', data, cache,
-              '--distributed', f'--coordinator_address=localhost:{port}',
-              '--num_processes=2', f'--process_id={i}')],
-          cwd=ROOT, env=subprocess_env(devices=1), stdout=logs[i],
+          [sys.executable, *command(i, flags)], cwd=ROOT,
+          env=subprocess_env(devices=1), stdout=logs[i],
           stderr=subprocess.STDOUT))
-    deadline = time.monotonic() + 500
+    deadline = time.monotonic() + timeout
     codes = []
     for proc in procs:
       try:
@@ -508,9 +646,15 @@ def test_two_processes_match_each_other_and_a_two_device_run(tmp_path, data,
         proc.kill()
     for log in logs:
       log.close()
-  tails = '\n'.join((tmp_path / f'process_{i}.log').read_text()[-4000:]
-                    for i in range(2))
-  assert codes == [0, 0], tails
+  return codes, [(log_dir / f'process_{i}.log').read_text() for i in range(2)]
+
+
+@pytest.mark.slow
+def test_two_processes_match_each_other_and_a_two_device_run(tmp_path):
+  codes, logs = run_two_processes(  # One shared workdir.
+      lambda i, flags: worker(tmp_path / 'run', tmp_path / 'dump', *flags),
+      tmp_path, timeout=500)
+  assert codes == [0, 0], '\n'.join(log[-4000:] for log in logs)
 
   summary = read_json(tmp_path / 'run' / 'summary.json')
   assert summary['status'] == 'ok' and summary['steps'] == STEPS
@@ -522,8 +666,7 @@ def test_two_processes_match_each_other_and_a_two_device_run(tmp_path, data,
   assert process_0['step'] == STEPS
   assert_states_equal(process_0, process_1)
 
-  run_python(*worker(tmp_path / 'local', tmp_path / 'local_dump', data, cache),
-             devices=2)
+  run_python(*worker(tmp_path / 'local', tmp_path / 'local_dump'), devices=2)
   local = dict(np.load(tmp_path / 'local_dump' / 'state_0.npz'))
   assert read_json(tmp_path / 'local' / 'summary.json')['device_count'] == 2
   assert_states_close(process_0, local, rtol=1e-5, atol=1e-6)
@@ -535,14 +678,14 @@ def test_two_processes_match_each_other_and_a_two_device_run(tmp_path, data,
 
 
 @pytest.mark.slow
-def test_unknown_model_name(tmp_path, data, cache):
-  config = make_config(data, cache, **{'model.name': 'resnet'})
+def test_unknown_model_name(tmp_path):
+  config = make_config(**{'model.name': 'resnet'})
   with pytest.raises(ValueError, match=r"Unknown model 'resnet'; registered "
                      r'models: googlenet, small_inception'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()  # Raised before writing anything.
   proc = subprocess.run(
-      [sys.executable, *train_cli(tmp_path / 'run', data, cache,
+      [sys.executable, *train_cli(tmp_path / 'run',
                                   '--config.model.name=resnet')],
       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
       timeout=300)
@@ -551,17 +694,16 @@ def test_unknown_model_name(tmp_path, data, cache):
   assert 'Traceback' not in proc.stderr
 
 
-def test_bad_width(tmp_path, data, cache):
-  config = make_config(data, cache, **{'model.width': 0.0})
+def test_bad_width(tmp_path):
+  config = make_config(**{'model.width': 0.0})
   with pytest.raises(ValueError, match=r'width=0\.0: the multiplier must be '
                      r'> 0'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
-def test_batch_size_not_divisible_by_device_count(tmp_path, data, cache,
-                                                  monkeypatch):
+def test_batch_size_not_divisible_by_device_count(tmp_path, monkeypatch):
   monkeypatch.setattr(jax, 'device_count', lambda: 4)
-  config = make_config(data, cache, batch_size=6)
+  config = make_config(batch_size=6)
   with pytest.raises(ValueError, match=r'batch_size=6 must be a positive '
                      r'multiple of the device count \(4\); e\.g\. '
                      r'--config\.batch_size=4'):
@@ -572,41 +714,48 @@ def test_corrupt_image_names_the_file(tmp_path):
   source = tmp_path / 'images'
   make_folder(source, {'train': 4})
   (source / 'train' / 'dog' / '0003.png').write_bytes(b'not a png')
-  config = make_config(source, tmp_path / 'cache')
+  config = make_config(**local_source(source, tmp_path / 'cache'))
   with pytest.raises(input_pipeline.DataError,
                      match=r"'train/dog/0003\.png'.*remove or replace"):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
-def test_missing_split_lists_the_splits_present(tmp_path, data, cache):
-  config = make_config(data, cache, **{'data.eval_split': 'valid'})
+def test_missing_split_lists_the_splits_present(tmp_path):
+  config = make_config(**{'data.eval_split': 'valid'})
   with pytest.raises(input_pipeline.MissingSplitError,
-                     match=r"no split 'valid'; it has \['test', 'train'\]"):
+                     match=r"The 'synthetic' source has no split 'valid'; "
+                     r"it has \['test', 'train'\]"):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
 @pytest.mark.slow
-def test_mismatched_checkpoint_is_refused_and_left_unchanged(run6, tmp_path,
-                                                           data, cache):
+def test_mismatched_checkpoint_is_refused_and_left_unchanged(run6, tmp_path):
+  # Without config.json (which check_workdir_config compares against), the
+  # checkpoints' own fingerprint still refuses another model.
   workdir = copy_run(run6, tmp_path)
-  before = listing(workdir)
-  config = make_config(data, cache, **{'model.width': 0.125})
+  (workdir / rundir.CONFIG).unlink()
+  before = snapshot(workdir)
+  config = make_config(**{'model.width': 0.125})
   with pytest.raises(checkpoints.CheckpointMismatchError,
                      match=r'latest: step 6\) of a different model.*'
                      r"'width': \(0\.0625, 0\.125\).*Nothing was overwritten"):
     train.train_and_evaluate(config, str(workdir))
-  assert listing(workdir) == before
+  assert snapshot(workdir) == before
 
 
 @pytest.mark.slow
-def test_nan_diverges_and_keeps_the_last_finite_checkpoint(run6, tmp_path,
-                                                           data, cache):
-  # Go on from run6's step 6, checkpointing every step, with a NaN learning
-  # rate: step 7's loss is finite (it is of step 6's params) but its update
-  # makes every param NaN. No checkpoint of NaN params may be written.
+def test_nan_diverges_and_keeps_the_last_finite_checkpoint(run6, tmp_path):
+  # Go on from run6's step 6, checkpointing every step, with an infinite
+  # learning rate: step 7's loss is finite (it is of step 6's params) but its
+  # update makes the params non-finite. No checkpoint of them may be written.
   workdir = copy_run(run6, tmp_path)
-  config = make_config(data, cache, learning_rate=float('nan'),
-                       num_train_steps=9, checkpoint_every_steps=1)
+  config = make_config(learning_rate=float('inf'), num_train_steps=9,
+                       checkpoint_every_steps=1)
+  # As if run6 had been started so: the workdir check compares with this.
+  # (Not NaN: NaN != NaN, and the check would refuse the workdir.)
+  saved = read_json(workdir / rundir.CONFIG)
+  rundir.write_json_atomic(workdir / rundir.CONFIG, config.to_dict() | {
+      rundir.STATS_KEY: saved[rundir.STATS_KEY]})
   with pytest.raises(FloatingPointError, match='Training diverged'):
     train.train_and_evaluate(config, str(workdir))
   summary = read_json(workdir / 'summary.json')
@@ -620,12 +769,11 @@ def test_nan_diverges_and_keeps_the_last_finite_checkpoint(run6, tmp_path,
 
 @pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(run6, tmp_path,
-                                                              data, cache,
                                                               caplog):
   workdir = copy_run(run6, tmp_path)
   shutil.rmtree(workdir / 'checkpoints' / '6' / 'state')
   caplog.set_level(logging.INFO)
-  summary = train.train_and_evaluate(make_config(data, cache), str(workdir))
+  summary = train.train_and_evaluate(make_config(), str(workdir))
   assert re.search(r'Checkpoint at step 6 .* failed to restore .*falling '
                    r'back to the previous one', caplog.text)
   assert 'Resuming from step 3 ' in caplog.text
@@ -637,8 +785,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(run6, tmp_path,
   assert_states_equal(restored(workdir), restored(run6[0]))
 
 
-def test_bad_cpu_vector_width(tmp_path, data, cache):
-  config = make_config(data, cache, **{'ops.cpu_vector_width': '128'})
+def test_bad_cpu_vector_width(tmp_path):
+  config = make_config(**{'ops.cpu_vector_width': '128'})
   with pytest.raises(ValueError, match=r"ops.cpu_vector_width='128' is not "
                      r"valid; choose one of 'auto', '256', '512'"):
     train.train_and_evaluate(config, str(tmp_path / 'run'))

@@ -5,6 +5,16 @@ A run is a name, a config (file[:args]) and overrides of its keys:
   Run('naive', 'configs/cifar_cpu.py:module=naive', {'num_epochs': 3.0})
 
 `product` and `zip_` build the override dicts of a grid.
+
+A sweep file may also set, at module level:
+
+  SEEDS = 3           # seeds per run when --seeds is not given (default 1):
+                      # run `naive` then trains in naive-seed<s> for s =
+                      # config.seed .. config.seed + 2.
+  BASELINE = 'naive'  # the run the others are compared against (a name
+                      # from get_sweep; default None: the report's choice).
+
+scripts/sweep.py checks both and records them in the sweep's sweep.json.
 """
 
 import dataclasses

@@ -9,6 +9,9 @@ to width 0.125 and 3 epochs.
 from configs.common import parse_arg
 from configs.sweeps.common import Run, base_config, name_of, product
 
+# GoogLeNet's own 5x5 branch; the factorised forms are read against it.
+BASELINE = 'branch5=5x5'
+
 
 def get_sweep(arg=None):
   arg = parse_arg(arg, size='full')

@@ -12,6 +12,10 @@ import accounting
 from configs.common import load_config, parse_arg
 from configs.sweeps.common import Run, base_config
 
+# The reduced network sets the compute the narrowed naive one is matched to,
+# so both naive runs are read against it.
+BASELINE = 'reduced'
+
 
 def get_sweep(arg=None):
   arg = parse_arg(arg, size='full')

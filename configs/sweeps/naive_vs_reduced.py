@@ -7,6 +7,10 @@
 from configs.common import parse_arg
 from configs.sweeps.common import Run, base_config
 
+# The question is what the reductions buy, so the reduced run is read
+# against the naive one ("reduced vs naive": its savings and its cost).
+BASELINE = 'naive'
+
 
 def get_sweep(arg=None):
   arg = parse_arg(arg, size='full')

@@ -6,6 +6,9 @@
 from configs.common import parse_arg
 from configs.sweeps.common import Run, base_config, name_of, product
 
+# The paper's dual-purpose ReLU is the default; linear is the ablation.
+BASELINE = 'reduce_act=relu'
+
 
 def get_sweep(arg=None):
   arg = parse_arg(arg, size='full')

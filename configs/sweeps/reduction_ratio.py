@@ -10,6 +10,8 @@ from configs.common import parse_arg
 from configs.sweeps.common import Run, base_config
 
 FACTORS = (0.25, 0.5, 1.0, 2.0)
+# The default reduction width; the other factors are read against it.
+BASELINE = 'reduce_x1'
 
 
 def get_sweep(arg=None):

@@ -42,7 +42,8 @@ STATS_KEY = 'data_stats'  # In config.json: the train split's (mean, std).
 SUMMARY_KEYS = (
     'status', 'model', 'module', 'workdir', 'params', 'macs_per_image',
     'xla_flops_per_image', 'train_step_flops', 'train_images_per_s',
-    'compile_seconds', 'train_seconds', 'steps', 'epochs', 'batch_size',
+    'compile_seconds', 'train_seconds', 'wall_seconds', 'time_to_target_s',
+    'steps', 'epochs', 'batch_size',
     'val_split', 'val_accuracy', 'best_val_accuracy', 'test_accuracy',
     'device_kind', 'device_count', 'process_count', 'jax_version', 'error')
 
@@ -107,6 +108,7 @@ def read_status(run_dir) -> str | None:
 # Everything else in config.json is part of the run's identity.
 BOOKKEEPING = (
     'log_every_steps', 'eval_every_steps', 'eval_batch_size',
+    'target_accuracy',
     'checkpoint_every_steps', 'keep_checkpoints', 'stop_after_steps',
     'distributed', 'data.data_dir', 'data.cache_dir', 'data.num_workers',
     'ops.*', STATS_KEY)

@@ -198,6 +198,10 @@ def init_state(model, config, tx) -> TrainState:
                            tx=tx, batch_stats=variables.get('batch_stats', {}))
 
 
+# XLA options for compiling the initial state, per backend.
+INIT_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 0}}
+
+
 class Runner:
   """Model, mesh, jitted steps and data placement for one config."""
 
@@ -230,8 +234,13 @@ class Runner:
         s.shape, s.dtype, sharding=self.replicated), abstract)
 
   def create_state(self, tx) -> TrainState:
+    """The initial state, compiled unoptimised where XLA allows: it runs
+    once, and optimising its many small RNG programs costs far more compile
+    time than it saves (the values agree to float rounding)."""
     return jax.jit(functools.partial(self.init_state, tx),
-                   out_shardings=self.replicated)()
+                   out_shardings=self.replicated,
+                   compiler_options=INIT_COMPILER_OPTIONS.get(
+                       jax.default_backend()))()
 
   def evaluate(self, state, split: input_pipeline.Split) -> dict:
     """Accuracy, loss and confusion matrix over every example of `split`."""
@@ -383,15 +392,32 @@ class MetricLog:
 
 
 class Timer:
-  """Training wall time (evaluation and checkpoints excluded), and the
-  images per second of the steps alone: XLA's compile is timed apart."""
+  """Training time (evaluation and checkpoints excluded), the images per
+  second of the steps alone (XLA's compile is timed apart), and the wall
+  time of the whole run since `started` (data, compiles, evaluations), which
+  time_to_target_s is measured in. Each adds to the previous sessions' of a
+  resumed run."""
 
-  def __init__(self, previous: dict):
+  def __init__(self, previous: dict, started: float):
     self.seconds = previous.get('train_seconds', 0.0)
     self.compile_seconds = previous.get('compile_seconds') or 0.0
     self.images, self.step_seconds = 0, 0.0
     self.previous_rate = previous.get('train_images_per_s')
+    self.previous_wall = previous.get('wall_seconds') or 0.0
+    self.started = started
+    self.time_to_target = previous.get('time_to_target_s')
     self.start()
+
+  @property
+  def wall_seconds(self) -> float:
+    return self.previous_wall + time.perf_counter() - self.started
+
+  def evaluated(self, accuracy: float, target: float, step: int) -> None:
+    """Records the wall time of the first evaluation that reaches target."""
+    if 0 < target <= accuracy and self.time_to_target is None:
+      self.time_to_target = self.wall_seconds
+      logging.info('Target accuracy %.4f reached at step %d, %.1f s into the '
+                   'run.', target, step, self.time_to_target)
 
   def start(self) -> None:
     self.tick, self.compiling = time.perf_counter(), 0.0
@@ -469,6 +495,7 @@ def train_loop(config, runner: Runner, data: Data, state: TrainState,
       if last or done % config.eval_every_steps == 0:
         val_result = runner.evaluate(state, data.val)
         best = max(best, val_result['accuracy'])
+        timer.evaluated(val_result['accuracy'], config.target_accuracy, done)
         log(done, {'val/accuracy': val_result['accuracy'],
                    'val/loss': val_result['loss']})
         logging.info('step %d  val accuracy %.4f  loss %.4f', done,
@@ -530,7 +557,8 @@ def make_summary(config, workdir: str, runner: Runner, data: Data,
       'train_step_flops': result.step_flops,
       'train_images_per_s': timer.images_per_s,
       'compile_seconds': timer.compile_seconds,
-      'train_seconds': timer.seconds, 'steps': result.step,
+      'train_seconds': timer.seconds, 'wall_seconds': timer.wall_seconds,
+      'time_to_target_s': timer.time_to_target, 'steps': result.step,
       'epochs': result.step / data.steps_per_epoch,
       'batch_size': config.batch_size, 'val_split': data.val.name,
       'val_accuracy': val_accuracy,
@@ -551,6 +579,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns the summary also written to workdir/summary.json. A workdir of a
   run with other training values is refused (check_workdir_config).
   """
+  started = time.perf_counter()
   check_workdir_config(config, workdir)
   check_config(config)
   quiet_orbax()
@@ -562,7 +591,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                             data.stats)
   costs = accounting.summarize(config)['total']
   log = MetricLog(workdir, config, resumed=int(jax.device_get(state.step)) > 0)
-  timer = Timer(previous)
+  timer = Timer(previous, started)
   result = train_loop(config, runner, data, state, ckpt, schedule, log, timer,
                       best=previous.get('best_val_accuracy', 0.0))
   ckpt.close()

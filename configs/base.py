@@ -93,6 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Evaluation, checkpoints and logging (in steps).
   config.eval_every_steps = 1000
+  config.target_accuracy = 0.0  # > 0: summary.json's time_to_target_s is the
+                                # wall time at the first evaluation reaching it.
   config.eval_batch_size = 500
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3

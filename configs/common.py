@@ -52,6 +52,8 @@ def load_module(path: str):
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-  """'configs/x.py:k=v' -> that file's get_config('k=v')."""
+  """'configs/x.py:k=v' -> that file's get_config('k=v'); without ':',
+  get_config() (as ml_collections' config flags call it)."""
   path, _, arg = spec.partition(':')
-  return load_module(path).get_config(arg or None)
+  module = load_module(path)
+  return module.get_config(arg) if arg else module.get_config()

@@ -10,9 +10,10 @@ import tokenize
 import pytest
 
 from configs import base, googlenet, small_inception
-from configs.common import parse_arg
+from configs.common import load_config, parse_arg
 from models import GoogLeNet, SmallInception, build_model, inception
 import ops
+import rundir
 
 README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
 # The valid values of each knob, as the code checks them.
@@ -50,6 +51,21 @@ def test_configs_build_their_model(get_config, arg, cls):
   for key, value in config.model.items():
     if key != 'name':
       assert getattr(model, key, getattr(model.opts, key, None)) == value
+
+
+SHIPPED = sorted(p.name for p in (README.parent / 'configs').glob('*.py')
+                 if p.stem not in ('__init__', 'common'))
+
+
+@pytest.mark.parametrize('name', SHIPPED)
+def test_every_shipped_config_builds_its_model(name):
+  config = load_config(f'configs/{name}')
+  model = build_model(config.model)
+  assert isinstance(model, (GoogLeNet, SmallInception))
+  # No key beyond base.py's, save network fields the model accepted above.
+  extra = set(rundir.flatten(config.to_dict())) - set(
+      rundir.flatten(base.get_config().to_dict()))
+  assert all(k.startswith('model.') for k in extra), extra
 
 
 def test_base_config_keys_are_all_model_fields():

@@ -176,6 +176,25 @@ def copy_run(run6, tmp_path):
   return workdir
 
 
+def test_time_to_target_is_the_wall_time_of_the_first_evaluation_reaching_it(
+    monkeypatch):
+  clock = [100.0]
+  monkeypatch.setattr(train.time, 'perf_counter', lambda: clock[0])
+  timer = train.Timer({'wall_seconds': 50.0}, started=100.0)  # Resumed.
+  for now, accuracy in [(130.0, 0.85), (160.0, 0.91), (200.0, 0.95)]:
+    clock[0] = now
+    timer.evaluated(accuracy, target=0.9, step=int(now))
+  assert timer.time_to_target == 50.0 + 60.0  # At 160 s, not 200 s.
+  assert timer.wall_seconds == 50.0 + 100.0
+  # A later session keeps the first time; a target of 0 records none.
+  later = train.Timer({'time_to_target_s': 110.0}, started=200.0)
+  later.evaluated(0.99, target=0.9, step=1)
+  assert later.time_to_target == 110.0
+  off = train.Timer({}, started=0.0)
+  off.evaluated(1.0, target=0.0, step=1)
+  assert off.time_to_target is None
+
+
 # --- A run and its outputs ---------------------------------------------------
 
 
@@ -197,6 +216,11 @@ def test_run_writes_summary_metrics_config_events_and_checkpoints(run6):
   for key in ('val_accuracy', 'best_val_accuracy', 'test_accuracy'):
     assert 0 <= summary[key] <= 1, key
   assert summary['best_val_accuracy'] >= summary['val_accuracy']
+  # Wall time spans data, the init's compile and evaluations too (training
+  # time holds the step's compile); no target was set.
+  assert summary['wall_seconds'] > summary['train_seconds']
+  assert summary['train_seconds'] > summary['compile_seconds']
+  assert summary['time_to_target_s'] is None
   assert summary['device_kind'] == jax.devices()[0].device_kind
   assert summary['device_count'] == jax.device_count()
   assert summary['jax_version'] == jax.__version__

@@ -25,17 +25,19 @@ $(STAMP): requirements.txt
 $(ONEDNN_LIB): ops/onednn/onednn_conv.cc $(STAMP)
 	$(PY) -m ops.onednn.build --optional
 
-# The main job: the CPU-sized naive-vs-reduced sweep on CIFAR-10, then the
-# report. Data comes from TFDS; point it at a local copy with e.g.
+# The main job: naive against reduced modules, 3 seeds each, on a 2-epoch
+# budget of the fast CPU recipe (configs/cifar_fast.py), then the report.
+# Data comes from TFDS; point it at a local copy with e.g.
 #   make main ARGS=--config.data.source=../shared/data/cifar10-train-jpeg.tar.gz
-RUNS ?= runs/naive_vs_reduced
+RUNS ?= runs/main
 # Transparent huge pages for malloc: XLA:CPU allocates each step's buffers
 # afresh, and with 4 KiB pages it faults them in again every step (about 15% of
 # a small net's step time here). A no-op where the kernel has no THP.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 ARGS ?=
 main: setup
-	$(PY) scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py:size=cpu --workdir=$(RUNS) $(ARGS)
+	$(PY) scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py:size=fast \
+	    --seeds=3 --config.num_epochs=2 --workdir=$(RUNS) $(ARGS)
 	$(PY) scripts/report.py $(RUNS)
 
 # One pytest worker per core (pytest-xdist), each taking whole test files so

@@ -48,12 +48,15 @@ def name_of(overrides: dict[str, Any]) -> str:
   return ','.join(f'{k.split(".")[-1]}={v}' for k, v in overrides.items())
 
 
-# The network each sweep varies: `cpu` trains in minutes on 2 cores,
-# `full` is the paper-size GoogLeNet on CIFAR-10, for accelerators.
+# The network each sweep varies: `cpu` trains in minutes on 2 cores, `fast`
+# is the same small net in the fast recipe (configs/cifar_fast.py), `full` is
+# the paper-size GoogLeNet on CIFAR-10, for accelerators.
 SIZES = {
     'cpu': 'configs/cifar_cpu.py',
+    'fast': 'configs/cifar_fast.py',
     'full': 'configs/googlenet.py:stem=cifar',
 }
+SMALL_NET_SIZES = ('cpu', 'fast')  # The small Inception net of Zhang et al.
 
 
 def base_config(size: str, module: str) -> str:

@@ -153,6 +153,14 @@ def training_changes(saved: dict, current: dict) -> list[str]:
   return lines
 
 
+def saved_training_changes(workdir: str, current: dict) -> list[str]:
+  """training_changes from the workdir's config.json to `current`; [] where
+  the workdir has none."""
+  if not os.path.exists(os.path.join(workdir, CONFIG)):
+    return []
+  return training_changes(load_run_config(workdir).to_dict(), current)
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """A run's saved config; its normalisation stats under STATS_KEY."""
   path = os.path.join(workdir, CONFIG)

@@ -91,7 +91,7 @@ def check_workdir_config(config: ml_collections.ConfigDict,
   would mix two configs under one config.json and summary. Bookkeeping keys
   (rundir.BOOKKEEPING: logging, stopping, data paths, ops) may change. With
   several processes all of them raise, also one that cannot see the file."""
-  changes = saved_training_changes(config, workdir)
+  changes = rundir.saved_training_changes(workdir, config.to_dict())
   if jax.process_count() > 1:
     anyone = multihost_utils.process_allgather(np.int32(bool(changes)))
     if anyone.any() and not changes:
@@ -102,14 +102,6 @@ def check_workdir_config(config: ml_collections.ConfigDict,
         '(saved -> now):\n' + ''.join(f'  {line}\n' for line in changes) +
         'Nothing was changed. Use a fresh --workdir, or rerun with the saved '
         f'values (all in {os.path.join(workdir, rundir.CONFIG)}).')
-
-
-def saved_training_changes(config, workdir: str) -> list[str]:
-  """rundir.training_changes from the workdir's config.json, if it has one."""
-  if not os.path.exists(os.path.join(workdir, rundir.CONFIG)):
-    return []
-  return rundir.training_changes(rundir.load_run_config(workdir).to_dict(),
-                                 config.to_dict())
 
 
 def make_optimizer(config, steps_per_epoch: int, total_steps: int):

@@ -140,8 +140,8 @@ def load_runs(directory, sweep: dict | None = None) -> list[dict]:
     config = None
     if (folder / rundir.CONFIG).exists():
       try:
-        config = rundir.read_json(folder / rundir.CONFIG)
-      except (OSError, ValueError) as e:
+        config = rundir.load_run_config(str(folder)).to_dict()
+      except (OSError, TypeError, ValueError) as e:
         _warn(f'{folder / rundir.CONFIG}: {e}; grouping {name!r} by name.')
     evals = {p.stem[len(rundir.EVAL_PREFIX):]: _read_eval(p)
              for p in sorted(folder.glob(f'{rundir.EVAL_PREFIX}*.json'))}

@@ -186,16 +186,16 @@ def build_config(run: Run, config_args: list[str],
         f'(nothing was launched): {reason(e)}') from None
 
 
-def seeded(run: Run, config_args: list[str], base_seed: int,
+def seeded(run: Run, config_args: list[str], config: dict,
            seeds: int) -> list[Job]:
-  """The run at seeds base_seed .. base_seed + seeds - 1, one directory
-  each, named by its seed."""
+  """The run at seeds config['seed'] .. + seeds - 1, one directory each,
+  named by its seed; each config is `config` with that seed."""
   jobs = []
-  for seed in range(base_seed, base_seed + seeds):
+  for seed in range(config['seed'], config['seed'] + seeds):
     args = ([a for a in config_args if not a.startswith(SEED_FLAG)]
             + [f'{SEED_FLAG}{seed}'])
     jobs.append(Job(f'{run.name}-seed{seed}', run.name, seed, args,
-                    parse_config(args)))
+                    {**config, 'seed': seed}))
   return jobs
 
 
@@ -209,26 +209,13 @@ def expand(runs: list[Run], seeds: int, overrides: list[str]) -> list[Job]:
     if seeds == 1:
       jobs.append(Job(run.name, run.name, config['seed'], config_args, config))
     else:
-      jobs += seeded(run, config_args, config['seed'], seeds)
+      jobs += seeded(run, config_args, config, seeds)
   return jobs
 
 
 def command(job: Job, workdir: str) -> list[str]:
   return [sys.executable, 'train.py', job.flags[0],
           f'--workdir={os.path.join(workdir, job.name)}', *job.flags[1:]]
-
-
-def stale_changes(job: Job, run_dir: str) -> list[str]:
-  """How the config saved in run_dir differs from the job's, in keys that
-  change training; [] where run_dir holds no config.json."""
-  if not os.path.exists(os.path.join(run_dir, rundir.CONFIG)):
-    return []
-  try:
-    saved = rundir.load_run_config(run_dir).to_dict()
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{run_dir}/{rundir.CONFIG} does not parse ({e}): move '
-                     'the directory aside, or delete it, and rerun.') from None
-  return rundir.training_changes(saved, job.config)
 
 
 def move_aside(run_dir: str) -> str:
@@ -346,7 +333,8 @@ def run_sweep(spec: str, workdir: str, overrides: list[str], *,
   jobs = expand(sweep.runs, seeds, overrides)
   workdir = os.path.abspath(workdir)  # train.py runs in REPO.
   stale = {j.name: changes for j in jobs
-           if (changes := stale_changes(j, os.path.join(workdir, j.name)))}
+           if (changes := rundir.saved_training_changes(
+               os.path.join(workdir, j.name), j.config))}
   if dry_run:
     print_dry_run(jobs, workdir, stale)
     return

@@ -6,16 +6,23 @@ Restores with the run's own saved config (DIR/config.json), on any device
 count, and writes DIR/eval_<split>.json: accuracy, loss, num_examples,
 per-class accuracy and the confusion matrix. --data points the run at
 another source, e.g. a folder with a `test/` split.
+
+It may run while the run still trains (it takes no workdir lock): it reads
+only finished checkpoints (orbax lists a step once its save is complete) and
+writes only DIR/eval_<split>.json, which training never writes. A workdir
+without a checkpoint is refused, and left as it was.
 """
 
 import os
 
 import jax
+import orbax.checkpoint as ocp
 from absl import app, flags, logging
 
 import input_pipeline
 import rundir
 import train
+from configs.common import parse_flags
 
 # --workdir is train.py's flag (defining it again raises DuplicateFlagError).
 flags.DEFINE_string('split', None, "Split to evaluate; default: the run's "
@@ -27,12 +34,20 @@ FLAGS = flags.FLAGS
 def evaluate(workdir: str, split: str | None = None,
              data: str | None = None) -> dict:
   config = rundir.load_run_config(workdir)
+  directory = os.path.join(workdir, 'checkpoints')  # checkpoints.Checkpoints'.
+  if not ocp.utils.checkpoint_steps(directory):
+    raise ValueError(
+        f'{workdir} has no checkpoint to evaluate (none in {directory}): '
+        f'train it first (python train.py --workdir={workdir} ...).')
   if data:
     config.data.source = data
   split = split or config.data.eval_split
   train.check_config(config)
+  examples = input_pipeline.load_split(config.data, split)
+  train.check_image_fits(config.image_size, min(examples.images.shape[1:3]),
+                         f'the {split!r} images of {config.data.source}')
   runner, state = train.restore_for_eval(config, workdir)
-  result = runner.evaluate(state, input_pipeline.load_split(config.data, split))
+  result = runner.evaluate(state, examples)
   result |= {'step': int(jax.device_get(state.step)),
              'source': config.data.source}
   path = os.path.join(workdir, rundir.eval_file(split))
@@ -54,4 +69,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

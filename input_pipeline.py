@@ -22,7 +22,10 @@ cover the split and are the same on every run. Decoding a local source with
 
 Problems with the data raise `DataError` (a ValueError) whose message says
 what to fix: `MissingSplitError` for an absent split, `DataUnavailableError`
-(also a RuntimeError) when TFDS cannot download or prepare the dataset.
+(also a RuntimeError) when TFDS cannot download or prepare the dataset (on a
+host that cannot resolve the download server, within seconds: TFDS itself
+would retry for minutes). `check_data(config.data)` runs these checks once,
+without loading a split (a sweep does, before launching its runs).
 """
 
 import collections
@@ -36,8 +39,12 @@ import os
 import pathlib
 import posixpath
 import re
+import socket
 import tarfile
 import tempfile
+import threading
+import urllib.parse
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 
@@ -54,6 +61,9 @@ DEFAULT_CACHE_DIR = '~/.cache/pointwise'
 _CACHE_VERSION = 1  # Bump when the cached arrays change meaning.
 _DECODE_CHUNK = 1000  # Images per task sent to a decoding process.
 _SPLIT_RE = re.compile(r'^([\w-]+)(?:\[(?:(-?\d+)%)?:(?:(-?\d+)%)?\])?$')
+# Seconds to wait for a download server's name to resolve before calling the
+# host offline (the resolver has no timeout of its own).
+RESOLVE_TIMEOUT_S = 5.0
 
 Array = np.ndarray | jax.Array
 
@@ -91,6 +101,27 @@ class Split:
     return len(self.class_names)
 
 
+def _with_defaults(data_cfg) -> ml_collections.ConfigDict:
+  cfg = default_config()
+  cfg.update(ml_collections.ConfigDict(data_cfg).to_dict())
+  return cfg
+
+
+def check_data(data_cfg: ml_collections.ConfigDict) -> None:
+  """Raises a DataError saying what to fix where `data_cfg`'s source cannot
+  be read, loading no split: TFDS prepares the dataset if it is not yet
+  (downloading it, as load_split would; an offline host fails within
+  seconds); a local source must exist and be readable; the synthetic
+  source's settings are checked (nothing is made)."""
+  cfg = _with_defaults(data_cfg)
+  if cfg.source == 'tfds':
+    _tfds_builder(cfg)
+  elif cfg.source == 'synthetic':
+    _synthetic_settings(cfg)
+  else:
+    _local_path(cfg)
+
+
 def load_split(data_cfg: ml_collections.ConfigDict, split: str) -> Split:
   """Loads `split` (e.g. 'train[:90%]') of the source that `data_cfg` names.
 
@@ -98,8 +129,7 @@ def load_split(data_cfg: ml_collections.ConfigDict, split: str) -> Split:
   range of every class, so a split string selects the same examples from the
   same data whichever source holds it.
   """
-  cfg = default_config()
-  cfg.update(ml_collections.ConfigDict(data_cfg).to_dict())  # Fill defaults.
+  cfg = _with_defaults(data_cfg)
   name, start, end = _parse_split(split)
   builtin = {'tfds': _load_tfds, 'synthetic': _load_synthetic}
   load = builtin.get(cfg.source, _load_local)
@@ -162,19 +192,8 @@ def _load_tfds(cfg: ml_collections.ConfigDict, name: str):
   In TFDS's stored order; TFDS slicing is not used, since it cuts the split
   in that order rather than per class.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], 'GPU')  # Leave the GPUs to JAX.
-  except RuntimeError:  # TensorFlow was already initialised elsewhere.
-    pass
-
-  builder = tfds.builder(cfg.dataset, data_dir=cfg.data_dir)
-  try:
-    builder.download_and_prepare()
-  except Exception as e:  # pylint: disable=broad-except
-    raise DataUnavailableError(_tfds_help(cfg, builder.data_dir_root, e)) from e
-
+  builder = _tfds_builder(cfg)
   present = list(builder.info.splits)  # Empty if unknown, e.g. mock data.
   if present:
     _check_split_present(name, present, f'TFDS dataset {cfg.dataset!r}')
@@ -186,6 +205,83 @@ def _load_tfds(cfg: ml_collections.ConfigDict, name: str):
   labels = np.concatenate([y for _, y in batches])
   label_key = builder.info.supervised_keys[1]
   return images, labels, builder.info.features[label_key].names
+
+
+def _tfds_builder(cfg: ml_collections.ConfigDict):
+  """The TFDS builder of cfg.dataset, the dataset prepared (downloaded first
+  if need be; where the download server does not resolve, failing at once)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.set_visible_devices([], 'GPU')  # Leave the GPUs to JAX.
+  except RuntimeError:  # TensorFlow was already initialised elsewhere.
+    pass
+  try:
+    builder = tfds.builder(cfg.dataset, data_dir=cfg.data_dir)
+  except tfds.core.DatasetNotFoundError:
+    raise DataError(
+        f'TFDS has no dataset {cfg.dataset!r}: set --config.data.dataset to a '
+        "TFDS name, e.g. 'cifar10' (or --config.data.source to 'synthetic' "
+        'or a local folder).') from None
+  if builder.is_prepared():
+    return builder
+  try:
+    _check_download_servers(builder)
+    builder.download_and_prepare()
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataUnavailableError(_tfds_help(cfg, builder.data_dir_root, e)) from e
+  return builder
+
+
+def _check_download_servers(builder) -> None:
+  """Raises ConnectionError if a file the builder would download has a
+  server (or proxy) whose name does not resolve: offline, TFDS would retry
+  for minutes before failing. Files already downloaded, or in the manual
+  dir, need no server."""
+  try:  # TFDS's names of downloaded files (not part of its public API).
+    from tensorflow_datasets.core.download.resource import get_dl_fname  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return  # Cannot tell what is downloaded: let TFDS try.
+  downloads = os.path.join(builder.data_dir_root, 'downloads')
+  hosts = set()
+  for url, info in (builder.url_infos or {}).items():
+    local = [os.path.join(downloads, 'manual', info.filename or ''),
+             os.path.join(downloads, get_dl_fname(url, info.checksum)),
+             os.path.join(downloads, get_dl_fname(url))]
+    if not any(map(os.path.isfile, local)):
+      hosts.add(_server(url))
+  for host in sorted(hosts - {None}):
+    if not _resolves(host):
+      raise ConnectionError(
+          f'cannot resolve the download server {host} within '
+          f'{RESOLVE_TIMEOUT_S:g} s: this host looks offline')
+
+
+def _server(url: str) -> str | None:
+  """The host a download of `url` connects to: its proxy's, if any."""
+  parts = urllib.parse.urlparse(url)
+  proxy = urllib.request.getproxies().get(parts.scheme)
+  if proxy and not urllib.request.proxy_bypass(parts.hostname or ''):
+    return urllib.parse.urlparse(proxy).hostname
+  return parts.hostname
+
+
+def _resolves(host: str) -> bool:
+  """Whether `host` resolves within RESOLVE_TIMEOUT_S (in a daemon thread:
+  getaddrinfo has no timeout, and a hung one must not hold up the exit)."""
+  resolved = []
+
+  def resolve():
+    try:
+      socket.getaddrinfo(host, 443)
+      resolved.append(True)
+    except OSError:  # socket.gaierror included.
+      pass
+
+  thread = threading.Thread(target=resolve, daemon=True)
+  thread.start()
+  thread.join(RESOLVE_TIMEOUT_S)
+  return bool(resolved)
 
 
 def _tfds_help(cfg: ml_collections.ConfigDict, data_dir_root,
@@ -200,9 +296,9 @@ def _tfds_help(cfg: ml_collections.ConfigDict, data_dir_root,
       'data dir that holds it or the prepared dataset) and re-run; or\n'
       '  (b) use a local copy instead: '
       '--config.data.source=../shared/data/cifar10-train-jpeg.tar.gz '
-      '(an image folder or .tar.gz/.zip of <split>/<class>/*.jpg); it has only '
-      "'train', so also set --config.data.train_split='train[:90%]' "
-      "--config.data.eval_split='train[90%:]'.")
+      '(an image folder or .tar.gz/.zip of <split>/<class>/*.jpg; with only '
+      "a 'train' split, the default splits hold out train[90%:] for "
+      'validation).')
 
 
 # --- Synthetic ---------------------------------------------------------------
@@ -313,12 +409,7 @@ def _load_local(cfg: ml_collections.ConfigDict, name: str):
 
   Sorted by class, then file name.
   """
-  source = os.path.abspath(os.path.expanduser(cfg.source))
-  if not os.path.exists(source):
-    raise DataError(
-        f"Data source {cfg.source!r} does not exist. Set --config.data.source "
-        "to 'tfds', 'synthetic' or an image folder or .tar.gz/.zip archive.")
-
+  source = _local_path(cfg)
   cache_path = _cache_path(cfg, source, name)
   if os.path.exists(cache_path):
     with np.load(cache_path) as cached:
@@ -329,6 +420,21 @@ def _load_local(cfg: ml_collections.ConfigDict, name: str):
     _save_npz(cache_path, images=images, labels=labels,
               class_names=np.array(class_names))
   return images, labels, class_names
+
+
+def _local_path(cfg: ml_collections.ConfigDict) -> str:
+  """cfg.source as an absolute path, checked: it exists and is readable."""
+  source = os.path.abspath(os.path.expanduser(cfg.source))
+  if not os.path.exists(source):
+    raise DataError(
+        f"Data source {cfg.source!r} does not exist. Set --config.data.source "
+        "to 'tfds', 'synthetic' or an image folder or .tar.gz/.zip archive.")
+  mode = os.R_OK | (os.X_OK if os.path.isdir(source) else 0)
+  if not os.access(source, mode):
+    raise DataError(
+        f'Data source {source} is not readable by this user: fix its '
+        f'permissions (e.g. chmod -R a+rX {source}) or copy it elsewhere.')
+  return source
 
 
 def _decode_split(source: str, split: str, num_workers: int | None):

@@ -7,6 +7,9 @@
                          sweep tool writes 'failed' for a run that crashed).
   DIR/metrics.jsonl      one JSON object per logged step.
   DIR/eval_<split>.json  eval.py's result on a split (eval_file(split)).
+  DIR/train.lock         LOCK, while a training holds the workdir
+                         (workdir_lock): who holds it, since when. One that a
+                         killed training left behind holds nothing.
 
 A sweep directory (scripts/sweep.py) holds one run directory per run and seed,
 and SWEEP:
@@ -22,11 +25,16 @@ train.py writes these; eval.py, scripts/sweep.py and scripts/report.py read
 them. Kept free of JAX and plotting so the sweep and report tools start fast.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import re
-from typing import Callable, TextIO
+import socket
+import time
+from typing import Callable, Iterator, TextIO
 
+from absl import logging
 import ml_collections
 
 CONFIG = 'config.json'
@@ -35,6 +43,10 @@ METRICS = 'metrics.jsonl'
 EVAL_PREFIX = 'eval_'
 SWEEP = 'sweep.json'
 STATS_KEY = 'data_stats'  # In config.json: the train split's (mean, std).
+LOCK = 'train.lock'  # Held by the training that writes the run (workdir_lock).
+# train.py's exit status when another process holds the workdir: the run is
+# not this process's to record (a sweep must not mark it failed).
+IN_USE_EXIT_CODE = 75  # sysexits' EX_TEMPFAIL: try again later.
 
 # summary.json's keys in the order train.py writes them ('test_accuracy' only
 # where there is a test split; 'error' only where scripts/sweep.py recorded a
@@ -100,6 +112,78 @@ def read_status(run_dir) -> str | None:
   except (FileNotFoundError, json.JSONDecodeError):
     return None
   return summary.get('status') if isinstance(summary, dict) else None
+
+
+class WorkdirInUseError(RuntimeError):
+  """Another process holds the workdir (workdir_lock)."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+  """Holds DIR/LOCK for the `with` block: one training writes a workdir.
+
+  Raises WorkdirInUseError, one line naming the holder (host, pid, start
+  time), where another process holds it: two sweeps started by mistake, or
+  a requeued job that overlaps its predecessor, would otherwise both write
+  the same checkpoints. fcntl.flock: the kernel drops the lock when its
+  holder exits, however it dies (SIGKILL, OOM), so a lock left behind never
+  blocks the next run; it works on local disks and NFSv4. Creates the
+  workdir; the lock file is removed on release.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK)
+  fd = _lock_file(path, workdir)
+  if fd is None:
+    yield
+    return
+  try:
+    holder = {'host': socket.gethostname(), 'pid': os.getpid(),
+              'started': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder) + '\n').encode(), 0)
+    yield
+  finally:
+    # Removed while still locked: a process that opened it meanwhile finds
+    # another file at `path` once it gets the lock, and tries again.
+    with contextlib.suppress(OSError):
+      os.unlink(path)
+    os.close(fd)
+
+
+def _lock_file(path: str, workdir: str) -> int | None:
+  """An open, flock-ed descriptor of `path`; None (with a warning) where the
+  file system has no flock."""
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 4096, 0).decode(errors='replace')
+      os.close(fd)
+      raise WorkdirInUseError(
+          f'{workdir} is in use by another training ({_describe(holder)}); '
+          'nothing was changed. Wait for it to end or stop it, or use another '
+          '--workdir.') from None
+    except OSError as e:  # E.g. ENOLCK: NFSv3 mounted without locks.
+      os.close(fd)
+      logging.warning('Cannot lock %s (%s): nothing stops another training '
+                      'from writing this workdir at the same time.', path, e)
+      return None
+    try:
+      if os.path.samestat(os.fstat(fd), os.stat(path)):
+        return fd
+    except FileNotFoundError:
+      pass
+    os.close(fd)  # Its holder removed it before we got the lock: retry.
+
+
+def _describe(holder: str) -> str:
+  """The lock file's JSON as 'pid 12 on host h, started 2025-01-02 03:04:05'."""
+  try:
+    h = json.loads(holder)
+    return f'pid {h["pid"]} on host {h["host"]}, started {h["started"]}'
+  except (ValueError, TypeError, KeyError):
+    return 'a process that is just starting'
 
 
 # Keys that do not change what a run trains: how often it logs, evaluates and
@@ -171,7 +255,18 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   except json.JSONDecodeError as e:
     raise ValueError(f'{path} is not valid JSON ({e}): restore it, or move '
                      f'{workdir!r} aside and start afresh.') from None
-  return ml_collections.ConfigDict(_moved_to_ops(saved))
+  return ml_collections.ConfigDict(_with_added_keys(_moved_to_ops(saved)))
+
+
+# Keys added after runs were saved, with the value that trains as those runs
+# did: an older config.json lacking one means this value.
+ADDED_KEYS = {'ema_decay': 0.0, 'eval_flip': False}
+
+
+def _with_added_keys(config: dict) -> dict:
+  for key, value in ADDED_KEYS.items():
+    config.setdefault(key, value)
+  return config
 
 
 # Keys of configs saved before the op choices left `model` for `ops`.

@@ -10,14 +10,16 @@ checkpoints resumes (one whose config.json trained with other values is
 refused); DIR/summary.json records accuracy next to compute.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
 import signal
+import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +38,11 @@ import checkpoints
 import input_pipeline
 import ops
 import rundir
+from configs import common as config_common
 from models import build_model
 
 OPTIMIZERS = ('sgd', 'adamw')
-SCHEDULES = ('cosine', 'step')
+SCHEDULES = ('cosine', 'step', 'onecycle')
 
 
 class _QuietOrbax(logging.logging.Filter):
@@ -60,6 +63,14 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
+class EmaTrainState(TrainState):
+  """A TrainState that also keeps an exponential moving average of the
+  weights (config.ema_decay > 0), {'params': ..., 'batch_stats': ...}, which
+  evaluation uses. A class of its own so that without EMA the state, and so
+  the checkpoints, keep the tree they had before EMA existed."""
+  ema: Any
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Clear errors for bad configs, raised before any data or compilation."""
   def fail(msg):
@@ -68,6 +79,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     fail(f'optimizer={config.optimizer!r}; choose one of {OPTIMIZERS}.')
   if config.schedule not in SCHEDULES:
     fail(f'schedule={config.schedule!r}; choose one of {SCHEDULES}.')
+  if not 0 <= config.ema_decay < 1:
+    fail(f'ema_decay={config.ema_decay} must be in [0, 1) (0 = off); e.g. '
+         '--config.ema_decay=0.999.')
   for key in ('batch_size', 'eval_batch_size'):
     size, devices = config[key], jax.device_count()
     if size <= 0 or size % devices:
@@ -75,9 +89,92 @@ def check_config(config: ml_collections.ConfigDict) -> None:
            f'({devices}); e.g. --config.{key}={devices * max(1, size // devices)}.')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     fail('set num_epochs > 0 or num_train_steps > 0.')
+  if config.data.source == 'synthetic':  # Its side is known before loading.
+    check_image_fits(config.image_size, config.data.synthetic_image_size,
+                     "the 'synthetic' source's images",
+                     ' or --config.data.synthetic_image_size larger')
   # Unknown model names, keys and op choices raise here.
-  build_model(config.model, ops.resolve(config))
+  model = build_model(config.model, ops.resolve(config))
   ops.compiler_options(config)
+  check_input_size(model, config)
+
+
+def check_image_fits(image_size: int, side: int, images: str,
+                     fix: str = '') -> None:
+  """Raises unless image_size <= side: evaluation centre-crops the stored
+  images (side x side) to image_size."""
+  if image_size > side:
+    raise ValueError(
+        f'Bad config: image_size={image_size} is larger than {images} '
+        f'({side}x{side}), which are cropped to it; set --config.image_size '
+        f'<= {side}{fix}.')
+
+
+def _network_error(model, size: int) -> Exception | None:
+  """Why `model` does not map (1, size, size, 3) to logits with no empty
+  activation on the way (None if it does), by shape evaluation: nothing
+  compiles."""
+  if size < 1:
+    return ValueError(f'image_size={size} < 1')
+  try:
+    _, variables = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.PRNGKey(0), x,
+                                         capture_intermediates=True),
+        jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+  except (TypeError, ValueError) as e:  # E.g. a window larger than its input.
+    return e
+  empty = [a.shape for a in jax.tree.leaves(variables['intermediates'])
+           if 0 in a.shape]
+  return ValueError(f'empty activations {empty}') if empty else None
+
+
+def check_input_size(model, config) -> None:
+  """Raises, naming the smallest size that works, where config.image_size
+  is too small for the network: it would fail to trace, or train on empty
+  activations (whose means are NaN)."""
+  size = config.image_size
+  error = _network_error(model, size)
+  if error is None:
+    return
+  works = lambda s: _network_error(model, s) is None
+  high = next((s for s in (2**k for k in range(11)) if works(s)), None)
+  if high is None:  # No size works: the network's fault, not the size's.
+    raise error
+  low = high // 2  # Does not work (or 0); bisect (low, high].
+  while high - low > 1:
+    mid = (low + high) // 2
+    low, high = (low, mid) if works(mid) else (mid, high)
+  raise ValueError(
+      f'Bad config: image_size={size} is too small for {config.model.name}: '
+      f'its layers need inputs of at least {high}x{high}; set '
+      f'--config.image_size >= {high} (and <= the stored images\' side).')
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` holds on any process. With several processes it is a
+  collective (every one must call it): so that all raise together, none
+  left waiting for the others at the next collective."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.process_allgather(np.int32(flag)).any())
+
+
+@contextlib.contextmanager
+def hold_workdir(workdir: str) -> Iterator[None]:
+  """rundir.workdir_lock for the `with` block, taken by process 0. Where
+  another training holds it every process raises WorkdirInUseError."""
+  with contextlib.ExitStack() as stack:
+    error = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(rundir.workdir_lock(workdir))
+      except rundir.WorkdirInUseError as e:
+        error = e
+    if any_process(error is not None):
+      raise error or rundir.WorkdirInUseError(
+          f'{workdir} is in use by another training (found by process 0: see '
+          'its log); nothing was changed.')
+    yield
 
 
 class ConfigMismatchError(ValueError):
@@ -92,10 +189,8 @@ def check_workdir_config(config: ml_collections.ConfigDict,
   (rundir.BOOKKEEPING: logging, stopping, data paths, ops) may change. With
   several processes all of them raise, also one that cannot see the file."""
   changes = rundir.saved_training_changes(workdir, config.to_dict())
-  if jax.process_count() > 1:
-    anyone = multihost_utils.process_allgather(np.int32(bool(changes)))
-    if anyone.any() and not changes:
-      changes = ['(found by another process: see its log)']
+  if any_process(bool(changes)) and not changes:
+    changes = ['(found by another process: see its log)']
   if changes:
     raise ConfigMismatchError(
         f'{workdir} holds a run trained with other values; these keys differ '
@@ -110,6 +205,11 @@ def make_optimizer(config, steps_per_epoch: int, total_steps: int):
   if config.schedule == 'cosine':
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, lr, warmup, max(total_steps, warmup + 1))
+  elif config.schedule == 'onecycle':  # A triangle: 0 -> lr -> 0 at the end.
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup),
+         optax.linear_schedule(lr, 0.0, max(total_steps - warmup, 1))],
+        [warmup])
   else:
     boundaries = {int(f * total_steps): 0.1 for f in config.step_epochs}
     schedule = optax.join_schedules(
@@ -149,19 +249,55 @@ def train_step(state: TrainState, images, labels, *, model, config, stats):
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  state = update_ema(
+      state.apply_gradients(grads=grads, batch_stats=batch_stats),
+      ema_decay_at(config.ema_decay, state.step))
   metrics = {'loss': loss, 'accuracy': jnp.mean(logits.argmax(-1) == labels),
              'grad_norm': optax.global_norm(grads),
              'param_norm': optax.global_norm(state.params)}  # After the step.
   return state, metrics
 
 
+def ema_decay_at(decay: float, step):
+  """The EMA's decay for the update after `step` optimizer steps: `decay`,
+  capped by (1 + step) / (10 + step) as TF's ExponentialMovingAverage with
+  num_updates does, so that early on the average follows the weights and
+  forgets the random init fast (a short run's average is not held back)."""
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(state: TrainState, decay) -> TrainState:
+  """Moves the state's EMA (if it keeps one) towards its current weights."""
+  if not isinstance(state, EmaTrainState):
+    return state
+  current = {'params': state.params, 'batch_stats': state.batch_stats}
+  return state.replace(ema=optax.incremental_update(current, state.ema,
+                                                    1.0 - decay))
+
+
+def eval_variables(state: TrainState) -> dict:
+  """The weights evaluation uses: the EMA's where the state keeps one."""
+  if isinstance(state, EmaTrainState):
+    return state.ema
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def eval_logits(variables: dict, x, *, model, flip: bool):
+  """The model's eval-mode logits of `x`; with flip, the mean of those of
+  `x` and of its horizontal mirror (flip test-time augmentation)."""
+  logits = model.apply(variables, x, train=False)
+  if flip:
+    mirrored = model.apply(variables, jnp.flip(x, axis=2), train=False)
+    logits = (logits + mirrored) / 2
+  return logits
+
+
 def eval_step(state: TrainState, images, labels, mask, *, model, config, stats):
   """Sums over the valid examples of a (padded) batch."""
   x = input_pipeline.preprocess_eval(
       images, image_size=config.image_size, **normalization(config, stats))
-  logits = model.apply({'params': state.params,
-                        'batch_stats': state.batch_stats}, x, train=False)
+  logits = eval_logits(eval_variables(state), x, model=model,
+                       flip=config.eval_flip)
   num_classes = logits.shape[-1]
   pred = logits.argmax(-1)
   confusion = jnp.einsum('bi,bj->ij', jax.nn.one_hot(labels, num_classes) *
@@ -182,12 +318,17 @@ def augment_args(config, stats) -> dict:
 
 
 def init_state(model, config, tx) -> TrainState:
-  """Fresh params (seeded by config.seed), batch stats and optimizer state."""
+  """Fresh params (seeded by config.seed), batch stats and optimizer state;
+  with config.ema_decay > 0 an EmaTrainState whose EMA starts at them."""
   size = config.image_size
   variables = model.init(jax.random.PRNGKey(config.seed),
                          jnp.zeros((1, size, size, 3), jnp.float32))
-  return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                           tx=tx, batch_stats=variables.get('batch_stats', {}))
+  weights = {'params': variables['params'],
+             'batch_stats': variables.get('batch_stats', {})}
+  if config.ema_decay > 0:
+    return EmaTrainState.create(apply_fn=model.apply, tx=tx, ema=weights,
+                                **weights)
+  return TrainState.create(apply_fn=model.apply, tx=tx, **weights)
 
 
 # XLA options for compiling the initial state, per backend.
@@ -569,14 +710,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it has checkpoints).
 
   Returns the summary also written to workdir/summary.json. A workdir of a
-  run with other training values is refused (check_workdir_config).
+  run with other training values is refused (check_workdir_config), and so
+  is one that another training holds (hold_workdir), before anything is
+  written or compiled.
   """
   started = time.perf_counter()
-  check_workdir_config(config, workdir)
   check_config(config)
+  with hold_workdir(workdir):
+    # Under the lock: a run that ended a moment ago wrote its config.json.
+    check_workdir_config(config, workdir)
+    return _train_and_evaluate(config, workdir, started)
+
+
+def _train_and_evaluate(config, workdir: str, started: float) -> dict:
+  """train_and_evaluate, once the config and workdir are checked and the
+  workdir is this run's."""
   quiet_orbax()
-  os.makedirs(workdir, exist_ok=True)
+  os.makedirs(workdir, exist_ok=True)  # Process 0's lock made it; others'.
   data = load_data(config)
+  for split in (data.train, data.val, data.test):
+    if split is not None:
+      check_image_fits(config.image_size, min(split.images.shape[1:3]),
+                       f'the {split.name!r} images')
   runner = Runner(config, data.stats)
   tx, schedule = make_optimizer(config, data.steps_per_epoch, data.total_steps)
   ckpt, state, previous = restore_or_create(config, workdir, runner, tx,
@@ -632,17 +787,19 @@ def initialize_distributed(config) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # config_common.parse_flags refused any but the program's name.
   initialize_distributed(FLAGS.config)
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
   try:
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except rundir.WorkdirInUseError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(rundir.IN_USE_EXIT_CODE)
   except (ValueError, FloatingPointError, input_pipeline.DataError) as e:
     raise SystemExit(f'error: {e}') from None
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(main, flags_parser=config_common.parse_flags)

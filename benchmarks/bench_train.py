@@ -6,10 +6,12 @@
 The step is train.py's `train_step` (augmentation included: reflect-pad,
 random crop, flip, normalise; forward, softmax cross-entropy, backward,
 optax weight decay + Nesterov SGD-momentum, batch-norm statistics), jitted
-with the state donated, on a random uint8 batch of 128 images, float32.
+with the state donated, on a random uint8 batch of --batch (128) images,
+in float32.
 
---config=FILE[:ARGS] (train.py's flag, with --config.model.KEY=VALUE and
---config.ops.KEY=VALUE overrides) times that one config instead. Models
+--config=FILE[:ARGS] (train.py's flag, with --config.KEY=VALUE overrides)
+times that one config instead, at its batch_size unless --batch is given
+and in its model.dtype (the base program stays float32). Models
 (--models picks a subset):
   g025, g05, g10  GoogLeNet-CIFAR, reduced modules, width 0.25 / 0.5 / 1.0;
   naive025        GoogLeNet-CIFAR, naive modules, width 0.25;
@@ -118,7 +120,8 @@ flags.DEFINE_list('models', ['g025', 'g05', 'small', 'naive025', 'g10'],
 flags.DEFINE_integer('repeats', 5, 'Timed rounds (median reported); width '
                      '1.0 uses min(repeats, 3).',
                      allow_override=True)  # bench_pointwise.py's default: 15.
-flags.DEFINE_integer('batch', 128, 'Batch size.')
+flags.DEFINE_integer('batch', 128, 'Batch size; with --config and no '
+                     '--batch, the config\'s batch_size.')
 flags.DEFINE_bool('baseline', True, 'Also time the plain linen baseline.')
 flags.DEFINE_bool('bounds', True, 'Also time the model\'s own GEMMs and the '
                   'memory bandwidth (the bound and mem columns: one timed '
@@ -212,10 +215,13 @@ class BaseGoogLeNet(nn.Module):
 
 
 class BaseSmallInception(nn.Module):
-  """Zhang et al.'s small Inception net (naive modules, no pool branch)."""
+  """Zhang et al.'s small Inception net (no pool branch); reduced modules put
+  a 1x1 (ReLU) reduction to reduce_ratio * C_in before each 3x3."""
   width: float = 1.0
   norm: bool = True
   num_classes: int = 10
+  naive: bool = True
+  reduce_ratio: float = 0.5
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -228,7 +234,8 @@ class BaseSmallInception(nn.Module):
         x = jnp.concatenate([y, max_pool(x, 2, 'VALID')], axis=-1)
       else:
         c1, c3 = map(w, widths)
-        x = BaseInception(c1, 0, c3, 0, 0, 0, naive=True, pool=False,
+        r = scaled(x.shape[-1], self.reduce_ratio)
+        x = BaseInception(c1, r, c3, 0, 0, 0, naive=self.naive, pool=False,
                           conv=conv)(x, train)
     return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
 
@@ -238,9 +245,11 @@ def baseline_model(config) -> nn.Module:
   if m.name == 'googlenet':
     return BaseGoogLeNet(m.width, naive=m.module == 'naive',
                          num_classes=m.num_classes)
-  if m.module != 'naive':
-    raise ValueError('The small-net baseline is the naive module only.')
-  return BaseSmallInception(m.width, m.norm == 'batch', m.num_classes)
+  if m.module != 'naive' and m.reduce_act != 'relu':
+    raise ValueError('The small-net baseline has ReLU reductions only.')
+  return BaseSmallInception(m.width, m.norm == 'batch', m.num_classes,
+                            naive=m.module == 'naive',
+                            reduce_ratio=m.reduce_ratio)
 
 
 # ------------------------------------------------------------- programs --
@@ -251,8 +260,11 @@ class Stepper:
   def __init__(self, model, config, batch: int):
     size = 32  # Source images; the step crops them to config.image_size.
     tx, _ = train.make_optimizer(config, 100, 1000)
-    self.state = jax.jit(functools.partial(train.init_state, model, config,
-                                           tx))()
+    # Compiled as train.py compiles it (unoptimised on CPU): it runs once.
+    self.state = jax.jit(
+        functools.partial(train.init_state, model, config, tx),
+        compiler_options=train.INIT_COMPILER_OPTIONS.get(
+            jax.default_backend()))()
     rng = np.random.default_rng(0)
     self.images = jnp.asarray(rng.integers(0, 256, (batch, size, size, 3),
                                            np.uint8))
@@ -453,8 +465,11 @@ def bench_model(config, repeats: int, batch: int, baseline: bool,
 
 
 def print_table(out):
-  print(f'device: {out["device"]}, batch {out["batch"]}, float32, median of '
-        f'the repeats; GF/s; GLIBC_TUNABLES={out["glibc_tunables"]!r}, '
+  dtypes = sorted({r.get('model', {}).get('dtype', 'float32')
+                   for r in out['models'].values()})
+  print(f'device: {out["device"]}, batch {out["batch"]}, ours in '
+        f'{"/".join(dtypes)} (base float32), median of the repeats; GF/s; '
+        f'GLIBC_TUNABLES={out["glibc_tunables"]!r}, '
         f'LD_PRELOAD={out["ld_preload"]!r}')
   hdr = (f'{"model":9} {"prog":13} {"step ms":>9} {"img/s":>7} {"step GF":>8} '
          f'{"model GF":>8} {"GF/s":>7} {"gemm":>7} {"util":>5} {"bound":>5} '
@@ -496,9 +511,17 @@ def selected_configs() -> dict:
   return {m: load_config(MODELS[m]) for m in FLAGS.models}
 
 
+def batch_size() -> int:
+  """--batch; with --config and no --batch, the config's batch_size (so
+  that --config.batch_size=256 is what is timed)."""
+  if FLAGS.config and not FLAGS['batch'].present:
+    return FLAGS.config.batch_size
+  return FLAGS.batch
+
+
 def run_info() -> dict:
   """The header of the JSON output: device, batch, malloc setting."""
-  return {'device': benchlib.device_info(), 'batch': FLAGS.batch,
+  return {'device': benchlib.device_info(), 'batch': batch_size(),
           'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
           'ld_preload': os.environ.get('LD_PRELOAD', ''),
           'variants': FLAGS.variants, 'models': {}}
@@ -513,7 +536,7 @@ def main(argv):
   for name, config in configs.items():
     repeats = min(FLAGS.repeats, 3) if name == 'g10' else FLAGS.repeats
     row = out['models'][name] = bench_model(
-        config, repeats, FLAGS.batch, FLAGS.baseline, FLAGS.variants, log,
+        config, repeats, batch_size(), FLAGS.baseline, FLAGS.variants, log,
         FLAGS.bounds)
     log(f'{name}: ' + ', '.join(f'{p} {row[p]["step_ms"]:.2f} ms'
                                 for p in ('base', 'ours', *FLAGS.variants)

@@ -86,16 +86,26 @@ def get_config() -> ml_collections.ConfigDict:
   config.momentum = 0.9
   config.weight_decay = 5e-4
   config.label_smoothing = 0.0
-  config.schedule = 'cosine'   # cosine | step.
+  config.schedule = 'cosine'   # cosine | step | onecycle.
+  # cosine and step warm up linearly from 0 to learning_rate; onecycle then
+  # decays linearly to 0 at the last step (a triangle).
   config.warmup_epochs = 1.0
   config.step_epochs = (0.5, 0.75)  # step: fractions of training, lr x0.1 each.
   config.grad_clip_norm = 0.0  # 0 = off.
+  # > 0: keep an exponential moving average of the params and batch stats,
+  # updated every step, and evaluate it instead of the live weights. Its
+  # decay is min(ema_decay, (1 + step) / (10 + step)) (TF's warm-up), so it
+  # starts at the init and averages over about the last 1 / (1 - ema_decay)
+  # steps once warm. 0 = off (and the checkpoints hold no average).
+  config.ema_decay = 0.0
 
   # Evaluation, checkpoints and logging (in steps).
   config.eval_every_steps = 1000
   config.target_accuracy = 0.0  # > 0: summary.json's time_to_target_s is the
                                 # wall time at the first evaluation reaching it.
   config.eval_batch_size = 500
+  config.eval_flip = False     # Evaluate the mean logits of each image and
+                               # its horizontal mirror (test-time flip).
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.log_every_steps = 50

@@ -16,6 +16,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import accounting  # noqa: E402
+from configs.common import parse_flags  # noqa: E402
 
 config_flags.DEFINE_config_file('config', None, 'Model config file[:args].',
                                 lock_config=True)
@@ -56,8 +57,15 @@ def with_module(config, module: str):
 
 
 def main(argv):
-  del argv
-  config = FLAGS.config
+  del argv  # parse_flags refused any but the program's name.
+  try:
+    show(FLAGS.config)
+  except ValueError as e:  # E.g. an unknown model name or a bad width.
+    raise SystemExit(f'error: {e}') from None
+
+
+def show(config) -> None:
+  """Prints the tables (or JSON) of `config`, or of both its variants."""
   if not FLAGS.compare:
     s = accounting.summarize(config, FLAGS.xla)
     print(json.dumps(s, indent=1) if FLAGS.json else '', end='')
@@ -90,4 +98,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -36,6 +36,37 @@ exits non-zero. --rerun_stale moves each stale directory aside, to
 --dry_run writes nothing: it prints one train.py command per run and seed,
 for a job array or scheduler, leaving out stale ones, which it lists on
 stderr (exiting non-zero, as the sweep would).
+
+Before any run launches, the data of each distinct data config among them
+is checked once (input_pipeline.check_data: a TFDS data set is downloaded
+and prepared, a local source must exist); a problem stops the sweep with
+one line, nothing launched.
+
+Slurm: --launcher=slurm submits each run (not finished, not queued or
+running already) as its own Slurm job through submitit, and returns:
+
+  python scripts/sweep.py --sweep=... --workdir=runs/nvr --launcher=slurm \
+      [--partition=P] [--time_limit_min=240] [--cpus_per_task=N] \
+      [--gpus_per_node=N] [--nodes=N] [--tasks_per_node=N] \
+      [--sbatch=account=me --sbatch=qos=high ...]
+
+A job near its time limit, or preempted, is signalled by Slurm: train.py
+checkpoints, and the job requeues itself and resumes (scripts/launchers.py).
+With --nodes * --tasks_per_node > 1 each task runs one JAX process
+(train.py --distributed; jax.distributed finds its peers through Slurm's
+environment). Each submission is recorded in DIR/<run>/job.json; submitit's
+sbatch script and the job's own log go to DIR/<run>/slurm/. --dry_run
+prints the #SBATCH lines and the command of each run.
+
+  python scripts/sweep.py --status --workdir=DIR
+
+prints each run's state, from its run directory and (for a queued or
+running Slurm job) squeue, whatever launched it: pending, running, ok,
+interrupted, diverged, failed (with its one-line error) or not-started
+(unknown: a Slurm job's, with no squeue here); the steps done, the latest
+val accuracy and the Slurm job id. A rerun of the sweep skips runs that are
+ok, pending, running or unknown, and launches the others again (failed,
+diverged and interrupted runs resume from their checkpoints).
 """
 
 import concurrent.futures
@@ -53,11 +84,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 import rundir  # noqa: E402
-from configs.common import load_module  # noqa: E402
+from configs.common import (  # noqa: E402
+    ConfigFlagError, load_module, parse_config_flags)
 from configs.sweeps.common import Run  # noqa: E402
+from scripts import launchers  # noqa: E402
 
 # allow_override: tests import this module into the process that imports
 # train.py, which defines --workdir too.
@@ -74,12 +106,33 @@ flags.DEFINE_bool('dry_run', False, 'Print the train.py commands and exit.',
 flags.DEFINE_bool('rerun_stale', False, 'Move stale run directories aside '
                   '(<dir>.stale-<time>) and train them afresh.',
                   allow_override=True)
+flags.DEFINE_bool('status', False, "Print each run's state (--workdir only) "
+                  'and exit.', allow_override=True)
+flags.DEFINE_enum('launcher', 'local', launchers.LAUNCHERS, 'Where runs '
+                  'train: here, or one Slurm job each (submitit).',
+                  allow_override=True)
+# The Slurm launcher's resources, for each run's job.
+flags.DEFINE_string('partition', None, 'Slurm partition.', allow_override=True)
+flags.DEFINE_integer('time_limit_min', launchers.SlurmResources.time_limit_min,
+                     "Each job's time limit, in minutes; a run that needs "
+                     'longer is requeued from its checkpoint.', lower_bound=1,
+                     allow_override=True)
+flags.DEFINE_integer('cpus_per_task', None, 'CPUs per task.', lower_bound=1,
+                     allow_override=True)
+flags.DEFINE_integer('gpus_per_node', 0, 'GPUs per node.', lower_bound=0,
+                     allow_override=True)
+flags.DEFINE_integer('nodes', 1, 'Nodes per run.', lower_bound=1,
+                     allow_override=True)
+flags.DEFINE_integer('tasks_per_node', 1, 'Tasks (JAX processes) per node.',
+                     lower_bound=1, allow_override=True)
+flags.DEFINE_multi_string('sbatch', [], 'More sbatch options, key=value or '
+                          'key, one a flag: --sbatch=account=me '
+                          '--sbatch=exclusive.', allow_override=True)
+SLURM_FLAGS = ('partition', 'time_limit_min', 'cpus_per_task',
+               'gpus_per_node', 'nodes', 'tasks_per_node', 'sbatch')
 FLAGS = flags.FLAGS
 CONFIG_OVERRIDES: list[str] = []  # The --config.* flags, for every run.
 SEED_FLAG = '--config.seed='
-# What a config that does not parse raises (config_flags wraps some of these).
-PARSE_ERRORS = (flags.Error, AttributeError, KeyError, OSError, TypeError,
-                ValueError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +163,9 @@ def load_sweep(spec: str) -> Sweep:
   """The sweep file[:args]'s runs, checked: names unique, SEEDS a count,
   BASELINE one of the runs."""
   path, _, arg = spec.partition(':')
+  if not os.path.isfile(os.path.join(REPO, path)):
+    raise ValueError(f'Sweep file {path!r} not found; the sweep files in '
+                     f'configs/sweeps/ are: {", ".join(sweep_files())}.')
   module = load_module(path)
   runs = module.get_sweep(arg or None)
   names = [r.name for r in runs]
@@ -126,6 +182,14 @@ def load_sweep(spec: str) -> Sweep:
   return Sweep(runs, seeds, baseline)
 
 
+def sweep_files() -> list[str]:
+  """The repository's sweep files: those of configs/sweeps/ with a
+  get_sweep."""
+  folder = REPO / 'configs' / 'sweeps'
+  return sorted(f'configs/sweeps/{p.name}' for p in folder.glob('*.py')
+                if 'def get_sweep(' in p.read_text())
+
+
 def run_flags(run: Run, overrides: list[str]) -> list[str]:
   """train.py's --config flags for a run: its config file, its own
   overrides, then the sweep-wide flags (the later flag of a key wins)."""
@@ -138,38 +202,12 @@ def run_flags(run: Run, overrides: list[str]) -> list[str]:
 
 def parse_config(config_args: list[str]) -> dict:
   """The config train.py builds from these --config flags, parsed the way
-  train.py parses them. A relative config file is the repository's, as
-  train.py runs there."""
+  train.py parses them (configs.common.parse_config_flags). A relative
+  config file is the repository's, as train.py runs there."""
   path, sep, arg = config_args[0].removeprefix('--config=').partition(':')
   argv = ['sweep', f'--config={os.path.join(REPO, path)}{sep}{arg}',
           *config_args[1:]]
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', flag_values=values, sys_argv=argv,
-                                  lock_config=True)
-  values(argv)
-  return values.config.to_dict()  # Raises here where the file did not load.
-
-
-def first_bad_flag(config_args: list[str]) -> str:
-  """The flag that stops config_args from parsing: the last of the shortest
-  prefix that fails."""
-  for n in range(1, len(config_args) + 1):
-    try:
-      parse_config(config_args[:n])
-    except PARSE_ERRORS:
-      return config_args[n - 1]
-  return config_args[-1]
-
-
-def reason(error: BaseException) -> str:
-  """The first and last lines of what went wrong (a config file's error
-  comes with its traceback), unwrapped from config_flags' exceptions."""
-  while error.args and isinstance(error.args[0], BaseException):
-    error = error.args[0]
-  text = (f'unknown key {error.args[0]}' if isinstance(error, KeyError)
-          else str(error))
-  lines = [line.strip() for line in text.splitlines() if line.strip()]
-  return ' ... '.join(dict.fromkeys(lines[:1] + lines[-1:])) or repr(error)
+  return parse_config_flags(argv).to_dict()
 
 
 def build_config(run: Run, config_args: list[str],
@@ -177,13 +215,14 @@ def build_config(run: Run, config_args: list[str],
   """parse_config, or an error that names the run and the flag to fix."""
   try:
     return parse_config(config_args)
-  except PARSE_ERRORS as e:
-    bad = first_bad_flag(config_args)
+  except ConfigFlagError as e:
+    bad = e.flag if e.flag in config_args[1:] else config_args[0]
     where = ('a sweep-wide flag, given to every run' if bad in overrides
              else 'from the sweep file')
+    message = str(e).removeprefix(f'{e.flag}: ')
     raise ValueError(
         f'Run {run.name!r}: {bad} ({where}) does not parse; fix or drop it '
-        f'(nothing was launched): {reason(e)}') from None
+        f'(nothing was launched): {message}') from None
 
 
 def seeded(run: Run, config_args: list[str], config: dict,
@@ -213,9 +252,12 @@ def expand(runs: list[Run], seeds: int, overrides: list[str]) -> list[Job]:
   return jobs
 
 
-def command(job: Job, workdir: str) -> list[str]:
+def command(job: Job, workdir: str, distributed: bool = False) -> list[str]:
+  """train.py's command line for the job; distributed: one of several JAX
+  processes (a multi-task Slurm job)."""
   return [sys.executable, 'train.py', job.flags[0],
-          f'--workdir={os.path.join(workdir, job.name)}', *job.flags[1:]]
+          f'--workdir={os.path.join(workdir, job.name)}', *job.flags[1:],
+          *(['--distributed'] if distributed else [])]
 
 
 def move_aside(run_dir: str) -> str:
@@ -235,28 +277,24 @@ def sweep_record(spec: str, sweep: Sweep, seeds: int, overrides: list[str],
 
 
 def launch(name: str, cmd: list[str], run_dir: str, cores: list[int]) -> str:
+  """Trains one run here on `cores` (recorded in job.json); its status."""
   os.makedirs(run_dir, exist_ok=True)
-  log_path = os.path.join(run_dir, 'train.log')
+  log_path = os.path.join(run_dir, launchers.LOG)
   logging.info('[%s] started on cores %s; log: %s', name, cores, log_path)
   with open(log_path, 'a') as log:
-    proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                          preexec_fn=lambda: os.sched_setaffinity(0, cores))
-  result = rundir.read_status(run_dir)
-  if proc.returncode != 0 and result not in ('diverged', 'interrupted'):
-    with open(log_path) as f:
-      tail = f.read()[-2000:]
-    result = 'failed'
-    rundir.write_json_atomic(os.path.join(run_dir, rundir.SUMMARY), {
-        'status': result, 'returncode': proc.returncode,
-        'error': tail.strip().splitlines()[-1] if tail.strip() else '',
-        'command': shlex.join(cmd)})
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: os.sched_setaffinity(0, cores))
+    launchers.write_job(run_dir, launchers.local_record(proc.pid))
+    proc.wait()
+  result = launchers.record_result(run_dir, proc.returncode, log_path, cmd)
   logging.info('[%s] %s', name, result)
   return result
 
 
 def run_jobs(jobs: list[Job], workdir: str, parallel: int) -> dict[str, str]:
-  """Trains the jobs not finished yet, `parallel` at once on disjoint cores;
-  {directory name: status}."""
+  """Trains the jobs, `parallel` at once on disjoint cores; {directory
+  name: status}."""
   cores = sorted(os.sched_getaffinity(0))
   at_once = max(1, min(parallel, len(cores)))
   if at_once < parallel:
@@ -268,9 +306,6 @@ def run_jobs(jobs: list[Job], workdir: str, parallel: int) -> dict[str, str]:
 
   def run_in_slot(job: Job) -> str:
     run_dir = os.path.join(workdir, job.name)
-    if rundir.read_status(run_dir) == 'ok':
-      logging.info('[%s] already finished: skipped.', job.name)
-      return 'ok'
     slot = slots.get()
     try:
       return launch(job.name, command(job, workdir), run_dir, slot)
@@ -291,8 +326,10 @@ def stale_message(stale: dict[str, list[str]], total: int) -> str:
 
 def unfinished(results: dict[str, str],
                stale: dict[str, list[str]]) -> list[str]:
-  """What the sweep exits with: the runs that failed, the stale ones."""
-  failed = [n for n, s in results.items() if s not in ('ok', 'stale')]
+  """What the sweep exits with: the runs that failed, the stale ones (runs
+  submitted to Slurm, or queued or running already, are not problems)."""
+  fine = ('ok', 'stale', 'submitted', launchers.UNKNOWN) + launchers.LIVE
+  failed = [n for n, s in results.items() if s not in fine]
   problems = []
   if failed:
     problems.append(f'{len(failed)} of {len(results)} runs did not finish: '
@@ -303,62 +340,184 @@ def unfinished(results: dict[str, str],
 
 
 def print_table(jobs: list[Job], results: dict[str, str],
-                stale: dict[str, list[str]]) -> None:
+                notes: dict[str, str]) -> None:
   width = max(len(j.name) for j in jobs)
   for job in jobs:
-    changes = stale.get(job.name)
+    note = notes.get(job.name)
     print(f'{job.name:{width}}  {results[job.name]}'
-          + (f'  ({"; ".join(changes)})' if changes else ''))
+          + (f'  ({note})' if note else ''))
 
 
-def print_dry_run(jobs: list[Job], workdir: str,
-                  stale: dict[str, list[str]]) -> None:
-  """Prints the commands of the runs that would launch; lists stale ones."""
+def print_dry_run(jobs: list[Job], workdir: str, stale: dict[str, list[str]],
+                  resources: launchers.SlurmResources | None) -> None:
+  """Prints the commands of the runs that would launch (for Slurm, after
+  the #SBATCH lines of each run's job); lists stale ones."""
+  if resources:
+    print(f'# One Slurm job per run, its log in <run>/{launchers.SLURM_DIR}/:')
+    print('\n'.join(resources.sbatch_lines()))
+  distributed = bool(resources) and resources.tasks > 1
   for job in jobs:
     if job.name not in stale:
-      print(shlex.join(['python'] + command(job, workdir)[1:]))
+      print(shlex.join(['python'] + command(job, workdir, distributed)[1:]))
   for name, changes in stale.items():
     print(f'stale, left out: {name} ({"; ".join(changes)})', file=sys.stderr)
   if stale:
     raise SystemExit(stale_message(stale, len(jobs)))
 
 
+def check_data(jobs: list[Job]) -> None:
+  """input_pipeline.check_data once per distinct data config of the jobs
+  (a TFDS data set is prepared once, not by every run); a problem is a
+  ValueError of one line naming a run that uses the data."""
+  import input_pipeline  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  checked = set()
+  for job in jobs:
+    data = job.config['data']
+    key = json.dumps(data, sort_keys=True, default=str)
+    if key in checked:
+      continue
+    checked.add(key)
+    try:
+      input_pipeline.check_data(ml_collections.ConfigDict(data))
+    except input_pipeline.DataError as e:
+      raise ValueError(f'Run {job.name!r}: its data does not load (nothing '
+                       f'was launched): {launchers.one_line(e)}') from None
+
+
+def to_launch(jobs: list[Job], workdir: str
+              ) -> tuple[list[Job], dict[str, str], dict[str, str]]:
+  """The jobs to launch: all but the finished ones and those queued or
+  running already, or whose Slurm job cannot be asked about (their
+  statuses and notes: the other two dicts)."""
+  states = launchers.sweep_states(workdir, [j.name for j in jobs])
+  todo, results, notes = [], {}, {}
+  for job in jobs:
+    state = states[job.name]
+    if state.state == 'ok':
+      logging.info('[%s] already finished: skipped.', job.name)
+    elif state.state in launchers.LIVE + (launchers.UNKNOWN,):
+      notes[job.name] = (f'slurm job {state.job_id}' if state.job_id
+                         else 'launched by another sweep')
+      logging.info('[%s] %s (%s): left alone.', job.name, state.state,
+                   notes[job.name])
+    else:
+      todo.append(job)
+      continue
+    results[job.name] = state.state
+  return todo, results, notes
+
+
+def submit_jobs(jobs: list[Job], workdir: str,
+                resources: launchers.SlurmResources
+                ) -> tuple[dict[str, str], dict[str, str]]:
+  """Submits each job to Slurm; ({name: 'submitted'}, {name: its job})."""
+  results, notes = {}, {}
+  for job in jobs:
+    cmd = command(job, workdir, distributed=resources.tasks > 1)
+    job_id = launchers.submit(job.name, cmd, os.path.join(workdir, job.name),
+                              resources)
+    logging.info('[%s] submitted: Slurm job %s.', job.name, job_id)
+    results[job.name], notes[job.name] = 'submitted', f'slurm job {job_id}'
+  return results, notes
+
+
 def run_sweep(spec: str, workdir: str, overrides: list[str], *,
               seeds: int | None = None, parallel: int = 1,
-              dry_run: bool = False, rerun_stale: bool = False) -> None:
+              dry_run: bool = False, rerun_stale: bool = False,
+              launcher: str = 'local',
+              resources: launchers.SlurmResources | None = None) -> None:
   """The whole sweep; SystemExit naming the runs that did not finish or are
-  stale. Every config is built, and so checked, before anything is written."""
+  stale. Every config is built, and so checked, before anything is written,
+  and the data before anything launches. launcher 'slurm' submits the runs
+  (with `resources`) and returns."""
   sweep = load_sweep(spec)
   seeds = seeds or sweep.seeds
   jobs = expand(sweep.runs, seeds, overrides)
   workdir = os.path.abspath(workdir)  # train.py runs in REPO.
+  slurm = None
+  if launcher == 'slurm':
+    slurm = resources or launchers.SlurmResources()
   stale = {j.name: changes for j in jobs
            if (changes := rundir.saved_training_changes(
                os.path.join(workdir, j.name), j.config))}
   if dry_run:
-    print_dry_run(jobs, workdir, stale)
+    print_dry_run(jobs, workdir, stale, slurm)
     return
+  if slurm:
+    launchers.check_slurm(slurm)
   if rerun_stale:
     for name in stale:
       move_aside(os.path.join(workdir, name))
     stale = {}
+  todo, results, notes = to_launch([j for j in jobs if j.name not in stale],
+                                   workdir)
+  if todo:
+    check_data(todo)
   os.makedirs(workdir, exist_ok=True)
   rundir.write_json_atomic(os.path.join(workdir, rundir.SWEEP),
                            sweep_record(spec, sweep, seeds, overrides, jobs))
-  results = run_jobs([j for j in jobs if j.name not in stale], workdir,
-                     parallel) | {name: 'stale' for name in stale}
-  print_table(jobs, results, stale)
+  if slurm:
+    launched, submitted = submit_jobs(todo, workdir, slurm)
+    results |= launched
+    notes |= submitted
+  else:
+    results |= run_jobs(todo, workdir, parallel)
+  results |= {name: 'stale' for name in stale}
+  notes |= {name: '; '.join(changes) for name, changes in stale.items()}
+  print_table(jobs, results, notes)
   if problems := unfinished(results, stale):
     raise SystemExit('\n'.join(problems))
+
+
+def print_status(workdir: str) -> None:
+  """Prints the state of each run of the sweep in workdir (sweep.json)."""
+  path = os.path.join(workdir, rundir.SWEEP)
+  try:
+    names = list(rundir.read_json(path)['runs'])
+  except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+    raise ValueError(f'{path} not found or unreadable: is {workdir!r} a '
+                     'sweep directory (scripts/sweep.py --workdir)?') from None
+  states = launchers.sweep_states(workdir, names)
+  rows = [('run', 'state', 'steps', 'val_acc', 'job', 'error')]
+  for name, s in states.items():
+    steps = ('-' if s.steps is None else
+             f'{s.steps}/{s.total_steps}' if s.total_steps else str(s.steps))
+    rows.append((name, s.state, steps,
+                 '-' if s.val_accuracy is None else f'{s.val_accuracy:.4f}',
+                 s.job_id or '-', s.error))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+  for row in rows:
+    print('  '.join(f'{c:{w}}' for c, w in zip(row, widths)) + '  ' + row[-1])
+
+
+def slurm_resources() -> launchers.SlurmResources:
+  return launchers.SlurmResources(
+      partition=FLAGS.partition, time_limit_min=FLAGS.time_limit_min,
+      cpus_per_task=FLAGS.cpus_per_task, gpus_per_node=FLAGS.gpus_per_node,
+      nodes=FLAGS.nodes, tasks_per_node=FLAGS.tasks_per_node,
+      sbatch=tuple(FLAGS.sbatch))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
+    if not FLAGS.workdir:
+      raise ValueError('--workdir is required.')
+    if FLAGS.status:
+      print_status(FLAGS.workdir)
+      return
+    if not FLAGS.sweep:
+      raise ValueError('--sweep is required (or --status, to see the runs of '
+                       '--workdir).')
+    given = [f'--{f}' for f in SLURM_FLAGS if FLAGS[f].present]
+    if given and FLAGS.launcher != 'slurm':
+      raise ValueError(f'{", ".join(given)} apply to --launcher=slurm only.')
     run_sweep(FLAGS.sweep, FLAGS.workdir, CONFIG_OVERRIDES, seeds=FLAGS.seeds,
               parallel=FLAGS.parallel, dry_run=FLAGS.dry_run,
-              rerun_stale=FLAGS.rerun_stale)
+              rerun_stale=FLAGS.rerun_stale, launcher=FLAGS.launcher,
+              resources=slurm_resources())
   except ValueError as e:
     raise SystemExit(f'error: {e}') from None
 
@@ -370,5 +529,4 @@ def _parse(argv):
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['sweep', 'workdir'])
   app.run(main, flags_parser=_parse)

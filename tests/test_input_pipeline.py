@@ -4,6 +4,7 @@ no network."""
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -215,7 +216,7 @@ def fake_tfds(monkeypatch, images, labels, class_names):
     del data_dir
     assert name == 'cifar10'
     return types.SimpleNamespace(
-        download_and_prepare=lambda: None, as_dataset=as_dataset,
+        is_prepared=lambda: True, as_dataset=as_dataset,
         info=types.SimpleNamespace(
             splits={'train': None}, supervised_keys=('image', 'label'),
             features={'label': types.SimpleNamespace(names=class_names)}))
@@ -271,8 +272,10 @@ def test_tfds_percent_split_keeps_stored_order_of_mixed_classes(tmp_path,
     input_pipeline.load_split(cfg, 'test[:50%]')
 
 
-def test_tfds_source_with_mock_data(tmp_path):
+def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
+  # As if online (the download server resolves): mock_data fakes the rest.
+  monkeypatch.setattr(socket, 'getaddrinfo', lambda *args, **kwargs: [])
   cfg = config('tfds', tmp_path, data_dir=str(tmp_path / 'tfds'))
   with tfds.testing.mock_data(num_examples=12):
     full = input_pipeline.load_split(cfg, 'train')
@@ -293,6 +296,8 @@ def test_tfds_failure_explains_manual_download_and_local_copy(
     raise ConnectionError('no internet')
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
                       offline)
+  # The server's name resolves: the download itself fails.
+  monkeypatch.setattr(socket, 'getaddrinfo', lambda *args, **kwargs: [])
   cfg = config('tfds', tmp_path, data_dir=str(tmp_path / 'tfds'))
   with pytest.raises(RuntimeError) as error:
     input_pipeline.load_split(cfg, 'train')

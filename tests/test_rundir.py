@@ -54,9 +54,24 @@ def test_load_run_config_moves_old_op_keys_to_ops(tmp_path):
                  'pool_impl': 'slices', 'norm_impl': 'xla'},
        'cpu_vector_width': '256'}))
   config = rundir.load_run_config(str(tmp_path)).to_dict()
+  for key in rundir.ADDED_KEYS:
+    config.pop(key)
   assert config == {'model': {'name': 'googlenet'},
                     'ops': {'conv': 'im2col', 'pool': 'slices',
                             'norm': 'xla', 'cpu_vector_width': '256'}}
+
+
+def test_a_run_saved_before_added_keys_is_unchanged(tmp_path):
+  """A config.json written before ema_decay and eval_flip existed trains as
+  today's config with them off: resumable, not stale."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  today = base.get_config().to_dict()
+  old = {k: v for k, v in today.items() if k not in ('ema_decay', 'eval_flip')}
+  (tmp_path / rundir.CONFIG).write_text(json.dumps(old))
+  assert rundir.saved_training_changes(str(tmp_path), today) == []
+  assert rundir.load_run_config(str(tmp_path)).eval_flip is False
+  assert rundir.saved_training_changes(
+      str(tmp_path), today | {'ema_decay': 0.99}) == ['ema_decay: 0.0 -> 0.99']
 
 
 # A saved config.json (as JSON reads it back) and the same config in Python.

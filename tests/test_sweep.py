@@ -1,36 +1,46 @@
-"""Sweep tooling: seeds, sweep.json, overrides checked before launch, stale
-runs, failures recorded, finished runs skipped, dry runs that parse.
+"""Sweep tooling: seeds, sweep.json, overrides and data checked before
+launch, stale runs, failures recorded, finished runs skipped, dry runs that
+parse, --status, the Slurm job's signal handling (without Slurm).
 
-Only one test trains (slow); the others replace `launch` or launch a stub."""
+Only one test trains (slow); the others replace `launch` or launch a stub.
+input_pipeline.check_data is replaced in every test (data_checks); the
+Slurm launcher against a real Slurm: tests/test_slurm.py."""
 
 import json
 import os
+import pickle
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
 
+import cloudpickle
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
+import input_pipeline
 import rundir
 from configs.common import load_config, load_module
 from configs.sweeps import common
 from configs.sweeps.common import Run
+from scripts import launchers
 from scripts import sweep as sweep_tool
 from tests.conftest import CACHE_DIR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEPS = ['naive_vs_reduced', 'reduction_ratio', 'reduce_activation',
-          'five_by_five', 'flops_matched']
+          'five_by_five', 'flops_matched', 'fast_levers']
 TEST_CONFIG = 'configs/test.py'
 LR = load_config(TEST_CONFIG).learning_rate
 
 
-def sweep(*args):
+def sweep(*args, **env_vars):
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE_DIR,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', **env_vars)
   return subprocess.run([sys.executable, 'scripts/sweep.py', *args], cwd=REPO,
                         capture_output=True, text=True, env=env)
 
@@ -53,6 +63,16 @@ def write_sweep(tmp_path, runs, extra=''):
       f'from configs.sweeps.common import Run\n{extra}\n\n'
       f'def get_sweep(arg=None):\n  return [Run(*r) for r in {runs!r}]\n')
   return str(path)
+
+
+@pytest.fixture(autouse=True)
+def data_checks(monkeypatch):
+  """Replaces input_pipeline.check_data: records the data configs checked."""
+  checked = []
+  monkeypatch.setattr(input_pipeline, 'check_data',
+                      lambda data: checked.append(data.to_dict()),
+                      raising=False)
+  return checked
 
 
 @pytest.fixture
@@ -158,14 +178,64 @@ def test_bad_run_override_names_the_run_and_the_sweep_file(tmp_path, launched):
   assert not (tmp_path / 'runs').exists() and not launched
 
 
-def test_cli_reports_a_typo_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize('flag', ['--config.learning_rat=0.1',
+                                  '--config.model.bogus=1'])
+def test_cli_reports_a_typo_in_one_line_and_writes_nothing(tmp_path, flag):
   spec = write_sweep(tmp_path, [('a', TEST_CONFIG)])
-  out = sweep(f'--sweep={spec}', f'--workdir={tmp_path}/runs',
-              '--config.learning_rat=0.1')
+  out = sweep(f'--sweep={spec}', f'--workdir={tmp_path}/runs', flag)
   assert out.returncode == 1
-  assert 'error: ' in out.stderr and '--config.learning_rat=0.1' in out.stderr
-  assert 'Traceback' not in out.stderr
+  [line] = out.stderr.strip().splitlines()
+  assert line.startswith('error: ') and flag in line
   assert not (tmp_path / 'runs').exists()
+
+
+def test_cli_names_the_sweep_files_when_one_is_missing(tmp_path):
+  out = sweep('--sweep=configs/sweeps/naive_vs_reducd.py:size=cpu',
+              f'--workdir={tmp_path}/runs')
+  assert out.returncode == 1
+  [line] = out.stderr.strip().splitlines()
+  assert line.startswith(
+      "error: Sweep file 'configs/sweeps/naive_vs_reducd.py' not found; the "
+      'sweep files in configs/sweeps/ are: ')
+  listed = line.split(' are: ')[1].rstrip('.').split(', ')
+  assert {f'configs/sweeps/{n}.py' for n in SWEEPS} <= set(listed)
+  assert 'configs/sweeps/common.py' not in listed  # Helpers, no get_sweep.
+  assert not (tmp_path / 'runs').exists()
+
+
+def test_data_is_checked_once_per_data_config(tmp_path, launched,
+                                              data_checks):
+  spec = write_sweep(tmp_path, [
+      ('a', TEST_CONFIG), ('b', TEST_CONFIG, {'learning_rate': 0.2}),
+      ('c', TEST_CONFIG, {'data.synthetic_seed': 3})])
+  sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [], seeds=2)
+  assert len(launched) == 6
+  default = load_config(TEST_CONFIG).data.to_dict()
+  assert data_checks == [default, default | {'synthetic_seed': 3}]
+
+
+def test_data_that_does_not_load_stops_everything(tmp_path, launched,
+                                                  monkeypatch):
+  def fail(data):
+    raise input_pipeline.DataError(
+        f'Cannot download {data.dataset}:\n  no network.')
+  monkeypatch.setattr(input_pipeline, 'check_data', fail, raising=False)
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)])
+  with pytest.raises(ValueError) as error:
+    sweep_tool.run_sweep(spec, str(tmp_path / 'runs'),
+                         ['--config.data.dataset=cifar10'])
+  assert str(error.value) == (
+      "Run 'a': its data does not load (nothing was launched): Cannot "
+      'download cifar10: no network.')
+  assert not launched and not (tmp_path / 'runs').exists()
+
+
+def test_dry_run_and_status_check_no_data(tmp_path, data_checks):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG)])
+  sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [], dry_run=True)
+  sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [], dry_run=True,
+                       launcher='slurm')
+  assert not data_checks
 
 
 # ----------------------------------------------------------------- stale
@@ -249,6 +319,255 @@ def test_dry_run_leaves_out_and_lists_stale_runs(tmp_path, launched, capsys):
   assert sorted(os.listdir(workdir)) == ['good'] and not launched
 
 
+# ------------------------------------------------- --status, relaunches
+
+
+def write_run(run_dir, summary=None, metrics=(), job=None, steps=6):
+  """A run directory as train.py and a launcher leave it."""
+  run_dir.mkdir(parents=True)
+  (run_dir / 'config.json').write_text(json.dumps({'num_train_steps': steps}))
+  if summary:
+    (run_dir / 'summary.json').write_text(json.dumps(summary))
+  (run_dir / 'metrics.jsonl').write_text(''.join(  # A str: a partial line.
+      m if isinstance(m, str) else json.dumps(m) + '\n' for m in metrics))
+  if job:
+    (run_dir / 'job.json').write_text(json.dumps(job))
+
+
+def status_table(workdir, **env_vars):
+  out = sweep('--status', f'--workdir={workdir}', **env_vars)
+  assert out.returncode == 0, out.stderr
+  header, *rows = out.stdout.strip().splitlines()
+  assert header.split() == ['run', 'state', 'steps', 'val_acc', 'job', 'error']
+  return {row.split()[0]: row.split(None, 5)[1:] for row in rows}
+
+
+@pytest.fixture
+def live_process(tmp_path):
+  """A process whose command line names tmp_path/runs/live (as a running
+  train.py's --workdir does)."""
+  proc = subprocess.Popen([sys.executable, '-c', 'import time; '
+                           'time.sleep(120)', str(tmp_path / 'runs/live')])
+  yield proc
+  proc.kill()
+  proc.wait()
+
+
+SQUEUE = """#!/bin/sh
+echo "$@" > "${0%/*}/args"
+printf '44|PENDING\\n45|RUNNING\\n'
+"""
+
+
+def test_status_reads_every_run_directory(tmp_path, live_process):
+  runs = tmp_path / 'runs'
+  names = ['done', 'broken', 'live', 'lost', 'cut', 'new', 'queued', 'going']
+  runs.mkdir()
+  (runs / 'sweep.json').write_text(json.dumps(
+      {'runs': {n: {'run': n, 'seed': 0} for n in names}}))
+  write_run(runs / 'done', {'status': 'ok', 'steps': 6, 'val_accuracy': 0.5},
+            [{'step': 3, 'val/accuracy': 0.25}, {'step': 6,
+                                                 'val/accuracy': 0.5}],
+            {'launcher': 'slurm', 'job_id': '41'})
+  write_run(runs / 'broken', {'status': 'failed', 'returncode': 1,
+                              'error': 'error: Bad config: width=0.0'},
+            job={'launcher': 'slurm', 'job_id': '42'})
+  write_run(runs / 'live', metrics=[{'step': 1, 'train/loss': 2.0},
+                                    {'step': 2, 'train/loss': 1.9}, '{"st'],
+            job=launchers.local_record(live_process.pid))
+  # Slurm (none here, or not this job) has forgotten job 43; no summary.
+  write_run(runs / 'lost', job={'launcher': 'slurm', 'job_id': '43'})
+  write_run(runs / 'cut', {'status': 'interrupted', 'steps': 3,
+                           'val_accuracy': 0.125}, steps=0)
+  # Requeued after step 3: Slurm's state wins over the summary's.
+  write_run(runs / 'queued', {'status': 'interrupted', 'steps': 3},
+            [{'step': 3, 'val/accuracy': 0.25}],
+            {'launcher': 'slurm', 'job_id': '44'})
+  write_run(runs / 'going', job={'launcher': 'slurm', 'job_id': '45'})
+  slurm = tmp_path / 'bin'  # A PATH of a squeue that knows jobs 44 and 45.
+  slurm.mkdir()
+  (slurm / 'squeue').write_text(SQUEUE)
+  (slurm / 'squeue').chmod(0o755)
+  assert status_table(runs, PATH=str(slurm)) == {
+      'done': ['ok', '6/6', '0.5000', '41'],
+      'broken': ['failed', '-', '-', '42', 'error: Bad config: width=0.0'],
+      'live': ['running', '2/6', '-', '-'],
+      'lost': ['failed', '-', '-', '43', 'slurm job 43 ended (gone from the '
+               'queue) without a summary.json; see train.log'],
+      'cut': ['interrupted', '3', '0.1250', '-'],
+      'new': ['not-started', '-', '-', '-'],
+      'queued': ['pending', '3/6', '0.2500', '44'],
+      'going': ['running', '-', '-', '45']}
+  assert (slurm / 'args').read_text().split() == [
+      '-h', '-o', '%i|%T', '--states=all', '--jobs=41,42,43,44,45']
+  (slurm / 'squeue').unlink()  # No Slurm here: its jobs' states unknown.
+  unknown = status_table(runs, PATH=str(slurm))
+  assert unknown['done'] == ['ok', '6/6', '0.5000', '41']
+  assert unknown['lost'] == ['unknown', '-', '-', '43',
+                             'no squeue here to ask Slurm about job 43']
+  assert unknown['queued'][0] == unknown['going'][0] == 'unknown'
+
+
+def test_status_of_a_folder_that_is_no_sweep(tmp_path):
+  out = sweep('--status', f'--workdir={tmp_path}')
+  assert out.returncode == 1
+  assert out.stderr.strip() == (
+      f'error: {tmp_path}/sweep.json not found or unreadable: is '
+      f"'{tmp_path}' a sweep directory (scripts/sweep.py --workdir)?")
+
+
+def test_a_rerun_leaves_running_runs_alone(tmp_path, launched, live_process,
+                                           capsys):
+  spec = write_sweep(tmp_path, [('live', TEST_CONFIG), ('other', TEST_CONFIG)])
+  workdir = tmp_path / 'runs'
+  (workdir / 'live').mkdir(parents=True)  # Before train.py wrote anything.
+  (workdir / 'live/job.json').write_text(
+      json.dumps(launchers.local_record(live_process.pid)))
+  sweep_tool.run_sweep(spec, str(workdir), [])
+  assert [c['name'] for c in launched] == ['other']
+  table = capsys.readouterr().out
+  assert 'live   running  (launched by another sweep)' in table
+  live_process.kill()
+  live_process.wait()
+  launched.clear()
+  sweep_tool.run_sweep(spec, str(workdir), [])  # Ended without a summary.
+  assert sorted(c['name'] for c in launched) == ['live', 'other']
+
+
+# ----------------------------------------------- the Slurm launcher, no Slurm
+
+
+def test_slurm_dry_run_prints_the_sbatch_lines_and_commands(tmp_path):
+  out = sweep('--sweep=configs/sweeps/naive_vs_reduced.py:size=cpu',
+              f'--workdir={tmp_path}', '--dry_run', '--launcher=slurm',
+              '--partition=cpu', '--tasks_per_node=2', '--time_limit_min=30',
+              '--sbatch=account=me', '--sbatch=exclusive')
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
+  sbatch = [line for line in lines if line.startswith('#SBATCH')]
+  for option in ('--partition=cpu', '--ntasks-per-node=2', '--nodes=1',
+                 '--time=30', '--account=me', '--exclusive', '--requeue',
+                 '--signal=USR2@90', f'--chdir={REPO}'):
+    assert f'#SBATCH {option}' in sbatch
+  commands = [shlex.split(line) for line in lines if not line.startswith('#')]
+  assert len(commands) == 2
+  for argv in commands:
+    assert argv[:2] == ['python', 'train.py'] and argv[-1] == '--distributed'
+    assert parse_train_argv(argv[2:-1]).workdir.startswith(f'{tmp_path}/')
+  assert not os.listdir(tmp_path)
+
+
+def test_slurm_flags_need_the_slurm_launcher(tmp_path):
+  out = sweep(f'--sweep={write_sweep(tmp_path, [("a", TEST_CONFIG)])}',
+              f'--workdir={tmp_path}/runs', '--nodes=2', '--partition=x')
+  assert out.returncode == 1
+  assert out.stderr.strip() == ('error: --partition, --nodes apply to '
+                                '--launcher=slurm only.')
+
+
+def test_slurm_launcher_problems_stop_it_before_anything_is_written(
+    tmp_path, launched, monkeypatch):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG)])
+  workdir = str(tmp_path / 'runs')
+  with pytest.raises(ValueError, match=re.escape(
+      "--sbatch='=8': give an sbatch option as key=value (e.g. "
+      '--sbatch=account=myproject) or key.')):
+    sweep_tool.run_sweep(spec, workdir, [], launcher='slurm',
+                         resources=launchers.SlurmResources(sbatch=('=8',)))
+  monkeypatch.setattr(launchers.shutil, 'which', lambda program: None)
+  with pytest.raises(ValueError, match=re.escape(
+      "--launcher=slurm needs Slurm's sbatch, which is not on PATH here")):
+    sweep_tool.run_sweep(spec, workdir, [], launcher='slurm')
+  assert not os.path.exists(workdir) and not launched
+
+
+FAKE_SBATCH = """#!/bin/sh
+if [ -n "$REFUSE" ]; then
+  echo "sbatch: error: invalid partition specified: nope" >&2
+  echo "sbatch: error: Batch job submission failed: Invalid partition" >&2
+  exit 1
+fi
+echo "Submitted batch job 77"
+"""
+
+
+def test_slurm_submission_with_a_stand_in_sbatch(tmp_path):
+  bin_dir = tmp_path / 'bin'  # A PATH where sbatch only says what it did.
+  bin_dir.mkdir()
+  for name, text in (('sbatch', FAKE_SBATCH), ('srun', '#!/bin/sh\n')):
+    (bin_dir / name).write_text(text)
+    (bin_dir / name).chmod(0o755)
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG)])
+  args = (f'--sweep={spec}', f'--workdir={tmp_path}/runs', '--launcher=slurm',
+          '--tasks_per_node=2')
+  refused = sweep(*args, PATH=str(bin_dir), REFUSE='1')
+  assert refused.returncode == 1
+  assert refused.stderr.strip() == (
+      "error: sbatch refused run 'a': sbatch: error: Batch job submission "
+      'failed: Invalid partition')
+  out = sweep(*args, PATH=str(bin_dir))
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == 'a  submitted  (slurm job 77)'
+  job = json.loads((tmp_path / 'runs/a/job.json').read_text())
+  assert (job['launcher'], job['job_id'], job['tasks_per_node']) == (
+      'slurm', '77', 2)
+  script = (tmp_path / 'runs/a/slurm/77_submission.sh').read_text()
+  assert '#SBATCH --ntasks-per-node=2' in script
+  assert '#SBATCH --requeue' in script and '#SBATCH --job-name=a' in script
+  with open(tmp_path / 'runs/a/slurm/77_submitted.pkl', 'rb') as f:
+    train_job = pickle.load(f).function  # What the job will run.
+  assert isinstance(train_job, launchers.TrainJob)
+  assert train_job.run_dir == str(tmp_path / 'runs/a')
+  argv = train_job.cmd[1:]
+  assert argv[0] == 'train.py' and argv[-1] == '--distributed'
+  assert parse_train_argv(argv[1:-1]).workdir == str(tmp_path / 'runs/a')
+
+
+CHILD = """
+import signal, sys, time
+def stop(*_):
+  open(sys.argv[1], 'w').write('checkpointed')
+  sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print('ready', flush=True)
+while True:
+  time.sleep(0.05)
+"""
+
+
+def wait_for(predicate, timeout=30):
+  deadline = time.monotonic() + timeout
+  while not predicate():
+    assert time.monotonic() < deadline, 'timed out'
+    time.sleep(0.05)
+
+
+def test_slurm_job_checkpoint_stops_the_child_and_requeues(tmp_path,
+                                                           monkeypatch):
+  # What submitit does on the preemption signal: checkpoint(), then requeue
+  # with the submission it returns. train.py's stand-in saves on SIGTERM.
+  monkeypatch.delenv('SLURM_PROCID', raising=False)
+  saved = tmp_path / 'saved'
+  job = launchers.TrainJob([sys.executable, '-c', CHILD, str(saved)],
+                           str(tmp_path))
+  thread = threading.Thread(target=job)
+  thread.start()
+  log = tmp_path / 'train.log'
+  wait_for(lambda: log.exists() and 'ready' in log.read_text())
+  # Slurm signals every process of the step: the child ignores it.
+  os.kill(job._proc.pid, signal.SIGUSR2)  # pylint: disable=protected-access
+  time.sleep(0.2)
+  assert job._proc.poll() is None  # pylint: disable=protected-access
+  resubmission = job.checkpoint()
+  assert saved.read_text() == 'checkpointed'
+  thread.join(timeout=10)
+  assert resubmission.function is job and not resubmission.args
+  again = pickle.loads(cloudpickle.dumps(resubmission))  # As submitit saves.
+  assert (again.function.cmd, again.function.run_dir) == (job.cmd, job.run_dir)
+  (tmp_path / 'summary.json').write_text('{"status": "ok"}')
+  assert job.checkpoint() is None  # Finished: nothing to requeue.
+
+
 # ------------------------------------------------------------- end to end
 
 
@@ -279,6 +598,18 @@ def test_launch_records_a_crash_in_the_summary(tmp_path):
       'status': 'failed', 'returncode': 3, 'error': 'ValueError: no such net',
       'command': shlex.join(cmd)}
   assert (run_dir / 'train.log').read_text().startswith('loading\n')
+
+
+def test_launch_leaves_a_workdir_another_training_holds(tmp_path):
+  """train.py exits IN_USE_EXIT_CODE when another training holds the
+  workdir: that training's summary.json is not overwritten with 'failed'."""
+  run_dir = tmp_path / 'run'
+  run_dir.mkdir()
+  (run_dir / 'summary.json').write_text('{"status": "interrupted"}')
+  cmd = [sys.executable, '-c', f'import sys; sys.exit({rundir.IN_USE_EXIT_CODE})']
+  cores = sorted(os.sched_getaffinity(0))[:1]
+  assert sweep_tool.launch('run', cmd, str(run_dir), cores) == 'in-use'
+  assert (run_dir / 'summary.json').read_text() == '{"status": "interrupted"}'
 
 
 @pytest.mark.slow

@@ -307,8 +307,10 @@ def test_eval_cli_on_the_test_split_and_on_another_folder(run6, tmp_path):
 
 
 @pytest.mark.slow
-def test_tfds_source_with_mock_data(tmp_path):
+def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
+  # As if online (the download server resolves): mock_data fakes the rest.
+  monkeypatch.setattr(socket, 'getaddrinfo', lambda *args, **kwargs: [])
   config = make_config(image_size=32, num_train_steps=2,
                        **{'data.source': 'tfds',
                           'data.data_dir': str(tmp_path / 'tfds'),

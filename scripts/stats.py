@@ -60,7 +60,8 @@ def verdict(group: str, baseline: str, what: str, diff: dict, n: int,
   (percentage points); detectable iff the confidence interval excludes 0."""
   d = diff['diff'] * 100
   side = 'above' if d > 0 else 'below' if d < 0 else 'away from'
-  seeds = f'{n} seeds' if n == n_baseline else f'{n} and {n_baseline} seeds'
+  seeds = (f'{n} seed{"s" * (n != 1)}' if n == n_baseline
+           else f'{n} and {n_baseline} seeds')
   if diff['ci95'] is None:
     return (f'{group} is {abs(d):.2f} points {side} {baseline} in {what}: '
             f'no interval can be given with {seeds} (it needs 2 a side).')

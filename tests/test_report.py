@@ -138,6 +138,7 @@ def test_verdict_sentences():
   assert say(-0.009, None, 1, 3) == (
       'naive is 0.90 points below reduced in final val acc: no interval '
       'can be given with 1 and 3 seeds (it needs 2 a side).')
+  assert 'can be given with 1 seed (it' in say(0.01, None, 1, 1)
 
 
 # ----------------------------------------------------------- a grid sweep

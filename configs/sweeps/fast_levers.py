@@ -19,7 +19,7 @@ Each run changes one thing of configs/cifar_fast.py (reduced modules):
 
 EMA decay: 0.99 averages over about the last 100 steps (0.3 of an epoch of
 352 steps). With the warm-up cap (1 + t) / (10 + t) it is reached after
-about 900 of the 2464 steps; 0.999 would never be reached in 7 epochs (the
+about 900 of the 2808 steps; 0.999 would never be reached in 8 epochs (the
 cap is still 0.996 at the end), so it would measure the warm-up, not the
 decay.
 

@@ -20,6 +20,11 @@ class CheckpointMismatchError(ValueError):
   pass
 
 
+def directory(workdir: str) -> str:
+  """Where a run's checkpoints live: workdir/checkpoints."""
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
 def fingerprint(model_config: dict, abstract_state: Any) -> dict:
   """What must agree for a checkpoint to belong to this run."""
   shapes = jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]
@@ -33,7 +38,7 @@ class Checkpoints:
   and on a stop), keeping the last `keep`."""
 
   def __init__(self, workdir: str, keep: int, meta: dict):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.directory = directory(workdir)
     self.meta = meta
     self.unrestorable = set()  # Steps that failed in restore_latest.
     self.manager = ocp.CheckpointManager(

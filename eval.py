@@ -19,6 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import app, flags, logging
 
+import checkpoints
 import input_pipeline
 import rundir
 import train
@@ -34,7 +35,7 @@ FLAGS = flags.FLAGS
 def evaluate(workdir: str, split: str | None = None,
              data: str | None = None) -> dict:
   config = rundir.load_run_config(workdir)
-  directory = os.path.join(workdir, 'checkpoints')  # checkpoints.Checkpoints'.
+  directory = checkpoints.directory(workdir)
   if not ocp.utils.checkpoint_steps(directory):
     raise ValueError(
         f'{workdir} has no checkpoint to evaluate (none in {directory}): '

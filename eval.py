@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from absl import app, flags, logging
 
 import checkpoints
+import config_checks
 import input_pipeline
 import rundir
 import train
@@ -43,9 +44,9 @@ def evaluate(workdir: str, split: str | None = None,
   if data:
     config.data.source = data
   split = split or config.data.eval_split
-  train.check_config(config)
+  config_checks.check_config(config)
   examples = input_pipeline.load_split(config.data, split)
-  train.check_image_fits(config.image_size, min(examples.images.shape[1:3]),
+  config_checks.check_image_fits(config.image_size, min(examples.images.shape[1:3]),
                          f'the {split!r} images of {config.data.source}')
   runner, state = train.restore_for_eval(config, workdir)
   result = runner.evaluate(state, examples)

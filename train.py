@@ -35,15 +35,13 @@ from ml_collections import config_flags
 
 import accounting
 import checkpoints
+import config_checks
 import input_pipeline
 import ops
+import optim
 import rundir
 from configs import common as config_common
 from models import build_model
-
-OPTIMIZERS = ('sgd', 'adamw')
-SCHEDULES = ('cosine', 'step', 'onecycle')
-
 
 class _QuietOrbax(logging.logging.Filter):
   """Keeps orbax's per-save INFO chatter off the console."""
@@ -69,85 +67,6 @@ class EmaTrainState(TrainState):
   evaluation uses. A class of its own so that without EMA the state, and so
   the checkpoints, keep the tree they had before EMA existed."""
   ema: Any
-
-
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Clear errors for bad configs, raised before any data or compilation."""
-  def fail(msg):
-    raise ValueError(f'Bad config: {msg}')
-  if config.optimizer not in OPTIMIZERS:
-    fail(f'optimizer={config.optimizer!r}; choose one of {OPTIMIZERS}.')
-  if config.schedule not in SCHEDULES:
-    fail(f'schedule={config.schedule!r}; choose one of {SCHEDULES}.')
-  if not 0 <= config.ema_decay < 1:
-    fail(f'ema_decay={config.ema_decay} must be in [0, 1) (0 = off); e.g. '
-         '--config.ema_decay=0.999.')
-  for key in ('batch_size', 'eval_batch_size'):
-    size, devices = config[key], jax.device_count()
-    if size <= 0 or size % devices:
-      fail(f'{key}={size} must be a positive multiple of the device count '
-           f'({devices}); e.g. --config.{key}={devices * max(1, size // devices)}.')
-  if config.num_train_steps <= 0 and config.num_epochs <= 0:
-    fail('set num_epochs > 0 or num_train_steps > 0.')
-  if config.data.source == 'synthetic':  # Its side is known before loading.
-    check_image_fits(config.image_size, config.data.synthetic_image_size,
-                     "the 'synthetic' source's images",
-                     ' or --config.data.synthetic_image_size larger')
-  # Unknown model names, keys and op choices raise here.
-  model = build_model(config.model, ops.resolve(config))
-  ops.compiler_options(config)
-  check_input_size(model, config)
-
-
-def check_image_fits(image_size: int, side: int, images: str,
-                     fix: str = '') -> None:
-  """Raises unless image_size <= side: evaluation centre-crops the stored
-  images (side x side) to image_size."""
-  if image_size > side:
-    raise ValueError(
-        f'Bad config: image_size={image_size} is larger than {images} '
-        f'({side}x{side}), which are cropped to it; set --config.image_size '
-        f'<= {side}{fix}.')
-
-
-def _network_error(model, size: int) -> Exception | None:
-  """Why `model` does not map (1, size, size, 3) to logits with no empty
-  activation on the way (None if it does), by shape evaluation: nothing
-  compiles."""
-  if size < 1:
-    return ValueError(f'image_size={size} < 1')
-  try:
-    _, variables = jax.eval_shape(
-        lambda x: model.init_with_output(jax.random.PRNGKey(0), x,
-                                         capture_intermediates=True),
-        jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
-  except (TypeError, ValueError) as e:  # E.g. a window larger than its input.
-    return e
-  empty = [a.shape for a in jax.tree.leaves(variables['intermediates'])
-           if 0 in a.shape]
-  return ValueError(f'empty activations {empty}') if empty else None
-
-
-def check_input_size(model, config) -> None:
-  """Raises, naming the smallest size that works, where config.image_size
-  is too small for the network: it would fail to trace, or train on empty
-  activations (whose means are NaN)."""
-  size = config.image_size
-  error = _network_error(model, size)
-  if error is None:
-    return
-  works = lambda s: _network_error(model, s) is None
-  high = next((s for s in (2**k for k in range(11)) if works(s)), None)
-  if high is None:  # No size works: the network's fault, not the size's.
-    raise error
-  low = high // 2  # Does not work (or 0); bisect (low, high].
-  while high - low > 1:
-    mid = (low + high) // 2
-    low, high = (low, mid) if works(mid) else (mid, high)
-  raise ValueError(
-      f'Bad config: image_size={size} is too small for {config.model.name}: '
-      f'its layers need inputs of at least {high}x{high}; set '
-      f'--config.image_size >= {high} (and <= the stored images\' side).')
 
 
 def any_process(flag: bool) -> bool:
@@ -197,35 +116,6 @@ def check_workdir_config(config: ml_collections.ConfigDict,
         '(saved -> now):\n' + ''.join(f'  {line}\n' for line in changes) +
         'Nothing was changed. Use a fresh --workdir, or rerun with the saved '
         f'values (all in {os.path.join(workdir, rundir.CONFIG)}).')
-
-
-def make_optimizer(config, steps_per_epoch: int, total_steps: int):
-  warmup = int(config.warmup_epochs * steps_per_epoch)
-  lr = config.learning_rate
-  if config.schedule == 'cosine':
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup, max(total_steps, warmup + 1))
-  elif config.schedule == 'onecycle':  # A triangle: 0 -> lr -> 0 at the end.
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup),
-         optax.linear_schedule(lr, 0.0, max(total_steps - warmup, 1))],
-        [warmup])
-  else:
-    boundaries = {int(f * total_steps): 0.1 for f in config.step_epochs}
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup),
-         optax.piecewise_constant_schedule(lr, boundaries)], [warmup])
-  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-  if config.optimizer == 'sgd':
-    opt = optax.chain(
-        optax.add_decayed_weights(config.weight_decay, decay_mask),
-        optax.sgd(schedule, config.momentum, nesterov=True))
-  else:
-    opt = optax.adamw(schedule, weight_decay=config.weight_decay,
-                      mask=decay_mask)
-  if config.grad_clip_norm > 0:
-    opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
-  return opt, schedule
 
 
 def cross_entropy(logits, labels, smoothing: float = 0.0):
@@ -715,7 +605,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   written or compiled.
   """
   started = time.perf_counter()
-  check_config(config)
+  config_checks.check_config(config)
   with hold_workdir(workdir):
     # Under the lock: a run that ended a moment ago wrote its config.json.
     check_workdir_config(config, workdir)
@@ -730,10 +620,10 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
   data = load_data(config)
   for split in (data.train, data.val, data.test):
     if split is not None:
-      check_image_fits(config.image_size, min(split.images.shape[1:3]),
+      config_checks.check_image_fits(config.image_size, min(split.images.shape[1:3]),
                        f'the {split.name!r} images')
   runner = Runner(config, data.stats)
-  tx, schedule = make_optimizer(config, data.steps_per_epoch, data.total_steps)
+  tx, schedule = optim.make_optimizer(config, data.steps_per_epoch, data.total_steps)
   ckpt, state, previous = restore_or_create(config, workdir, runner, tx,
                                             data.stats)
   costs = accounting.summarize(config)['total']
@@ -760,7 +650,7 @@ def restore_for_eval(config, workdir: str) -> tuple[Runner, TrainState]:
   """A Runner and the latest restorable checkpoint of a finished run."""
   stats = tuple(tuple(map(float, s)) for s in config[rundir.STATS_KEY])
   runner = Runner(config, stats)
-  abstract = runner.abstract_state(make_optimizer(config, 1, 1)[0])
+  abstract = runner.abstract_state(optim.make_optimizer(config, 1, 1)[0])
   ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, {})
   state = ckpt.restore_latest(runner.sharded(abstract))
   ckpt.close()

@@ -108,6 +108,7 @@ from flax import linen as nn  # noqa: E402
 import accounting  # noqa: E402
 import benchlib  # noqa: E402
 import ops  # noqa: E402
+import optim  # noqa: E402
 import train  # noqa: E402
 from configs.common import load_config  # noqa: E402
 from models import build_model  # noqa: E402
@@ -259,7 +260,7 @@ class Stepper:
 
   def __init__(self, model, config, batch: int):
     size = 32  # Source images; the step crops them to config.image_size.
-    tx, _ = train.make_optimizer(config, 100, 1000)
+    tx, _ = optim.make_optimizer(config, 100, 1000)
     # Compiled as train.py compiles it (unoptimised on CPU): it runs once.
     self.state = jax.jit(
         functools.partial(train.init_state, model, config, tx),
@@ -299,7 +300,7 @@ def model_flops(config, batch: int) -> float:
   model = build_model(ref.model)  # Default ops: XLA's.
   step = jax.jit(functools.partial(train.train_step, model=model, config=ref,
                                    stats=STATS))
-  tx, _ = train.make_optimizer(ref, 100, 1000)
+  tx, _ = optim.make_optimizer(ref, 100, 1000)
   abstract = jax.eval_shape(functools.partial(train.init_state, model, ref, tx))
   images = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.uint8)
   labels = jax.ShapeDtypeStruct((batch,), jnp.int32)

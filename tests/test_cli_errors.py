@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import eval as eval_tool
+import config_checks
 import input_pipeline
 import rundir
 import train
@@ -183,14 +184,14 @@ def test_smallest_size_of_a_net_with_valid_downsampling():
   with pytest.raises(ValueError, match=r'^Bad config: image_size=6 is too '
                      'small for small_inception: its layers need inputs of '
                      r'at least 7x7; set --config.image_size >= 7 '):
-    train.check_config(config)
+    config_checks.check_config(config)
   config.image_size = 7
-  train.check_config(config)
+  config_checks.check_config(config)
 
 
 def test_image_size_larger_than_the_synthetic_images():
   with pytest.raises(ValueError) as error:
-    train.check_config(make_config(image_size=9))  # The images are 8x8.
+    config_checks.check_config(make_config(image_size=9))  # The images are 8x8.
   assert str(error.value) == (
       "Bad config: image_size=9 is larger than the 'synthetic' source's "
       'images (8x8), which are cropped to it; set --config.image_size <= 8 or '

@@ -17,8 +17,10 @@ import pytest
 from flax.training import train_state
 
 import checkpoints
+import config_checks
 import input_pipeline
 import ops
+import optim
 import train
 from configs import test as test_config
 from models import build_model
@@ -48,7 +50,7 @@ def batch(config, seed=0):
 
 def fresh_state(config):
   model = model_of(config)
-  tx, _ = train.make_optimizer(config, 10, 100)
+  tx, _ = optim.make_optimizer(config, 10, 100)
   return model, jax.jit(functools.partial(train.init_state, model, config,
                                           tx))()
 
@@ -133,7 +135,7 @@ def test_without_ema_the_checkpoint_format_is_unchanged(tmp_path):
   and restored with the rest."""
   config = make_config()
   model = model_of(config)
-  tx, _ = train.make_optimizer(config, 10, 100)
+  tx, _ = optim.make_optimizer(config, 10, 100)
   abstract = jax.eval_shape(functools.partial(train.init_state, model,
                                               config, tx))
   assert type(abstract) is train.TrainState
@@ -173,7 +175,7 @@ def test_ema_decay_out_of_range_is_one_clear_error():
   with pytest.raises(ValueError, match=re.escape(
       'Bad config: ema_decay=1.0 must be in [0, 1) (0 = off); e.g. '
       '--config.ema_decay=0.999.')):
-    train.check_config(make_config(ema_decay=1.0))
+    config_checks.check_config(make_config(ema_decay=1.0))
 
 
 # --- Flip test-time augmentation ---------------------------------------------
@@ -213,13 +215,13 @@ def test_eval_flip_scores_the_mean_logits_of_image_and_mirror():
 def test_onecycle_is_a_triangle_from_zero_to_peak_to_zero():
   config = make_config(schedule='onecycle', warmup_epochs=2.0,
                        learning_rate=0.4)
-  train.check_config(config)
-  _, schedule = train.make_optimizer(config, steps_per_epoch=10,
+  config_checks.check_config(config)
+  _, schedule = optim.make_optimizer(config, steps_per_epoch=10,
                                      total_steps=100)
   values = {step: float(schedule(step)) for step in (0, 10, 20, 60, 99, 100)}
   assert values == pytest.approx({0: 0.0, 10: 0.2, 20: 0.4, 60: 0.2,
                                   99: 0.4 / 80, 100: 0.0}, abs=1e-7)
-  _, no_warmup = train.make_optimizer(make_config(schedule='onecycle'), 10, 6)
+  _, no_warmup = optim.make_optimizer(make_config(schedule='onecycle'), 10, 6)
   assert float(no_warmup(0)) == pytest.approx(0.05)  # configs/test.py's lr.
 
 
@@ -227,7 +229,7 @@ def test_base_config_lists_the_schedules():
   line = next(line for line in BASE.read_text().splitlines()
               if line.strip().startswith('config.schedule ='))
   listed = line.split('#')[1].strip(' .').split(' | ')
-  assert tuple(listed) == train.SCHEDULES
+  assert tuple(listed) == optim.SCHEDULES
 
 
 # --- bfloat16 ----------------------------------------------------------------

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import config_checks
 import ops
-import train
 from configs import base
 from ops import conv as conv_ops, onednn
 from tests.helpers import ops_config
@@ -53,7 +53,7 @@ def test_missing_library_is_refused_with_the_fix(monkeypatch, tmp_path,
   config = base.get_config()
   config.ops.conv = 'onednn'
   with pytest.raises(ValueError, match='make setup'):
-    train.check_config(config)  # Before any data or compilation.
+    config_checks.check_config(config)  # Before any data or compilation.
 
 
 def test_stale_library_is_refused(monkeypatch, tmp_path, fresh_reason):

@@ -29,6 +29,7 @@ import pytest
 
 import checkpoints
 import input_pipeline
+import optim
 import rundir
 import train
 from configs import test as test_config
@@ -556,7 +557,7 @@ SHARDED = r'''
 import json, sys
 import jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-import input_pipeline, rundir, train
+import config_checks, input_pipeline, optim, rundir, train
 from configs import test as test_config
 
 run6, out = sys.argv[1:]
@@ -565,7 +566,7 @@ config = test_config.get_config()
 split = input_pipeline.load_split(config.data, config.data.train_split)
 stats = tuple(tuple(map(float, s)) for s in input_pipeline.dataset_stats(split))
 steps_per_epoch = input_pipeline.steps_per_epoch(len(split.labels), 8)
-tx, _ = train.make_optimizer(config, steps_per_epoch, config.num_train_steps)
+tx, _ = optim.make_optimizer(config, steps_per_epoch, config.num_train_steps)
 idx = input_pipeline.batch_indices(len(split.labels), 8, 0, config.seed)
 
 def flat(tree, prefix):
@@ -594,7 +595,7 @@ assert len(runner.mesh.devices.flat) == 4
 result = runner.evaluate(state, input_pipeline.load_split(config.data, 'test'))
 config.batch_size = 6
 try:
-  train.check_config(config)
+  config_checks.check_config(config)
   error = None
 except ValueError as e:
   error = str(e)
@@ -834,7 +835,7 @@ def test_cpu_vector_width_changes_speed_not_results():
   for width in ('256', '512'):
     config.ops.cpu_vector_width = width
     runner = train.Runner(config, stats)
-    tx, _ = train.make_optimizer(config, 10, 100)
+    tx, _ = optim.make_optimizer(config, 10, 100)
     state = runner.create_state(tx)
     losses = []
     for x, y in zip(images, labels):

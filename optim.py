@@ -1,0 +1,39 @@
+"""The optimizer and learning-rate schedule that config.optimizer,
+config.schedule and their knobs name: SGD with Nesterov momentum or AdamW,
+weight decay on the kernels only (not biases or batch-norm scales), and an
+optional global-norm clip."""
+
+import jax
+import optax
+
+OPTIMIZERS = ('sgd', 'adamw')
+SCHEDULES = ('cosine', 'step', 'onecycle')
+
+
+def make_optimizer(config, steps_per_epoch: int, total_steps: int):
+  warmup = int(config.warmup_epochs * steps_per_epoch)
+  lr = config.learning_rate
+  if config.schedule == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, lr, warmup, max(total_steps, warmup + 1))
+  elif config.schedule == 'onecycle':  # A triangle: 0 -> lr -> 0 at the end.
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup),
+         optax.linear_schedule(lr, 0.0, max(total_steps - warmup, 1))],
+        [warmup])
+  else:
+    boundaries = {int(f * total_steps): 0.1 for f in config.step_epochs}
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup),
+         optax.piecewise_constant_schedule(lr, boundaries)], [warmup])
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  if config.optimizer == 'sgd':
+    opt = optax.chain(
+        optax.add_decayed_weights(config.weight_decay, decay_mask),
+        optax.sgd(schedule, config.momentum, nesterov=True))
+  else:
+    opt = optax.adamw(schedule, weight_decay=config.weight_decay,
+                      mask=decay_mask)
+  if config.grad_clip_norm > 0:
+    opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
+  return opt, schedule

@@ -6,6 +6,7 @@ Only one test trains (slow); the others replace `launch` or launch a stub.
 input_pipeline.check_data is replaced in every test (data_checks); the
 Slurm launcher against a real Slurm: tests/test_slurm.py."""
 
+import functools
 import json
 import os
 import pickle
@@ -153,6 +154,35 @@ def test_shipped_sweeps_name_one_of_their_runs_as_baseline(name):
   loaded = sweep_tool.load_sweep(f'configs/sweeps/{name}.py:size=cpu')
   assert loaded.baseline in [r.name for r in loaded.runs]
   assert loaded.seeds == 1
+
+
+@pytest.mark.parametrize('adopted', [
+    {}, {'eval_flip': True, 'schedule': 'onecycle', 'label_smoothing': 0.0,
+         'ema_decay': 0.99, 'model.dtype': 'bfloat16'}])
+def test_every_fast_lever_moves_the_recipe_whichever_side_it_is_on(adopted):
+  # A lever the recipe has adopted must not become a copy of the recipe:
+  # each lever changes its own key to another value.
+  from configs.sweeps import fast_levers
+  recipe = load_config('configs/cifar_fast.py')
+  recipe.update_from_flattened_dict(adopted)
+  changed = []
+  for overrides in fast_levers.levers(recipe):
+    moved = recipe.copy_and_resolve_references()
+    moved.update_from_flattened_dict(overrides)
+    get = lambda config, key: functools.reduce(getattr, key.split('.'), config)
+    diff = [k for k in overrides if get(moved, k) != get(recipe, k)]
+    assert diff == list(overrides), (overrides, diff)
+    changed.append(next(iter(overrides)))
+  assert sorted(changed) == ['batch_size', 'ema_decay', 'eval_flip',
+                             'label_smoothing', 'model.dtype', 'schedule']
+
+
+def test_fast_levers_sweep_builds_each_lever_apart_from_the_baseline():
+  runs = sweep_tool.load_sweep('configs/sweeps/fast_levers.py').runs
+  configs = {j.name: j.config for j in sweep_tool.expand(runs, 1, [])}
+  baseline = configs.pop('baseline')
+  assert len(configs) == 6
+  assert all(config != baseline for config in configs.values())
 
 
 # ------------------------------------------------ overrides checked up front

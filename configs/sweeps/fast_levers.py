@@ -1,55 +1,68 @@
 """The fast recipe's levers (issue 17), one at a time against the recipe.
 
   python scripts/sweep.py --sweep=configs/sweeps/fast_levers.py --seeds=3 \
-      --workdir=runs/levers \
+      --workdir=runs/levers --config.num_epochs=2 \
       --config.data.source=../shared/data/cifar10-train-jpeg.tar.gz
 
 A lever's effect may be a few tenths of a percent: run several seeds.
 
-Each run changes one thing of configs/cifar_fast.py (reduced modules):
+Each run flips one setting of configs/cifar_fast.py (reduced modules) to its
+alternative, so the sweep reads each lever against the recipe as it stands,
+whichever side of a lever the recipe has adopted:
   ema=0.99           evaluate an EMA of the weights (config.ema_decay);
-  eval_flip          score the mean logits of each image and its mirror;
-  onecycle           linear warm-up then linear decay to 0 (a triangle)
-                     instead of warm-up + cosine;
+  eval_flip=...      score the mean logits of each image and its mirror, or
+                     stop doing so;
+  schedule=...       one-cycle (linear warm-up, then linear decay to 0)
+                     against warm-up + cosine;
+  label_smoothing=.. 0.1 against none;
   bfloat16           bf16 compute (params stay float32);
-  batch256,lr=0.2    twice the batch at twice the peak rate (the linear
+  batch256,lr=...    twice the batch at twice the peak rate (the linear
                      scaling rule), the same epochs in half the steps,
-                     evaluated as often per epoch;
-  label_smoothing=0  the recipe's existing smoothing (0.1) taken away.
+                     evaluated as often per epoch.
 
 EMA decay: 0.99 averages over about the last 100 steps (0.3 of an epoch of
 352 steps). With the warm-up cap (1 + t) / (10 + t) it is reached after
-about 900 of the 2808 steps; 0.999 would never be reached in 8 epochs (the
-cap is still 0.996 at the end), so it would measure the warm-up, not the
-decay.
+about 900 steps; 0.999 would barely be reached in a short run, so it would
+measure the warm-up, not the decay.
 
 size=fast (default) or cpu: the recipe the levers are applied to.
 """
 
 from configs.common import load_config, parse_arg
-from configs.sweeps.common import Run, base_config
+from configs.sweeps.common import Run, base_config, name_of
 
 # The recipe as it stands; every lever is read against it.
 BASELINE = 'baseline'
 
 
+def levers(recipe) -> list[dict]:
+  """Each lever as the overrides that move `recipe` to its other side."""
+  # Twice the batch: half the steps per epoch, so the step-counted schedule
+  # of evaluations, checkpoints and logs is halved to stay per epoch.
+  batch = {'batch_size': 2 * recipe.batch_size,
+           'learning_rate': 2 * recipe.learning_rate}
+  batch |= {key: max(1, recipe[key] // 2) for key in (
+      'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps')}
+  return [
+      {'ema_decay': 0.99 if recipe.ema_decay == 0 else 0.0},
+      {'eval_flip': not recipe.eval_flip},
+      {'schedule': 'cosine' if recipe.schedule == 'onecycle' else 'onecycle'},
+      {'label_smoothing': 0.1 if recipe.label_smoothing == 0 else 0.0},
+      {'model.dtype': 'float32' if recipe.model.dtype == 'bfloat16'
+                      else 'bfloat16'},
+      batch,
+  ]
+
+
+def _name(overrides: dict) -> str:
+  if 'batch_size' in overrides:  # Name it by what it changes, not its bookkeeping.
+    return (f'batch{overrides["batch_size"]},'
+            f'lr={overrides["learning_rate"]:g}')
+  return name_of(overrides)
+
+
 def get_sweep(arg=None):
   arg = parse_arg(arg, size='fast')
   config = base_config(arg.size, 'reduced')
-  recipe = load_config(config)
-  # Twice the batch: half the steps per epoch, so the step-counted schedule
-  # of evaluations, checkpoints and logs is halved to stay per epoch.
-  batch256 = {'batch_size': 2 * recipe.batch_size,
-              'learning_rate': 2 * recipe.learning_rate}
-  batch256 |= {key: max(1, recipe[key] // 2) for key in (
-      'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps')}
-  levers = {
-      'baseline': {},
-      'ema=0.99': {'ema_decay': 0.99},
-      'eval_flip': {'eval_flip': True},
-      'onecycle': {'schedule': 'onecycle'},
-      'bfloat16': {'model.dtype': 'bfloat16'},
-      f'batch256,lr={batch256["learning_rate"]:g}': batch256,
-      'label_smoothing=0': {'label_smoothing': 0.0},
-  }
-  return [Run(name, config, overrides) for name, overrides in levers.items()]
+  runs = [Run(BASELINE, config)]
+  return runs + [Run(_name(o), config, o) for o in levers(load_config(config))]

@@ -9,6 +9,7 @@ Slurm launcher against a real Slurm: tests/test_slurm.py."""
 import functools
 import json
 import os
+import pathlib
 import pickle
 import re
 import shlex
@@ -372,12 +373,25 @@ def status_table(workdir, **env_vars):
   return {row.split()[0]: row.split(None, 5)[1:] for row in rows}
 
 
+def wait_for(predicate, timeout=30):
+  deadline = time.monotonic() + timeout
+  while not predicate():
+    assert time.monotonic() < deadline, 'timed out'
+    time.sleep(0.05)
+
+
 @pytest.fixture
 def live_process(tmp_path):
   """A process whose command line names tmp_path/runs/live (as a running
   train.py's --workdir does)."""
+  run_dir = str(tmp_path / 'runs/live')
   proc = subprocess.Popen([sys.executable, '-c', 'import time; '
-                           'time.sleep(120)', str(tmp_path / 'runs/live')])
+                           'time.sleep(120)', run_dir])
+  # Popen returns once exec has begun, but the kernel fills in the new
+  # image's /proc/<pid>/cmdline a moment later: wait for it, as for any
+  # train.py that has been running a while.
+  wait_for(lambda: run_dir.encode() in pathlib.Path(
+      f'/proc/{proc.pid}/cmdline').read_bytes())
   yield proc
   proc.kill()
   proc.wait()
@@ -563,13 +577,6 @@ print('ready', flush=True)
 while True:
   time.sleep(0.05)
 """
-
-
-def wait_for(predicate, timeout=30):
-  deadline = time.monotonic() + timeout
-  while not predicate():
-    assert time.monotonic() < deadline, 'timed out'
-    time.sleep(0.05)
 
 
 def test_slurm_job_checkpoint_stops_the_child_and_requeues(tmp_path,

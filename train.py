@@ -124,9 +124,12 @@ def cross_entropy(logits, labels, smoothing: float = 0.0):
   return optax.softmax_cross_entropy(logits, targets)
 
 
-def train_step(state: TrainState, images, labels, *, model, config, stats):
-  """One SGD step; augmentation runs here, keyed on (seed, step)."""
-  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)
+def train_step(state: TrainState, images, labels, seed_key, *, model, config,
+               stats):
+  """One SGD step; augmentation runs here, keyed on (seed, step). The seed
+  comes in as an argument, not a constant, so every seed of a config runs
+  the same program (one entry in a persistent compilation cache)."""
+  rng = jax.random.fold_in(seed_key, state.step)
   aug_rng, dropout_rng = jax.random.split(rng)
   x = input_pipeline.augment_batch(aug_rng, images, **augment_args(config, stats))
 
@@ -234,6 +237,7 @@ class Runner:
     self.mesh = Mesh(np.asarray(jax.devices()), ('data',))
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
     self.replicated = NamedSharding(self.mesh, P())
+    self.seed_key = jax.random.PRNGKey(config.seed)  # train_step's argument.
     kw = dict(model=self.model, config=config, stats=stats)
     options = ops.compiler_options(config)
     self.train_step = jax.jit(functools.partial(train_step, **kw),
@@ -492,10 +496,11 @@ def train_loop(config, runner: Runner, data: Data, state: TrainState,
                         runner.to_global(data.train.labels[idx]))
       if step_fn is None:  # Compile once; read XLA's cost of the step.
         t0 = time.perf_counter()
-        step_fn = runner.train_step.lower(state, images, labels).compile()
+        step_fn = runner.train_step.lower(state, images, labels,
+                                          runner.seed_key).compile()
         timer.compiled(time.perf_counter() - t0)
         step_flops = accounting.cost_flops(step_fn)
-      state, metrics = step_fn(state, images, labels)
+      state, metrics = step_fn(state, images, labels, runner.seed_key)
       pending.append(metrics)
       done = step + 1
       last = done == data.total_steps

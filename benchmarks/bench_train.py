@@ -270,11 +270,13 @@ class Stepper:
     self.images = jnp.asarray(rng.integers(0, 256, (batch, size, size, 3),
                                            np.uint8))
     self.labels = jnp.asarray(rng.integers(0, 10, (batch,), np.int32))
+    self.seed_key = jax.random.PRNGKey(config.seed)
     step = jax.jit(functools.partial(train.train_step, model=model,
                                      config=config, stats=STATS),
                    donate_argnums=(0,),
                    compiler_options=ops.compiler_options(config))
-    self.compiled = step.lower(self.state, self.images, self.labels).compile()
+    self.compiled = step.lower(self.state, self.images, self.labels,
+                               self.seed_key).compile()
     self.flops = accounting.cost_flops(self.compiled)
     self.bytes = accounting.cost_entry(self.compiled,
                                         'bytes accessed')
@@ -285,7 +287,8 @@ class Stepper:
 
   def __call__(self):
     r0 = resource.getrusage(resource.RUSAGE_SELF)
-    self.state, metrics = self.compiled(self.state, self.images, self.labels)
+    self.state, metrics = self.compiled(self.state, self.images, self.labels,
+                                        self.seed_key)
     jax.block_until_ready(metrics)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     self.cpu_seconds.append((r1.ru_utime - r0.ru_utime,
@@ -304,7 +307,9 @@ def model_flops(config, batch: int) -> float:
   abstract = jax.eval_shape(functools.partial(train.init_state, model, ref, tx))
   images = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.uint8)
   labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
-  return accounting.cost_flops(step.lower(abstract, images, labels).compile())
+  key = jax.random.PRNGKey(0)
+  return accounting.cost_flops(
+      step.lower(abstract, images, labels, key).compile())
 
 
 def layer_gemms(config, batch: int) -> collections.Counter:

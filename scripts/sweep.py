@@ -33,6 +33,9 @@ exits non-zero. --rerun_stale moves each stale directory aside, to
 <dir>.stale-<YYYYmmdd-HHMMSS> (nothing is deleted), and trains it afresh.
 
 --parallel=N runs N at once, each pinned to its own share of the cores.
+Local runs share JAX's persistent compilation cache in DIR/.xla_cache
+(unless JAX_COMPILATION_CACHE_DIR is set): a design's later seeds load its
+compiled steps instead of compiling them again.
 --dry_run writes nothing: it prints one train.py command per run and seed,
 for a job array or scheduler, leaving out stale ones, which it lists on
 stderr (exiting non-zero, as the sweep would).
@@ -81,6 +84,7 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+XLA_CACHE = '.xla_cache'  # In the sweep's DIR: see run_env.
 sys.path.insert(0, str(REPO))
 
 from absl import app, flags, logging  # noqa: E402
@@ -276,13 +280,22 @@ def sweep_record(spec: str, sweep: Sweep, seeds: int, overrides: list[str],
           'runs': {j.name: {'run': j.run, 'seed': j.seed} for j in jobs}}
 
 
+def run_env(run_dir: str) -> dict[str, str]:
+  """A local run's environment: JAX's persistent compilation cache in the
+  sweep's folder, unless one is set. The seeds of a design run the same
+  programs (train.train_step takes the seed as an argument), so only the
+  first compiles them."""
+  return {'JAX_COMPILATION_CACHE_DIR': os.path.join(os.path.dirname(run_dir),
+                                                    XLA_CACHE)} | os.environ
+
+
 def launch(name: str, cmd: list[str], run_dir: str, cores: list[int]) -> str:
   """Trains one run here on `cores` (recorded in job.json); its status."""
   os.makedirs(run_dir, exist_ok=True)
   log_path = os.path.join(run_dir, launchers.LOG)
   logging.info('[%s] started on cores %s; log: %s', name, cores, log_path)
   with open(log_path, 'a') as log:
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log,
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, env=run_env(run_dir),
                             stderr=subprocess.STDOUT,
                             preexec_fn=lambda: os.sched_setaffinity(0, cores))
     launchers.write_job(run_dir, launchers.local_record(proc.pid))

@@ -83,12 +83,13 @@ def ema_run():
                           'learning_rate': 0.3})  # Weights that move.
   model, state = fresh_state(config)
   images, labels = batch(config)
+  key = jax.random.PRNGKey(config.seed)
   lowered = jitted(train.train_step, model, config).lower(state, images,
-                                                          labels)
+                                                          labels, key)
   step = lowered.compile()
   history, metrics = [weights(state)], []
   for _ in range(3):
-    state, m = step(state, images, labels)
+    state, m = step(state, images, labels, key)
     history.append(weights(state))
     metrics.append(jax.device_get(m))
   return types.SimpleNamespace(config=config, model=model, lowered=lowered,

@@ -649,6 +649,22 @@ def test_launch_leaves_a_workdir_another_training_holds(tmp_path):
   assert (run_dir / 'summary.json').read_text() == '{"status": "interrupted"}'
 
 
+@pytest.mark.parametrize('preset', [None, '/elsewhere/cache'])
+def test_local_runs_share_a_compilation_cache_in_the_sweep_folder(
+    tmp_path, monkeypatch, preset):
+  if preset:
+    monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', preset)
+  else:
+    monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  cmd = [sys.executable, '-c',
+         'import os; print(os.environ["JAX_COMPILATION_CACHE_DIR"])']
+  run_dir = tmp_path / 'runs/a-seed1'
+  cores = sorted(os.sched_getaffinity(0))[:1]
+  sweep_tool.launch('a-seed1', cmd, str(run_dir), cores)
+  assert (run_dir / 'train.log').read_text().strip() == (
+      preset or str(tmp_path / 'runs/.xla_cache'))
+
+
 @pytest.mark.slow
 def test_two_seeds_train_and_a_rerun_skips_them(tmp_path):
   # On configs/test.py's own data: the built-in synthetic source.

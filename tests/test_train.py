@@ -583,7 +583,8 @@ for n in (1, 4):
   assert images.addressable_shards[0].data.shape[0] == 8 // n
   before = flat(jax.device_get(state.params), 'before/')
   state, metrics = runner.train_step(state, images,
-                                     runner.to_global(split.labels[idx]))
+                                     runner.to_global(split.labels[idx]),
+                                     runner.seed_key)
   assert len(state.params['head']['kernel'].sharding.device_set) == n
   arrays = {**before, **flat(jax.device_get(metrics), 'metrics/')}
   for name in ('params', 'batch_stats', 'opt_state'):
@@ -840,7 +841,7 @@ def test_cpu_vector_width_changes_speed_not_results():
     losses = []
     for x, y in zip(images, labels):
       state, metrics = runner.train_step(state, runner.to_global(x),
-                                         runner.to_global(y))
+                                         runner.to_global(y), runner.seed_key)
       losses.append(float(metrics['loss']))
     results.append((losses, jax.device_get(state.params)))
   (loss_a, params_a), (loss_b, params_b) = results
@@ -848,3 +849,24 @@ def test_cpu_vector_width_changes_speed_not_results():
   # Float reassociation only: within 1e-4 of each tensor's scale.
   for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.abs(a).max())
+
+
+def test_every_seed_runs_one_program_and_the_seed_still_counts():
+  # The seed is the step's argument, not a constant: a persistent compilation
+  # cache compiles a design's train step once for all its seeds.
+  stats = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (8, 32, 32, 3), np.uint8)
+  labels = rng.integers(0, 10, (8,), np.int32)
+  runners = [train.Runner(make_config(seed=s), stats) for s in (0, 1)]
+  tx, _ = optim.make_optimizer(make_config(), 10, 100)
+  x, y = runners[0].to_global(images), runners[0].to_global(labels)
+  programs, losses = [], []
+  for runner in runners:
+    state = runners[0].create_state(tx)  # Seed 0's weights both times.
+    lowered = runner.train_step.lower(state, x, y, runner.seed_key)
+    programs.append(lowered.as_text())
+    _, metrics = lowered.compile()(state, x, y, runner.seed_key)
+    losses.append(float(metrics['loss']))
+  assert programs[0] == programs[1]
+  assert losses[0] != losses[1]  # The seed's augmentation.

@@ -25,7 +25,7 @@ $(STAMP): requirements.txt
 $(ONEDNN_LIB): ops/onednn/onednn_conv.cc $(STAMP)
 	$(PY) -m ops.onednn.build --optional
 
-# The main job: naive against reduced modules, 3 seeds each, on a 2-epoch
+# The main job: naive against reduced modules, 3 seeds each, on a 1.5-epoch
 # budget of the fast CPU recipe (configs/cifar_fast.py), then the report.
 # Data comes from TFDS; point it at a local copy with e.g.
 #   make main ARGS=--config.data.source=../shared/data/cifar10-train-jpeg.tar.gz
@@ -37,7 +37,7 @@ export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 ARGS ?=
 main: setup
 	$(PY) scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py:size=fast \
-	    --seeds=3 --config.num_epochs=2 --workdir=$(RUNS) $(ARGS)
+	    --seeds=3 --config.num_epochs=1.5 --workdir=$(RUNS) $(ARGS)
 	$(PY) scripts/report.py $(RUNS)
 
 # One pytest worker per core (pytest-xdist), each taking whole test files so

@@ -12,7 +12,7 @@ Expected, on this project's 2-core AVX2-only CPU host with nothing else
 running: about 79-80% validation accuracy in 13.5-14.5 minutes of wall
 time, short of the 0.9 target; the dated record, each seed, the accuracy
 curve and what limits it are in docs/results.md, "cifar_fast". The main
-job trains it for 2 epochs, naive and reduced, 3 seeds each;
+job trains it for 1.5 epochs, naive and reduced, 3 seeds each;
 configs/sweeps/fast_levers.py measures each lever against it.
 
 Args: module=naive|reduced, width=<float>, epochs=<float>.

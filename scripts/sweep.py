@@ -33,7 +33,7 @@ exits non-zero. --rerun_stale moves each stale directory aside, to
 <dir>.stale-<YYYYmmdd-HHMMSS> (nothing is deleted), and trains it afresh.
 
 --parallel=N runs N at once, each pinned to its own share of the cores.
-Local runs share JAX's persistent compilation cache in DIR/.xla_cache
+Local runs share JAX's persistent compilation cache in DIR/.xla_cache/<host>
 (unless JAX_COMPILATION_CACHE_DIR is set): a design's later seeds load its
 compiled steps instead of compiling them again.
 --dry_run writes nothing: it prints one train.py command per run and seed,
@@ -79,6 +79,7 @@ import os
 import pathlib
 import queue
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -284,9 +285,11 @@ def run_env(run_dir: str) -> dict[str, str]:
   """A local run's environment: JAX's persistent compilation cache in the
   sweep's folder, unless one is set. The seeds of a design run the same
   programs (train.train_step takes the seed as an argument), so only the
-  first compiles them."""
-  return {'JAX_COMPILATION_CACHE_DIR': os.path.join(os.path.dirname(run_dir),
-                                                    XLA_CACHE)} | os.environ
+  first compiles them. One cache per host: XLA:CPU compiles for the host's
+  CPU, which JAX's cache keys do not name."""
+  cache = os.path.join(os.path.dirname(run_dir), XLA_CACHE,
+                       socket.gethostname())
+  return {'JAX_COMPILATION_CACHE_DIR': cache} | os.environ
 
 
 def launch(name: str, cmd: list[str], run_dir: str, cores: list[int]) -> str:

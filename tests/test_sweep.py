@@ -14,6 +14,7 @@ import pickle
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -662,7 +663,7 @@ def test_local_runs_share_a_compilation_cache_in_the_sweep_folder(
   cores = sorted(os.sched_getaffinity(0))[:1]
   sweep_tool.launch('a-seed1', cmd, str(run_dir), cores)
   assert (run_dir / 'train.log').read_text().strip() == (
-      preset or str(tmp_path / 'runs/.xla_cache'))
+      preset or str(tmp_path / 'runs/.xla_cache' / socket.gethostname()))
 
 
 @pytest.mark.slow

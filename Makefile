@@ -44,8 +44,11 @@ main: setup
 # that a file's module-scoped fixtures (a trained run) are built once.
 PYTEST := $(PY) -m pytest -q -n auto --dist loadfile
 
+# Then the oneDNN tests again with oneDNN capped to AVX2 (the kernels an
+# AVX2-only CPU gets), so that an AVX2-only bug cannot hide on an AVX-512 host.
 test: setup
 	$(PYTEST)
+	ONEDNN_MAX_CPU_ISA=AVX2 $(PYTEST) -k onednn
 
 test-fast: setup
 	$(PYTEST) -m "not slow"

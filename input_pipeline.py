@@ -210,6 +210,12 @@ def _load_tfds(cfg: ml_collections.ConfigDict, name: str):
 def _tfds_builder(cfg: ml_collections.ConfigDict):
   """The TFDS builder of cfg.dataset, the dataset prepared (downloaded first
   if need be; where the download server does not resolve, failing at once)."""
+  # Imported here, where a TFDS source is used, and nowhere else: it takes
+  # seconds. Its start-up INFO lines stay off the console unless the user
+  # asks for them; its oneDNN graph rewrites (announced by one of those
+  # lines) do nothing for decoding a dataset.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:

@@ -27,7 +27,6 @@ import ml_collections
 import numpy as np
 import optax
 from absl import app, flags, logging
-from clu import metric_writers
 from flax.training import train_state
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -37,6 +36,7 @@ import accounting
 import checkpoints
 import config_checks
 import input_pipeline
+import metric_log
 import ops
 import optim
 import rundir
@@ -392,32 +392,6 @@ def restore_or_create(config, workdir: str, runner: Runner, tx,
   return ckpt, state, rundir.read_json(path) if os.path.exists(path) else {}
 
 
-class MetricLog:
-  """Scalars to TensorBoard (clu) and to DIR/metrics.jsonl."""
-
-  def __init__(self, workdir: str, config, resumed: bool):
-    self.is_main = jax.process_index() == 0
-    # Synchronous: no writer threads to start while a signal may arrive.
-    self.writer = metric_writers.create_default_writer(
-        workdir, just_logging=not self.is_main, asynchronous=False)
-    if not resumed:
-      self.writer.write_hparams(rundir.flatten(config.to_dict(),
-                                               stringify=True))
-    self.path = os.path.join(workdir, rundir.METRICS)
-
-  def __call__(self, step: int, scalars: dict) -> None:
-    self.writer.write_scalars(step, scalars)
-    if self.is_main:
-      with open(self.path, 'a') as f:
-        f.write(json.dumps({'step': step, **scalars}) + '\n')
-
-  def flush(self) -> None:
-    self.writer.flush()
-
-  def close(self) -> None:
-    self.writer.close()
-
-
 class Timer:
   """Training time (evaluation and checkpoints excluded), the images per
   second of the steps alone (XLA's compile is timed apart), and the wall
@@ -478,8 +452,9 @@ class LoopResult:
 
 
 def train_loop(config, runner: Runner, data: Data, state: TrainState,
-               ckpt: checkpoints.Checkpoints, schedule, log: MetricLog,
-               timer: Timer, best: float) -> LoopResult:
+               ckpt: checkpoints.Checkpoints, schedule,
+               log: metric_log.MetricLog, timer: Timer,
+               best: float) -> LoopResult:
   """Steps from the state's step to data.total_steps, logging, evaluating
   and checkpointing on schedule; stops early on a signal, a time slot's end
   (stop_after_steps) or a non-finite loss."""
@@ -554,8 +529,8 @@ def _all_finite(host: list[dict], done: int, ckpt) -> bool:
   return False
 
 
-def _log_train(log: MetricLog, host: list[dict], done: int, lr, timer: Timer,
-               data: Data, config) -> None:
+def _log_train(log: metric_log.MetricLog, host: list[dict], done: int, lr,
+               timer: Timer, data: Data, config) -> None:
   """The mean of each train metric since the last flush; a console line."""
   rate = timer.images_per_s or 0.0
   scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
@@ -632,7 +607,11 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
   ckpt, state, previous = restore_or_create(config, workdir, runner, tx,
                                             data.stats)
   costs = accounting.summarize(config)['total']
-  log = MetricLog(workdir, config, resumed=int(jax.device_get(state.step)) > 0)
+  resumed = int(jax.device_get(state.step)) > 0
+  log = metric_log.MetricLog(
+      workdir, None if resumed else rundir.flatten(config.to_dict(),
+                                                   stringify=True),
+      is_main=jax.process_index() == 0, jsonl=rundir.METRICS)
   timer = Timer(previous, started)
   result = train_loop(config, runner, data, state, ckpt, schedule, log, timer,
                       best=previous.get('best_val_accuracy', 0.0))

@@ -65,9 +65,10 @@ per model and program:
                    allocated temporaries, thread wake-ups);
   peak_mb          compiled.memory_analysis(): temp + argument + output bytes;
   speedup_vs_baseline = base step time / ours step time.
---variants=CONV:POOL[:NORM],... adds programs of the repo model with those
-ops.conv / ops.pool [/ ops.norm], timed in the same rounds, named by the
-entry; each one's time_vs_ours = its step time / ours' (above 1: auto chose
+--variants=CONV:POOL[:NORM[:DTYPE]],... adds programs of the repo model
+with those ops.conv / ops.pool [/ ops.norm [/ model.dtype]], timed in the
+same rounds, named by the entry (auto:auto:auto:float32 beside a bfloat16
+--config is float32 against bfloat16); each one's time_vs_ours = its step time / ours' (above 1: auto chose
 better).
 --nobounds skips gemm_bound_ms and stream_gbps (and their fractions: null),
 which time a GEMM for every distinct layer shape, for a quick check (e.g. on
@@ -128,9 +129,9 @@ flags.DEFINE_bool('bounds', True, 'Also time the model\'s own GEMMs and the '
                   'memory bandwidth (the bound and mem columns: one timed '
                   'GEMM per layer shape); --nobounds for a quick check.')
 flags.DEFINE_list('variants', [], 'Also time the repo model with other '
-                  'ops, each CONV:POOL[:NORM] (ops.conv:ops.pool'
-                  '[:ops.norm], e.g. xla:xla:xla,im2col:slices), to check '
-                  'what auto picks.')
+                  'ops or dtype, each CONV:POOL[:NORM[:DTYPE]] (ops.conv:'
+                  'ops.pool[:ops.norm[:model.dtype]], e.g. xla:xla:xla,'
+                  'im2col:slices or auto:auto:auto:float32).')
 FLAGS = flags.FLAGS
 
 MODELS = {  # name -> config spec
@@ -395,15 +396,18 @@ VARIANT_KNOBS = tuple(ops.CHOICES)  # conv, pool, norm.
 
 
 def variant_config(config, variant: str):
-  """config with ops.conv:ops.pool[:ops.norm] set from 'CONV:POOL[:NORM]'
-  (ops.norm left as configured if NORM is absent)."""
+  """config with ops.conv:ops.pool[:ops.norm[:model.dtype]] set from
+  'CONV:POOL[:NORM[:DTYPE]]' (what is absent left as configured)."""
   values = variant.split(':')
-  if not 2 <= len(values) <= 3 or not all(values):
-    raise ValueError(f'--variants entry {variant!r}: write CONV:POOL or '
-                     'CONV:POOL:NORM, e.g. xla:slices or onednn:onednn:xla.')
+  if not 2 <= len(values) <= 4 or not all(values):
+    raise ValueError(f'--variants entry {variant!r}: write CONV:POOL, '
+                     'CONV:POOL:NORM or CONV:POOL:NORM:DTYPE, e.g. '
+                     'xla:slices or auto:auto:auto:float32.')
   config = config.copy_and_resolve_references()
   for knob, value in zip(VARIANT_KNOBS, values):
     config.ops[knob] = value
+  if len(values) == 4:
+    config.model.dtype = values[3]
   ops.resolve(config)  # Unknown or unavailable choices raise here.
   return config
 

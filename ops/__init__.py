@@ -13,18 +13,21 @@ resumes under another.
   pool  auto | xla (nn.max_pool) | slices (ops/pool.py) | onednn (max pools)
   norm  auto | xla (nn.BatchNorm) | custom_vjp (ops/norm.py)
 
-On CPU 'auto' is oneDNN where its library is built, the CPU has AVX-512 and
-compute is float32, else im2col convs and shifted-slice pools; elsewhere
-XLA's own ops (cuDNN and the TPU compiler handle those well). The hand-written batch-norm backward is
+On CPU 'auto' is oneDNN where its library is built and runs the compute
+dtype natively (float32 always; bfloat16 where the CPU has bfloat16
+instructions), else im2col convs and shifted-slice pools; elsewhere XLA's
+own ops (cuDNN and the TPU compiler handle those well). The hand-written batch-norm backward is
 'auto' on CPU and GPU, flax's on TPU. `compiler_options(config)` gives the
 XLA options of the jitted steps (`config.ops.cpu_vector_width`).
 """
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 from flax import linen as nn
 
 from ops import conv as conv_ops, cpu, norm as norm_ops, onednn
@@ -95,8 +98,9 @@ def resolve(config, backend: str | None = None) -> Ops:
   backend = backend or jax.default_backend()
   for key, valid in CHOICES.items():
     _check(key, choices.get(key, 'auto'), valid)
-  fast = ('onednn' if backend == 'cpu' and dtype == jnp.float32
-          and onednn.available() else None)
+  fast = 'onednn' if backend == 'cpu' and onednn.supports(dtype) else None
+  if backend == 'cpu' and dtype == jnp.bfloat16 and not fast:
+    _warn_slow_bfloat16()
   auto = {'conv': 'xla' if backend != 'cpu' else fast or 'im2col',
           'pool': 'xla' if backend != 'cpu' else fast or 'slices',
           'norm': 'custom_vjp' if backend in ('cpu', 'gpu') else 'xla'}
@@ -105,6 +109,14 @@ def resolve(config, backend: str | None = None) -> Ops:
   if 'onednn' in (chosen['conv'], chosen['pool']):
     onednn.require(dtype)
   return Ops(**chosen)
+
+
+@functools.cache
+def _warn_slow_bfloat16() -> None:
+  logging.warning(
+      'model.dtype=bfloat16 on a CPU without bfloat16 instructions (or '
+      'without the oneDNN ops): XLA emulates it, so this run will be slower '
+      'than float32 here.')
 
 
 def compiler_options(config) -> dict:

@@ -17,7 +17,7 @@ from flax import linen as nn
 from jax import lax
 
 from ops import onednn
-from ops.windows import f32, out_shape, pad_spatial, shift, spatial_pads
+from ops.windows import like, out_shape, pad_spatial, shift, spatial_pads
 
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -182,22 +182,25 @@ def onednn_conv(x, kernel, stride=1, padding='SAME'):
 
 def _onednn_conv_fwd(x, kernel, stride, padding):
   onednn.require(x.dtype)
-  onednn.require(kernel.dtype)
   k, f = kernel.shape[0], kernel.shape[-1]
   pads = spatial_pads(x.shape, k, stride, padding)
   out = out_shape(x.shape, k, stride, pads, f)
-  y = onednn.call('onednn_conv_fwd', f32(out), x, kernel, stride=stride,
-                  pads=pads)
+  y = onednn.call('onednn_conv_fwd', like(out, x.dtype), x,
+                  kernel.astype(x.dtype), stride=stride, pads=pads)
   return y, (x, kernel)
 
 
 def _onednn_conv_bwd(stride, padding, res, g):
+  """dx in the activations' dtype; dw accumulated and returned in float32,
+  then cast to the kernel's."""
   x, kernel = res
   pads = spatial_pads(x.shape, kernel.shape[0], stride, padding)
   kw = dict(stride=stride, pads=pads)
-  dx = onednn.call('onednn_conv_bwd_data', f32(x.shape), g, kernel, **kw)
-  dw = onednn.call('onednn_conv_bwd_weights', f32(kernel.shape), x, g, **kw)
-  return dx, dw
+  dx = onednn.call('onednn_conv_bwd_data', like(x.shape, x.dtype), g,
+                   kernel.astype(x.dtype), **kw)
+  dw = onednn.call('onednn_conv_bwd_weights', like(kernel.shape, jnp.float32),
+                   x, g, **kw)
+  return dx, dw.astype(kernel.dtype)
 
 
 onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd)

@@ -64,9 +64,9 @@ def spatial_pads(shape, window, stride, padding):
   return tuple(same_pads(n, window, stride) for n in shape[1:3])
 
 
-def f32(shape):
-  """A float32 result of `shape` for an FFI call."""
-  return jax.ShapeDtypeStruct(shape, jnp.float32)
+def like(shape, dtype):
+  """A result of `shape` and `dtype` for an FFI call."""
+  return jax.ShapeDtypeStruct(shape, dtype)
 
 
 def out_shape(shape, window, stride, pads, features):

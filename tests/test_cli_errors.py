@@ -334,6 +334,7 @@ def tfds_config(tmp_path):
 def tfds_offline(tmp_path, monkeypatch):
   """TFDS imported; names do not resolve; no proxy; a download would fail
   the test."""
+  pytest.importorskip('tensorflow')  # What a TFDS source imports first.
   tfds = pytest.importorskip('tensorflow_datasets')
   tfds.builder('cifar10', data_dir=str(tmp_path / 'warm'))  # Import, register.
   for key in list(os.environ):

@@ -231,9 +231,10 @@ def test_resolve_auto_per_backend():
   fast = 'onednn' if onednn.available() else None
   assert ops.resolve(ops_config(), 'cpu') == Ops(
       fast or 'im2col', fast or 'slices', 'custom_vjp')
-  # oneDNN computes in float32 only: bfloat16 gets the XLA forms.
+  # oneDNN computes bfloat16 where the CPU has bfloat16 instructions.
+  fast = 'onednn' if onednn.supports('bfloat16') else None
   assert ops.resolve(ops_config('bfloat16'), 'cpu') == Ops(
-      'im2col', 'slices', 'custom_vjp')
+      fast or 'im2col', fast or 'slices', 'custom_vjp')
   assert ops.resolve(ops_config(), 'gpu') == Ops('xla', 'xla', 'custom_vjp')
   assert ops.resolve(ops_config(), 'tpu') == Ops('xla', 'xla', 'xla')
   explicit = ops_config(conv='im2col', pool='xla', norm='xla')

@@ -7,9 +7,12 @@ this file wraps them as five FFI targets; this module builds it, registers
 the targets and calls them, and costs them for XLA's cost analysis.
 ops/conv.py and ops/pool.py put the calls together into differentiable ops.
 
-The library needs oneDNN (the pinned `onednn-cpu-gomp` and
-`onednn-devel-cpu-gomp` wheels put its library and headers under the
-virtual environment) and a C++17 compiler. `make setup` builds it:
+They compute in float32, or in bfloat16 where the CPU has bfloat16
+instructions (`supports`), with float32 weight gradients.
+
+The library needs oneDNN (the pinned `onednn` and `onednn-devel` wheels put
+its library, the runtimes it needs and its headers under the virtual
+environment) and a C++17 compiler. `make setup` builds it:
 
   .venv/bin/python -m ops.onednn.build   # -> build/onednn_conv.so
 
@@ -31,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ops import cpu
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOURCE = pathlib.Path(__file__).resolve().parent / 'onednn_conv.cc'
@@ -50,7 +52,10 @@ def compile_command(output=LIBRARY) -> list[str]:
   return ['g++', '-O2', '-std=c++17', '-shared', '-fPIC',
           f'-I{jax.ffi.include_dir()}', f'-I{PREFIX / "include"}',
           str(SOURCE), '-o', str(output), f'-L{PREFIX / "lib"}',
-          '-l:libdnnl.so.3', f'-Wl,-rpath,{PREFIX / "lib"}']
+          '-l:libdnnl.so.3', f'-Wl,-rpath,{PREFIX / "lib"}',
+          # An RPATH, not a RUNPATH: it also finds libdnnl's own libraries
+          # (TBB, the SYCL runtime) beside it.
+          '-Wl,--disable-new-dtags']
 
 
 def build() -> pathlib.Path:
@@ -71,59 +76,89 @@ def build() -> pathlib.Path:
   return LIBRARY
 
 
+# oneDNN's ISA bit sets (dnnl_cpu_isa_t): a CPU ISA includes another when it
+# has all of its bits. Either of these runs bfloat16 natively.
+_BF16_ISAS = {'avx512_core_bf16': 0xe7, 'avx2_vnni_2': 0x1f}
+
+
 @functools.cache
-def unavailable_reason() -> str | None:
-  """None once the targets are registered, else why they can't be."""
+def _library() -> ctypes.CDLL | str:
+  """The loaded library with its targets registered, or why it can't be."""
   if jax.default_backend() != 'cpu':
     return f'it runs on CPU only (backend: {jax.default_backend()})'
   if not LIBRARY.exists():
     return f'{LIBRARY} is not built; {BUILD_HINT}'
   if LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
     return f'{LIBRARY} is older than {SOURCE}; {BUILD_HINT}'
-  if not cpu.has_avx512():
-    # Without AVX-512 oneDNN picks other kernels for some shapes (a GEMM-based
-    # weight gradient), which crashed inside a train step on an AVX2 host.
-    return 'it is enabled on AVX-512 CPUs only (this CPU has no avx512f)'
-  # oneDNN's OpenMP workers share the cores with XLA's own threads: workers
-  # that sleep when a convolution ends, instead of spinning for the next one,
-  # leave them to XLA (a faster train step). Read by libgomp
-  # when the library loads it; a value set by the user wins.
-  os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+  # The wheel's oneDNN runs on the CPU through SYCL's OpenCL CPU device,
+  # whose driver sits beside it; the OpenCL loader reads this when it first
+  # runs. A value set by the user wins.
+  os.environ.setdefault('OCL_ICD_FILENAMES',
+                        str(PREFIX / 'lib' / 'libintelocl.so'))
   try:
-    library = ctypes.cdll.LoadLibrary(str(LIBRARY))
+    library = ctypes.CDLL(str(LIBRARY))
   except OSError as e:
     return f'{LIBRARY} does not load ({e}); {BUILD_HINT}'
   for target, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(
         target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
-  return None
+  return library
+
+
+def unavailable_reason() -> str | None:
+  """None once the targets are registered, else why they can't be."""
+  library = _library()
+  return library if isinstance(library, str) else None
 
 
 def available() -> bool:
   return unavailable_reason() is None
 
 
+@functools.cache
+def has_native_bf16() -> bool:
+  """Whether the ISA oneDNN dispatches to (ONEDNN_MAX_CPU_ISA caps it) has
+  bfloat16 instructions (AVX512_BF16, AMX, AVX2-VNNI-2); False where the
+  library is unavailable."""
+  if not available():
+    return False
+  isa = _library().dnnl_get_effective_cpu_isa()
+  return any(isa & bits == bits for bits in _BF16_ISAS.values())
+
+
+def supports(dtype) -> bool:
+  """Whether the oneDNN ops are available and run `dtype` natively."""
+  dtype = jnp.dtype(dtype)
+  return available() and (dtype == jnp.float32 or
+                          dtype == jnp.bfloat16 and has_native_bf16())
+
+
 def require(dtype='float32') -> None:
   """Raises a ValueError that says why the oneDNN ops (ops.conv or ops.pool
-  'onednn') can't run here, or can't compute in `dtype` (float32 only)."""
-  if jnp.dtype(dtype) != jnp.float32:
-    raise ValueError("ops.conv / ops.pool 'onednn' computes in float32, "
-                     f"not dtype={jnp.dtype(dtype).name!r}; use 'auto'.")
+  'onednn') can't run here, or can't compute in `dtype`."""
   reason = unavailable_reason()
   if reason:
     raise ValueError("ops.conv / ops.pool 'onednn' is not available: "
                      f"{reason}. 'auto' falls back by itself (convs to "
                      "'im2col', pools to 'slices').")
+  dtype = jnp.dtype(dtype)
+  if dtype not in (jnp.float32, jnp.bfloat16):
+    raise ValueError("ops.conv / ops.pool 'onednn' computes in float32 or "
+                     f"bfloat16, not dtype={dtype.name!r}; use 'auto'.")
+  if not supports(dtype):
+    raise ValueError("ops.conv / ops.pool 'onednn' in bfloat16 needs a CPU "
+                     'with bfloat16 instructions (AVX512_BF16 or AMX); this '
+                     "one has none. Use 'auto', or model.dtype=float32.")
 
 
 def call(target: str, results, *operands, stride: int, pads, **attrs):
-  """One pass (a _TARGETS key) on float32 operands -> `results` (a
-  jax.ShapeDtypeStruct, or a tuple of them).
+  """One pass (a _TARGETS key) on float32 or bfloat16 operands -> `results`
+  (a jax.ShapeDtypeStruct, or a tuple of them).
 
   pads: ((top, bottom), (left, right)) spatial padding of the input; attrs:
   further integer attributes (a pool's window).
   """
-  require()
+  require(operands[0].dtype)
   (top, bottom), (left, right) = pads
   ints = dict(stride=stride, pad_top=top, pad_bottom=bottom, pad_left=left,
               pad_right=right, **attrs)
@@ -135,8 +170,8 @@ _CUSTOM_CALL = re.compile(
     r'= (.*) custom-call\(.*custom_call_target="onednn_(\w+)", '
     r'operand_layout_constraints=\{(.*)\}, api_version.*'
     r'backend_config=\{([^}]*)\}')
-_SHAPE = re.compile(r'(f32|u8)\[([\d,]+)\]')
-_ITEMSIZE = {'f32': 4, 'u8': 1}
+_SHAPE = re.compile(r'(f32|bf16|u8)\[([\d,]+)\]')
+_ITEMSIZE = {'f32': 4, 'bf16': 2, 'u8': 1}
 
 
 def _valid_taps(size: int, k: int, stride: int, lo: int, out: int) -> int:

@@ -1,5 +1,5 @@
-// oneDNN convolutions and max pools as XLA FFI custom calls (CPU, float32,
-// NHWC / HWIO).
+// oneDNN convolutions and max pools as XLA FFI custom calls (CPU, float32
+// or bfloat16, NHWC / HWIO).
 //
 // Three targets, one per pass of a dense kxk convolution:
 //   onednn_conv_fwd          x (N,H,W,C), w (k,k,C,F)  -> y  (N,Ho,Wo,F)
@@ -12,16 +12,28 @@
 // first maximum (checked to be one byte per output). Attributes: stride,
 // the spatial padding pad_top/bottom/left/right, and a pool's window.
 //
+// Every operand of a call is float32, or every one bfloat16, except the
+// weight gradient, which is float32 either way: oneDNN accumulates in
+// float32, and the optimizer's master weights are float32.
+//
 // Activations stay NHWC (oneDNN's brgemm kernels run on it directly); the
 // weights go through oneDNN's preferred blocked layout by a reorder, which
 // costs little (weights are small) and picks the fast kernels for all three
 // passes. Primitives are JIT-compiled once per shape and cached. Calls are
-// serialized: each uses every core through OpenMP, and two at once (XLA may
-// run independent branches concurrently) would oversubscribe them.
+// serialized: each uses every core, and two at once (XLA may run
+// independent branches concurrently) would oversubscribe them.
+//
+// Every primitive takes its scratch memory from one buffer of ours
+// (scratchpad_mode::user). oneDNN's default keeps a scratchpad per thread,
+// sized when a primitive is created; XLA runs a call on whichever of its
+// threads is free, and a primitive created on one thread and run on another
+// with a smaller scratchpad wrote past it (a GEMM-based weight gradient, as
+// oneDNN picks on AVX2 CPUs, crashed that way).
 // Built by ops/onednn/build.py (ops.onednn.build); called through
 // ops.onednn.call by ops.conv.onednn_conv and ops.pool.onednn_max_pool.
 
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,6 +48,7 @@
 namespace ffi = xla::ffi;
 using dnnl::memory;
 using tag = memory::format_tag;
+using dt = memory::data_type;
 
 namespace {
 
@@ -43,8 +56,10 @@ enum class Pass { kFwd, kBwdData, kBwdWeights };
 
 struct Problem {
   int64_t n, h, w, c, f, k, ho, wo, stride, pt, pb, pl, pr;
+  dt type;  // Of the activations (and the weights but for a gradient).
   auto key() const {
-    return std::make_tuple(n, h, w, c, f, k, ho, wo, stride, pt, pb, pl, pr);
+    return std::make_tuple(n, h, w, c, f, k, ho, wo, stride, pt, pb, pl, pr,
+                           static_cast<int>(type));
   }
 };
 
@@ -54,7 +69,7 @@ struct Plan {
   dnnl::primitive conv;
   dnnl::reorder weights_reorder;
   memory user_weights, weights;  // HWIO view (handle set per call), blocked.
-  memory::desc src, dst;
+  memory::desc src, dst, conv_scratch, reorder_scratch;
 };
 
 dnnl::engine& Engine() {
@@ -62,38 +77,81 @@ dnnl::engine& Engine() {
   return engine;
 }
 
+const dnnl::primitive_attr& UserScratchpad() {
+  static const dnnl::primitive_attr attr = [] {
+    dnnl::primitive_attr a;
+    a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return a;
+  }();
+  return attr;
+}
+
+// `desc`'s scratch memory in the one shared buffer, grown as needed. Must be
+// called with Lock() held, and used before the lock is released.
+memory Scratchpad(const memory::desc& desc) {
+  static void* buffer = nullptr;
+  static size_t capacity = 0;
+  const size_t page = 4096, bytes = (desc.get_size() + page - 1) / page * page;
+  if (bytes > capacity) {
+    std::free(buffer);
+    buffer = std::aligned_alloc(page, bytes);
+    if (!buffer) throw std::bad_alloc();
+    capacity = bytes;
+  }
+  return memory(desc, Engine(), buffer);
+}
+
+// A reorder from `from` to `to` that takes a user scratchpad; its
+// scratchpad's description goes to *scratch.
+dnnl::reorder Reorder(const memory& from, const memory& to,
+                      memory::desc* scratch) {
+  dnnl::reorder::primitive_desc pd(from, to, UserScratchpad());
+  *scratch = pd.scratchpad_desc();
+  return dnnl::reorder(pd);
+}
+
 Plan MakePlan(Pass pass, const Problem& p) {
   auto& eng = Engine();
-  const auto f32 = memory::data_type::f32;
-  memory::desc src({p.n, p.c, p.h, p.w}, f32, tag::nhwc);
-  memory::desc dst({p.n, p.f, p.ho, p.wo}, f32, tag::nhwc);
-  memory::desc hwio({p.f, p.c, p.k, p.k}, f32, tag::hwio);
-  memory::desc any_w({p.f, p.c, p.k, p.k}, f32, tag::any);
+  // The weights are in the activations' type, their gradient in float32.
+  const dt weights_type = pass == Pass::kBwdWeights ? dt::f32 : p.type;
+  const memory::dims w_dims{p.f, p.c, p.k, p.k};
+  memory::desc src({p.n, p.c, p.h, p.w}, p.type, tag::nhwc);
+  memory::desc dst({p.n, p.f, p.ho, p.wo}, p.type, tag::nhwc);
+  memory::desc hwio(w_dims, weights_type, tag::hwio);
+  memory::desc any_w(w_dims, p.type, tag::any);
   memory::dims strides{p.stride, p.stride}, lo{p.pt, p.pl}, hi{p.pb, p.pr};
   const auto alg = dnnl::algorithm::convolution_direct;
+  const auto& attr = UserScratchpad();
   dnnl::convolution_forward::primitive_desc fwd(
       eng, dnnl::prop_kind::forward_training, alg, src, any_w, dst, strides,
-      lo, hi);
+      lo, hi, attr);
   Plan plan;
   plan.src = src;
   plan.dst = dst;
   plan.user_weights = memory(hwio, eng, nullptr);
   if (pass == Pass::kFwd) {
     plan.conv = dnnl::convolution_forward(fwd);
+    plan.conv_scratch = fwd.scratchpad_desc();
     plan.weights = memory(fwd.weights_desc(), eng);
-    plan.weights_reorder = dnnl::reorder(plan.user_weights, plan.weights);
+    plan.weights_reorder = Reorder(plan.user_weights, plan.weights,
+                                   &plan.reorder_scratch);
   } else if (pass == Pass::kBwdData) {
     dnnl::convolution_backward_data::primitive_desc bwd(
-        eng, alg, src, any_w, dst, strides, lo, hi, fwd);
+        eng, alg, src, any_w, dst, strides, lo, hi, fwd, attr);
     plan.conv = dnnl::convolution_backward_data(bwd);
+    plan.conv_scratch = bwd.scratchpad_desc();
     plan.weights = memory(bwd.weights_desc(), eng);
-    plan.weights_reorder = dnnl::reorder(plan.user_weights, plan.weights);
+    plan.weights_reorder = Reorder(plan.user_weights, plan.weights,
+                                   &plan.reorder_scratch);
   } else {
+    memory::desc any_dw(w_dims, dt::f32, tag::any);
     dnnl::convolution_backward_weights::primitive_desc bwd(
-        eng, alg, src, any_w, dst, strides, lo, hi, fwd);
+        eng, alg, src, any_dw, dst, strides, lo, hi, fwd, attr);
     plan.conv = dnnl::convolution_backward_weights(bwd);
+    plan.conv_scratch = bwd.scratchpad_desc();
     plan.weights = memory(bwd.diff_weights_desc(), eng);
-    plan.weights_reorder = dnnl::reorder(plan.weights, plan.user_weights);
+    plan.weights_reorder = Reorder(plan.weights, plan.user_weights,
+                                   &plan.reorder_scratch);
   }
   return plan;
 }
@@ -140,88 +198,125 @@ ffi::Error Run(Pass pass, const Problem& p, void* x, void* w, void* y) {
     auto& eng = Engine();
     memory src(plan.src, eng, x), dst(plan.dst, eng, y);
     plan.user_weights.set_data_handle(w);
+    auto reorder = [&](const memory& from, const memory& to) {
+      plan.weights_reorder.execute(
+          stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to},
+                   {DNNL_ARG_SCRATCHPAD, Scratchpad(plan.reorder_scratch)}});
+      stream.wait();  // The conv reuses the scratchpad.
+    };
+    auto conv = [&](int x_arg, int w_arg, int y_arg) {
+      plan.conv.execute(stream, {{x_arg, src}, {w_arg, plan.weights},
+                                 {y_arg, dst},
+                                 {DNNL_ARG_SCRATCHPAD,
+                                  Scratchpad(plan.conv_scratch)}});
+      stream.wait();
+    };
     if (pass == Pass::kFwd) {
-      plan.weights_reorder.execute(stream, plan.user_weights, plan.weights);
-      plan.conv.execute(stream, {{DNNL_ARG_SRC, src},
-                                 {DNNL_ARG_WEIGHTS, plan.weights},
-                                 {DNNL_ARG_DST, dst}});
+      reorder(plan.user_weights, plan.weights);
+      conv(DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST);
     } else if (pass == Pass::kBwdData) {
-      plan.weights_reorder.execute(stream, plan.user_weights, plan.weights);
-      plan.conv.execute(stream, {{DNNL_ARG_DIFF_SRC, src},
-                                 {DNNL_ARG_WEIGHTS, plan.weights},
-                                 {DNNL_ARG_DIFF_DST, dst}});
+      reorder(plan.user_weights, plan.weights);
+      conv(DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST);
     } else {
-      plan.conv.execute(stream, {{DNNL_ARG_SRC, src},
-                                 {DNNL_ARG_DIFF_WEIGHTS, plan.weights},
-                                 {DNNL_ARG_DIFF_DST, dst}});
-      plan.weights_reorder.execute(stream, plan.weights, plan.user_weights);
+      conv(DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST);
+      reorder(plan.weights, plan.user_weights);
     }
   });
 }
 
-using F32 = ffi::Buffer<ffi::F32, 4>;
-using F32Out = ffi::ResultBuffer<ffi::F32, 4>;
+using Any = ffi::AnyBuffer;
+using AnyOut = ffi::Result<ffi::AnyBuffer>;
 
-// x: (N,H,W,C) dims, y: (N,Ho,Wo,F) dims, k: kernel size.
-Problem Describe(ffi::Span<const int64_t> x, ffi::Span<const int64_t> y,
-                 int64_t k, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+// oneDNN's name for a buffer's element type; float32 and bfloat16 only (the
+// Python side checks before it calls).
+dt TypeOf(const Any& buffer) {
+  switch (buffer.element_type()) {
+    case ffi::DataType::F32: return dt::f32;
+    case ffi::DataType::BF16: return dt::bf16;
+    default: throw std::invalid_argument("not float32 or bfloat16");
+  }
+}
+
+// x: (N,H,W,C) activations, y: (N,Ho,Wo,F), k: kernel size.
+Problem Describe(const Any& x, ffi::Span<const int64_t> y, int64_t k,
+                 int64_t stride, int64_t pt, int64_t pb, int64_t pl,
                  int64_t pr) {
-  return {x[0], x[1], x[2], x[3], y[3], k, y[1], y[2], stride, pt, pb, pl, pr};
+  auto d = x.dimensions();
+  return {d[0], d[1], d[2], d[3], y[3], k, y[1], y[2], stride, pt, pb, pl,
+          pr, TypeOf(x)};
 }
 
-ffi::Error ConvFwd(F32 x, F32 w, F32Out y, int64_t stride, int64_t pad_top,
+// Describe() that turns a bad element type into an FFI error.
+template <typename Call>
+ffi::Error Described(Call call) {
+  try {
+    return call();
+  } catch (const std::invalid_argument& e) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string("oneDNN call: ") + e.what());
+  }
+}
+
+ffi::Error ConvFwd(Any x, Any w, AnyOut y, int64_t stride, int64_t pad_top,
                    int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
-  auto p = Describe(x.dimensions(), y->dimensions(), w.dimensions()[0], stride,
-                    pad_top, pad_bottom, pad_left, pad_right);
-  return Run(Pass::kFwd, p, x.untyped_data(), w.untyped_data(),
-             y->untyped_data());
+  return Described([&] {
+    auto p = Describe(x, y->dimensions(), w.dimensions()[0], stride, pad_top,
+                      pad_bottom, pad_left, pad_right);
+    return Run(Pass::kFwd, p, x.untyped_data(), w.untyped_data(),
+               y->untyped_data());
+  });
 }
 
-ffi::Error ConvBwdData(F32 dy, F32 w, F32Out dx, int64_t stride,
+ffi::Error ConvBwdData(Any dy, Any w, AnyOut dx, int64_t stride,
                        int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
                        int64_t pad_right) {
-  auto p = Describe(dx->dimensions(), dy.dimensions(), w.dimensions()[0],
-                    stride, pad_top, pad_bottom, pad_left, pad_right);
-  return Run(Pass::kBwdData, p, dx->untyped_data(), w.untyped_data(),
-             dy.untyped_data());
+  return Described([&] {
+    auto p = Describe(*dx, dy.dimensions(), w.dimensions()[0], stride,
+                      pad_top, pad_bottom, pad_left, pad_right);
+    return Run(Pass::kBwdData, p, dx->untyped_data(), w.untyped_data(),
+               dy.untyped_data());
+  });
 }
 
-ffi::Error ConvBwdWeights(F32 x, F32 dy, F32Out dw, int64_t stride,
+ffi::Error ConvBwdWeights(Any x, Any dy, AnyOut dw, int64_t stride,
                           int64_t pad_top, int64_t pad_bottom,
                           int64_t pad_left, int64_t pad_right) {
-  auto p = Describe(x.dimensions(), dy.dimensions(), dw->dimensions()[0],
-                    stride, pad_top, pad_bottom, pad_left, pad_right);
-  return Run(Pass::kBwdWeights, p, x.untyped_data(), dw->untyped_data(),
-             dy.untyped_data());
+  return Described([&] {
+    auto p = Describe(x, dy.dimensions(), dw->dimensions()[0], stride,
+                      pad_top, pad_bottom, pad_left, pad_right);
+    return Run(Pass::kBwdWeights, p, x.untyped_data(), dw->untyped_data(),
+               dy.untyped_data());
+  });
 }
 
 // ------------------------------------------------------------ max pool --
 
 struct PoolPlan {
   dnnl::primitive pool;
-  memory::desc src, dst, workspace;
+  memory::desc src, dst, workspace, scratch;
 };
 
 // p.f is unused (== p.c), p.k is the window.
 PoolPlan MakePoolPlan(bool forward, const Problem& p) {
   auto& eng = Engine();
-  const auto f32 = memory::data_type::f32;
-  memory::desc src({p.n, p.c, p.h, p.w}, f32, tag::nhwc);
-  memory::desc dst({p.n, p.c, p.ho, p.wo}, f32, tag::nhwc);
+  memory::desc src({p.n, p.c, p.h, p.w}, p.type, tag::nhwc);
+  memory::desc dst({p.n, p.c, p.ho, p.wo}, p.type, tag::nhwc);
   memory::dims strides{p.stride, p.stride}, kernel{p.k, p.k}, dilation{0, 0},
       lo{p.pt, p.pl}, hi{p.pb, p.pr};
   const auto alg = dnnl::algorithm::pooling_max;
   dnnl::pooling_forward::primitive_desc fwd(
       eng, dnnl::prop_kind::forward_training, alg, src, dst, strides, kernel,
-      dilation, lo, hi);
+      dilation, lo, hi, UserScratchpad());
   const memory::desc ws = fwd.workspace_desc();
   if (ws.get_size() != static_cast<size_t>(p.n * p.ho * p.wo * p.c))
     throw std::runtime_error("oneDNN's pooling workspace is not one byte per "
                              "output: " + std::to_string(ws.get_size()));
-  if (forward) return {dnnl::pooling_forward(fwd), src, dst, ws};
-  dnnl::pooling_backward::primitive_desc bwd(eng, alg, src, dst, strides,
-                                             kernel, dilation, lo, hi, fwd);
-  return {dnnl::pooling_backward(bwd), src, dst, ws};
+  if (forward)
+    return {dnnl::pooling_forward(fwd), src, dst, ws, fwd.scratchpad_desc()};
+  dnnl::pooling_backward::primitive_desc bwd(
+      eng, alg, src, dst, strides, kernel, dilation, lo, hi, fwd,
+      UserScratchpad());
+  return {dnnl::pooling_backward(bwd), src, dst, ws, bwd.scratchpad_desc()};
 }
 
 // forward: x -> y, ws;  backward: dy, ws -> dx (x and y name src and dst).
@@ -237,29 +332,35 @@ ffi::Error RunPool(bool forward, const Problem& p, void* x, void* y,
     const int src_arg = forward ? DNNL_ARG_SRC : DNNL_ARG_DIFF_SRC;
     const int dst_arg = forward ? DNNL_ARG_DST : DNNL_ARG_DIFF_DST;
     plan.pool.execute(stream, {{src_arg, src}, {dst_arg, dst},
-                               {DNNL_ARG_WORKSPACE, workspace}});
+                               {DNNL_ARG_WORKSPACE, workspace},
+                               {DNNL_ARG_SCRATCHPAD,
+                                Scratchpad(plan.scratch)}});
   });
 }
 
 using U8 = ffi::Buffer<ffi::U8, 4>;
 using U8Out = ffi::ResultBuffer<ffi::U8, 4>;
 
-ffi::Error MaxPoolFwd(F32 x, F32Out y, U8Out ws, int64_t window,
+ffi::Error MaxPoolFwd(Any x, AnyOut y, U8Out ws, int64_t window,
                       int64_t stride, int64_t pad_top, int64_t pad_bottom,
                       int64_t pad_left, int64_t pad_right) {
-  auto p = Describe(x.dimensions(), y->dimensions(), window, stride, pad_top,
-                    pad_bottom, pad_left, pad_right);
-  return RunPool(true, p, x.untyped_data(), y->untyped_data(),
-                 ws->untyped_data());
+  return Described([&] {
+    auto p = Describe(x, y->dimensions(), window, stride, pad_top, pad_bottom,
+                      pad_left, pad_right);
+    return RunPool(true, p, x.untyped_data(), y->untyped_data(),
+                   ws->untyped_data());
+  });
 }
 
-ffi::Error MaxPoolBwd(F32 dy, U8 ws, F32Out dx, int64_t window,
+ffi::Error MaxPoolBwd(Any dy, U8 ws, AnyOut dx, int64_t window,
                       int64_t stride, int64_t pad_top, int64_t pad_bottom,
                       int64_t pad_left, int64_t pad_right) {
-  auto p = Describe(dx->dimensions(), dy.dimensions(), window, stride, pad_top,
-                    pad_bottom, pad_left, pad_right);
-  return RunPool(false, p, dx->untyped_data(), dy.untyped_data(),
-                 ws.untyped_data());
+  return Described([&] {
+    auto p = Describe(*dx, dy.dimensions(), window, stride, pad_top,
+                      pad_bottom, pad_left, pad_right);
+    return RunPool(false, p, dx->untyped_data(), dy.untyped_data(),
+                   ws.untyped_data());
+  });
 }
 
 }  // namespace
@@ -274,9 +375,9 @@ auto WindowAttrs(B binding) {
       .template Attr<int64_t>("pad_right");
 }
 
-// Two 4-D float32 operands, one result.
+// Two 4-D operands, one result.
 auto ConvBinding() {
-  return WindowAttrs(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>());
+  return WindowAttrs(ffi::Ffi::Bind().Arg<Any>().Arg<Any>().Ret<Any>());
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvFwd, ConvFwd, ConvBinding());
@@ -285,9 +386,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvBwdWeights, ConvBwdWeights,
                               ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OnednnMaxPoolFwd, MaxPoolFwd,
-    WindowAttrs(ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Ret<U8>()
+    WindowAttrs(ffi::Ffi::Bind().Arg<Any>().Ret<Any>().Ret<U8>()
                     .Attr<int64_t>("window")));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OnednnMaxPoolBwd, MaxPoolBwd,
-    WindowAttrs(ffi::Ffi::Bind().Arg<F32>().Arg<U8>().Ret<F32>()
+    WindowAttrs(ffi::Ffi::Bind().Arg<Any>().Arg<U8>().Ret<Any>()
                     .Attr<int64_t>("window")));

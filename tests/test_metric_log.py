@@ -1,0 +1,56 @@
+"""metric_log: TensorBoard event files read back by TensorBoard's own reader,
+metrics.jsonl, and start-up without TensorFlow."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+import metric_log
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_scalars_and_hparams_read_back_by_tensorboard(tmp_path):
+  log = metric_log.MetricLog(str(tmp_path), {'model.width': 0.25,
+                                             'model.name': 'googlenet'},
+                             is_main=True)
+  log(1, {'train/loss': 2.5, 'train/accuracy': 0.125})
+  log(3, {'train/loss': 1.75})
+  log.close()
+  events = event_accumulator.EventAccumulator(str(tmp_path))
+  events.Reload()
+  assert [(e.step, e.value) for e in events.Scalars('train/loss')] == [
+      (1, 2.5), (3, 1.75)]
+  assert [e.value for e in events.Scalars('train/accuracy')] == [0.125]
+  content = events.PluginTagToContent('hparams')
+  start = plugin_data_pb2.HParamsPluginData.FromString(
+      content['_hparams_/session_start_info']).session_start_info
+  assert start.hparams['model.width'].number_value == 0.25
+  assert start.hparams['model.name'].string_value == 'googlenet'
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  assert [json.loads(line) for line in lines] == [
+      {'step': 1, 'train/loss': 2.5, 'train/accuracy': 0.125},
+      {'step': 3, 'train/loss': 1.75}]
+
+
+def test_other_processes_write_nothing(tmp_path):
+  log = metric_log.MetricLog(str(tmp_path), {'a': 1}, is_main=False)
+  log(1, {'train/loss': 2.5})
+  log.flush()
+  log.close()
+  assert not list(tmp_path.iterdir())
+
+
+def test_entry_points_start_without_tensorflow():
+  """TensorFlow (seconds to import, start-up lines on stderr, a second oneDNN
+  in the process) loads only where a TFDS source is used."""
+  code = ('import sys, train, eval, input_pipeline, metric_log; '
+          'print("tensorflow" in sys.modules)')
+  done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, text=True,
+                        capture_output=True, check=True, timeout=120)
+  assert done.stdout.strip() == 'False'
+  assert done.stderr == ''

@@ -6,9 +6,11 @@ train.py process.
       [--rerun_stale] [--config.key=value ...]
 
 --config.* flags apply to every run (e.g. the data source), after the run's
-own overrides. Before anything launches, the config of every run directory is
-built in-process exactly as train.py will build it, so a mistyped key or a
-value of the wrong type stops the whole sweep with an error naming the flag.
+own overrides. Before anything launches (--dry_run too), the config of every
+run directory is built in-process exactly as train.py will build it and put
+through train.py's own checks (config_checks.check_values), so a mistyped
+key, a value of the wrong type or a value that is not valid (norm='nonee')
+stops the whole sweep with one line naming the run and the flag.
 
 Seeds: every run trains at --seeds=N seeds (default: the sweep file's SEEDS,
 else 1). With N=1, run `reduced` trains in DIR/reduced at its config's seed.
@@ -215,6 +217,12 @@ def parse_config(config_args: list[str]) -> dict:
   return parse_config_flags(argv).to_dict()
 
 
+def origin(flag: str, overrides: list[str]) -> str:
+  """Where a run's --config flag comes from, for an error message."""
+  return ('a sweep-wide flag, given to every run' if flag in overrides
+          else 'from the sweep file')
+
+
 def build_config(run: Run, config_args: list[str],
                  overrides: list[str]) -> dict:
   """parse_config, or an error that names the run and the flag to fix."""
@@ -222,12 +230,49 @@ def build_config(run: Run, config_args: list[str],
     return parse_config(config_args)
   except ConfigFlagError as e:
     bad = e.flag if e.flag in config_args[1:] else config_args[0]
-    where = ('a sweep-wide flag, given to every run' if bad in overrides
-             else 'from the sweep file')
     message = str(e).removeprefix(f'{e.flag}: ')
     raise ValueError(
-        f'Run {run.name!r}: {bad} ({where}) does not parse; fix or drop it '
-        f'(nothing was launched): {message}') from None
+        f'Run {run.name!r}: {bad} ({origin(bad, overrides)}) does not parse; '
+        f'fix or drop it (nothing was launched): {message}') from None
+
+
+def blamed_flag(message: str, config_args: list[str]) -> str | None:
+  """The last --config.key=value flag whose `leaf=value` the error message
+  quotes ("norm='nonee' is not valid" blames --config.model.norm=nonee)."""
+  for flag in reversed(config_args[1:]):
+    key, _, value = flag.removeprefix('--config.').partition('=')
+    leaf = key.rsplit('.', 1)[-1]
+    if f'{leaf}={value!r}' in message or f'{leaf}={value}' in message:
+      return flag
+  return None
+
+
+def check_values(jobs: list[Job], overrides: list[str]) -> None:
+  """config_checks.check_values, the checks train.py makes before it loads
+  data or compiles (keys and values: a choice that is none of the valid
+  ones, a size the network cannot take), on every run's config: once per
+  run, as its seeds differ in `seed` alone. A bad value stops the sweep
+  with one line naming the run, the value and the flag that set it, before
+  anything is written or launched. It starts no JAX backend here (this
+  process would hold an accelerator while the runs train, and fork them
+  from a threaded process): what depends on the host a run trains on (its
+  device count, whether it can run an `ops` choice) the run checks as it
+  starts."""
+  import config_checks  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  checked = set()
+  for job in jobs:
+    if job.run in checked:
+      continue
+    checked.add(job.run)
+    try:
+      config_checks.check_values(ml_collections.ConfigDict(job.config))
+    except ValueError as e:
+      message = launchers.one_line(e)
+      flag = blamed_flag(message, job.flags)
+      where = f' {flag} ({origin(flag, overrides)}):' if flag else ''
+      raise ValueError(f'Run {job.run!r}:{where} {message} Nothing was '
+                       'launched.') from None
 
 
 def seeded(run: Run, config_args: list[str], config: dict,
@@ -450,6 +495,7 @@ def run_sweep(spec: str, workdir: str, overrides: list[str], *,
   sweep = load_sweep(spec)
   seeds = seeds or sweep.seeds
   jobs = expand(sweep.runs, seeds, overrides)
+  check_values(jobs, overrides)
   workdir = os.path.abspath(workdir)  # train.py runs in REPO.
   slurm = None
   if launcher == 'slurm':

@@ -210,6 +210,58 @@ def test_bad_run_override_names_the_run_and_the_sweep_file(tmp_path, launched):
   assert not (tmp_path / 'runs').exists() and not launched
 
 
+@pytest.mark.parametrize('dry_run', [False, True])
+def test_a_bad_sweep_wide_value_stops_everything_before_launch(
+    tmp_path, launched, capsys, dry_run):
+  # Issue 25: the keys parsed, the value did not, and every run launched and
+  # failed the same way (on Slurm: N queued jobs).
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)])
+  with pytest.raises(ValueError) as error:
+    sweep_tool.run_sweep(spec, str(tmp_path / 'runs'),
+                         ['--config.model.norm=nonee'], seeds=2,
+                         dry_run=dry_run)
+  assert str(error.value) == (
+      "Run 'a': --config.model.norm=nonee (a sweep-wide flag, given to every "
+      "run): norm='nonee' is not valid; choose one of 'batch', 'none'. "
+      'Nothing was launched.')
+  assert capsys.readouterr().out == ''  # No command printed.
+  assert not (tmp_path / 'runs').exists() and not launched
+
+
+def test_a_bad_value_of_one_run_names_that_run(tmp_path, launched):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG),
+                                ('b', TEST_CONFIG, {'model.width': 0.0})])
+  with pytest.raises(ValueError, match=re.escape(
+      "Run 'b': --config.model.width=0.0 (from the sweep file): width=0.0: "
+      'the multiplier must be > 0')):
+    sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [])
+  assert not (tmp_path / 'runs').exists() and not launched
+
+
+def test_cli_dry_run_with_a_bad_value_prints_one_line_and_no_command(
+    tmp_path):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)])
+  out = sweep(f'--sweep={spec}', f'--workdir={tmp_path}/runs', '--dry_run',
+              '--config.schedule=cosin')
+  assert out.returncode == 1 and out.stdout == ''
+  assert out.stderr.strip().splitlines() == [
+      "error: Run 'a': --config.schedule=cosin (a sweep-wide flag, given to "
+      "every run): Bad config: schedule='cosin'; choose one of ('cosine', "
+      "'step', 'onecycle'). Nothing was launched."]
+  assert not (tmp_path / 'runs').exists()
+
+
+def test_checking_values_starts_no_jax_backend(tmp_path):
+  # The sweep must not hold an accelerator while its runs train: with a
+  # platform this host does not have, starting a backend would fail.
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG),
+                                ('b', 'configs/cifar_cpu.py')])
+  out = sweep(f'--sweep={spec}', f'--workdir={tmp_path}/runs', '--dry_run',
+              JAX_PLATFORMS='tpu')
+  assert out.returncode == 0, out.stderr
+  assert len(out.stdout.strip().splitlines()) == 2
+
+
 @pytest.mark.parametrize('flag', ['--config.learning_rat=0.1',
                                   '--config.model.bogus=1'])
 def test_cli_reports_a_typo_in_one_line_and_writes_nothing(tmp_path, flag):

@@ -14,12 +14,17 @@
 A sweep directory (scripts/sweep.py) holds one run directory per run and seed,
 and SWEEP:
 
-  SWEEP_DIR/sweep.json   {'sweep': the sweep file[:args], 'seeds': N,
-                          'baseline': the run name comparisons are made
-                          against (None: the report's default),
-                          'overrides': the sweep-wide --config.* flags,
+  SWEEP_DIR/sweep.json   {'sweep': the sweep file[:args], 'seeds': the
+                          most seeds of any run, 'baseline': the run name
+                          comparisons are made against (None: the report's
+                          default), 'overrides': the latest launch's
+                          sweep-wide --config.* flags,
                           'runs': {run directory name: {'run': run name,
-                                                        'seed': seed}}}
+                                   'seed': seed, 'overrides': the flags it
+                                   was launched with}}}
+                         What was launched into SWEEP_DIR: written by a
+                         sweep that launches something, its runs merged
+                         into the earlier ones (a record never shrinks).
 
 train.py writes these; eval.py, scripts/sweep.py and scripts/report.py read
 them. Kept free of JAX and plotting so the sweep and report tools start fast.
@@ -103,6 +108,26 @@ def write_atomic(path, write: Callable[[TextIO], None], **open_args) -> None:
 def write_json_atomic(path, obj) -> None:
   """`obj` as indented JSON; what JSON cannot encode (a NumPy scalar) as str."""
   write_atomic(path, lambda f: json.dump(obj, f, indent=1, default=str))
+
+
+def read_sweep(directory) -> dict | None:
+  """DIR/SWEEP, checked; None where there is none. A ValueError of one line,
+  saying what to do, where it does not parse or has no 'runs'."""
+  path = os.path.join(directory, SWEEP)
+  if not os.path.exists(path):
+    return None
+  fix = 'fix it, or move it away (its runs are then grouped by config alone).'
+  try:
+    sweep = read_json(path)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path}: {e}; {fix}') from None
+  runs = sweep.get('runs') if isinstance(sweep, dict) else None
+  if not isinstance(runs, dict) or not all(
+      isinstance(e, dict) and isinstance(e.get('run'), str)
+      for e in runs.values()):
+    raise ValueError(f"{path} has no 'runs': {{run directory: {{'run': "
+                     f"name, 'seed': k}}}} (see rundir.py); {fix}")
+  return sweep
 
 
 def read_status(run_dir) -> str | None:

@@ -155,23 +155,8 @@ def load_runs(directory, sweep: dict | None = None) -> list[dict]:
 
 
 def load_sweep(directory) -> dict | None:
-  """DIR/sweep.json, or None where there is none."""
-  path = pathlib.Path(directory) / rundir.SWEEP
-  if not path.exists():
-    return None
-  fix = ('fix it, or move it away to group the runs by their configs '
-         'alone.')
-  try:
-    sweep = rundir.read_json(path)
-  except (OSError, ValueError) as e:
-    raise ValueError(f'{path}: {e}; {fix}') from None
-  runs = sweep.get('runs') if isinstance(sweep, dict) else None
-  if not isinstance(runs, dict) or not all(
-      isinstance(e, dict) and isinstance(e.get('run'), str)
-      for e in runs.values()):
-    raise ValueError(f"{path} has no 'runs': {{run directory: {{'run': "
-                     f"name, 'seed': k}}}} (see rundir.py); {fix}")
-  return sweep
+  """DIR/sweep.json (rundir.read_sweep), or None where there is none."""
+  return rundir.read_sweep(directory)
 
 
 # ----------------------------------------------------------------- values

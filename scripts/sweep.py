@@ -19,9 +19,12 @@ seed is its config's after the --config.* flags (--config.seed=5 --seeds=3:
 reduced-seed5, reduced-seed6, reduced-seed7). config.seed decides the
 initialisation, the data order and the augmentation.
 
-DIR/sweep.json (rundir.SWEEP) records the sweep before anything launches: the
-sweep file, seeds, its BASELINE run (the one comparisons are made against),
-the --config.* flags, and each run directory's run and seed.
+DIR/sweep.json (rundir.SWEEP) records what the sweep launches, before it
+launches: the sweep file, its BASELINE run (the one comparisons are made
+against), and each run directory's run, seed and --config.* flags. It
+grows: the runs of a later sweep into DIR (more --seeds) are merged in, and
+a sweep that launches nothing (all finished, or all stale) leaves it as it
+was.
 
 Run directories with a summary.json of status "ok" are skipped; interrupted
 ones resume from their checkpoints. One that fails or diverges is recorded
@@ -318,12 +321,36 @@ def move_aside(run_dir: str) -> str:
   return moved
 
 
-def sweep_record(spec: str, sweep: Sweep, seeds: int, overrides: list[str],
-                 jobs: list[Job]) -> dict:
-  """sweep.json's content (format: rundir's docstring)."""
-  return {'sweep': spec, 'seeds': seeds, 'baseline': sweep.baseline,
-          'overrides': list(overrides),
-          'runs': {j.name: {'run': j.run, 'seed': j.seed} for j in jobs}}
+def sweep_record(previous: dict | None, spec: str, sweep: Sweep,
+                 overrides: list[str], jobs: list[Job]) -> dict:
+  """sweep.json's content (format: rundir's docstring) once `jobs` launch:
+  the previous record's runs, these jobs' added or updated, each with the
+  overrides it trains with. Nothing is dropped: runs of other --seeds, or
+  set aside, stay for the report to read."""
+  previous = previous or {}
+  runs = {name: {'overrides': previous.get('overrides', [])} | entry
+          for name, entry in previous.get('runs', {}).items()}
+  runs |= {j.name: {'run': j.run, 'seed': j.seed,
+                    'overrides': list(overrides)} for j in jobs}
+  seeds = {}
+  for entry in runs.values():
+    seeds.setdefault(entry['run'], set()).add(entry['seed'])
+  return {'sweep': spec, 'seeds': max(map(len, seeds.values())),
+          'baseline': sweep.baseline, 'overrides': list(overrides),
+          'runs': runs}
+
+
+def record_sweep(workdir: str, previous: dict | None, spec: str,
+                 sweep: Sweep, overrides: list[str], jobs: list[Job]) -> None:
+  """Merges `jobs` into DIR/sweep.json (sweep_record), which held
+  `previous`."""
+  if previous and previous.get('sweep') != spec:
+    logging.warning('%s recorded sweep %s; runs of %s join it.',
+                    os.path.join(workdir, rundir.SWEEP),
+                    previous.get('sweep'), spec)
+  rundir.write_json_atomic(
+      os.path.join(workdir, rundir.SWEEP),
+      sweep_record(previous, spec, sweep, overrides, jobs))
 
 
 def run_env(run_dir: str) -> dict[str, str]:
@@ -512,13 +539,15 @@ def run_sweep(spec: str, workdir: str, overrides: list[str], *,
     for name in stale:
       move_aside(os.path.join(workdir, name))
     stale = {}
-  todo, results, notes = to_launch([j for j in jobs if j.name not in stale],
-                                   workdir)
+  current = [j for j in jobs if j.name not in stale]
+  todo, results, notes = to_launch(current, workdir)
   if todo:
+    previous = rundir.read_sweep(workdir)  # Unreadable: stop here.
     check_data(todo)
-  os.makedirs(workdir, exist_ok=True)
-  rundir.write_json_atomic(os.path.join(workdir, rundir.SWEEP),
-                           sweep_record(spec, sweep, seeds, overrides, jobs))
+    os.makedirs(workdir, exist_ok=True)
+    # What launches, and this sweep's runs already there: they train what it
+    # trains (not stale). A sweep that launches nothing leaves it as it was.
+    record_sweep(workdir, previous, spec, sweep, overrides, current)
   if slurm:
     launched, submitted = submit_jobs(todo, workdir, slurm)
     results |= launched

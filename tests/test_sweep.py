@@ -130,15 +130,82 @@ def test_sweep_json_and_launches_follow_the_files_seeds(tmp_path, launched):
       'a-seed3', 'a-seed4', 'b-seed3', 'b-seed4']
   assert json.loads((workdir / 'sweep.json').read_text()) == {
       'sweep': spec, 'seeds': 2, 'baseline': 'b', 'overrides': overrides,
-      'runs': {'a-seed3': {'run': 'a', 'seed': 3},
-               'a-seed4': {'run': 'a', 'seed': 4},
-               'b-seed3': {'run': 'b', 'seed': 3},
-               'b-seed4': {'run': 'b', 'seed': 4}}}
+      'runs': {f'{run}-seed{seed}': {'run': run, 'seed': seed,
+                                     'overrides': overrides}
+               for run in 'ab' for seed in (3, 4)}}
   launched.clear()
   sweep_tool.run_sweep(spec, str(workdir), overrides, seeds=1)  # --seeds=1.
   assert sorted(c['name'] for c in launched) == ['a', 'b']
-  assert json.loads((workdir / 'sweep.json').read_text())['runs'] == {
-      'a': {'run': 'a', 'seed': 3}, 'b': {'run': 'b', 'seed': 3}}
+  record = json.loads((workdir / 'sweep.json').read_text())
+  assert record['runs'] == {  # Merged: the earlier runs stay.
+      name: {'run': name[0], 'seed': seed, 'overrides': overrides}
+      for name, seed in (('a-seed3', 3), ('a-seed4', 4), ('b-seed3', 3),
+                         ('b-seed4', 4), ('a', 3), ('b', 3))}
+  assert record['seeds'] == 2  # Seeds 3 and 4 of each run.
+
+
+@pytest.fixture
+def finishing(monkeypatch):
+  """Replaces training: each launch leaves its run directory as a finished
+  train.py run does (config.json, summary.json 'ok'); records the names."""
+  names = []
+
+  def fake_launch(name, cmd, run_dir, cores):
+    names.append(name)
+    config = parse_train_argv(cmd[2:]).config.to_dict()
+    os.makedirs(run_dir)
+    pathlib.Path(run_dir, 'config.json').write_text(json.dumps(config))
+    pathlib.Path(run_dir, 'summary.json').write_text('{"status": "ok"}')
+    return 'ok'
+  monkeypatch.setattr(sweep_tool, 'launch', fake_launch)
+  return names
+
+
+def test_fewer_seeds_later_launch_nothing_and_keep_sweep_json(
+    tmp_path, finishing):
+  # Issue 25: --seeds=2 after --seeds=3 rewrote sweep.json with 2 seeds, and
+  # the report then dropped every third seed.
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)])
+  record = tmp_path / 'runs' / 'sweep.json'
+  sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [], seeds=3)
+  assert len(finishing) == 6
+  before = (record.read_bytes(), record.stat().st_mtime_ns)
+  sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [], seeds=2)
+  assert len(finishing) == 6  # All finished: nothing launched.
+  assert (record.read_bytes(), record.stat().st_mtime_ns) == before
+  sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [], seeds=4)
+  assert finishing[6:] == ['a-seed3', 'b-seed3']
+  saved = json.loads(record.read_text())
+  assert sorted(saved['runs']) == [f'{r}-seed{s}' for r in 'ab'
+                                   for s in range(4)]
+  assert saved['seeds'] == 4
+
+
+def test_a_refused_sweep_leaves_sweep_json_as_it_was(tmp_path, finishing,
+                                                     capsys):
+  # Issue 25: a rerun refused because every run is stale wrote its
+  # --config.num_train_steps=200 into sweep.json, though no run trained it.
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)])
+  workdir = tmp_path / 'runs'
+  sweep_tool.run_sweep(spec, str(workdir), ['--config.num_train_steps=150'])
+  before = (workdir / 'sweep.json').read_bytes()
+  with pytest.raises(SystemExit, match='2 of 2 runs are stale'):
+    sweep_tool.run_sweep(spec, str(workdir), ['--config.num_train_steps=200'])
+  assert (workdir / 'sweep.json').read_bytes() == before
+  assert json.loads(before)['overrides'] == ['--config.num_train_steps=150']
+  assert finishing == ['a', 'b']
+  assert 'num_train_steps: 150 -> 200' in capsys.readouterr().out
+
+
+def test_an_unreadable_sweep_json_stops_the_sweep_before_launch(
+    tmp_path, launched):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG)])
+  (tmp_path / 'runs').mkdir()
+  (tmp_path / 'runs' / 'sweep.json').write_text('{"runs": ')
+  with pytest.raises(ValueError, match='sweep.json: .*fix it'):
+    sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [])
+  assert not launched
+  assert (tmp_path / 'runs' / 'sweep.json').read_text() == '{"runs": '
 
 
 @pytest.mark.parametrize('extra, problem', [

@@ -1,13 +1,15 @@
 """Collects a sweep's runs into groups of seeds, statistics, tables and plots.
 
-  python scripts/report.py DIR [--json]
+  python scripts/report.py DIR [--json] [--allow_fewer_runs]
 
 Runs: every `summary.json` under DIR (recursively) is one run, named by its
 folder relative to DIR; its sibling `eval_*.json` (eval.py) and `config.json`
 (train.py) are read too; folders set aside by `scripts/sweep.py
 --rerun_stale` (`<dir>.stale-<time>`) are skipped. DIR/sweep.json
 (rundir.SWEEP) is optional: it names each folder's sweep run and seed, and
-the baseline.
+the baseline. A run it does not list counts with the runs of its design
+(same config but seed) at a seed none of them has; otherwise it is left
+out. results.md names both kinds.
 
 Groups, the seeds of one design: runs whose config.json files are equal but
 for `seed` and bookkeeping (rundir.training_changes). A group is named by
@@ -45,6 +47,10 @@ Writes into DIR:
                 mean MACs/image, params and train time (scripts/plots.py),
                 labelled by the varied keys' values.
 
+A report that would count fewer finished runs than the results.csv it
+replaces (a run moved, deleted or no longer finished) writes nothing and
+says which, unless --allow_fewer_runs.
+
 Prints results.md; with --json, the whole report as JSON instead.
 """
 
@@ -68,6 +74,9 @@ from scripts import plots, stats  # noqa: E402
 # define a --json flag too.
 flags.DEFINE_bool('json', False, 'Print the report as JSON instead of the '
                   'tables.', allow_override=True)
+flags.DEFINE_bool('allow_fewer_runs', False, 'Overwrite an earlier report '
+                  'of DIR that counted finished runs this one does not.',
+                  allow_override=True)
 FLAGS = flags.FLAGS
 
 SEED_KEY = 'seed'
@@ -126,10 +135,6 @@ def load_runs(directory, sweep: dict | None = None) -> list[dict]:
     folder = pathlib.Path(root)
     rel = folder.relative_to(directory).as_posix()
     name = rel if rel != '.' else directory.resolve().name
-    if entries and name not in entries:
-      _warn(f'skipping {folder}: not a run of {rundir.SWEEP} (an earlier '
-            'sweep into this directory, e.g. with other --seeds?).')
-      continue
     try:
       summary = rundir.read_json(folder / rundir.SUMMARY)
       if not isinstance(summary, dict):
@@ -152,6 +157,33 @@ def load_runs(directory, sweep: dict | None = None) -> list[dict]:
     raise ValueError(f'No {rundir.SUMMARY} under {str(directory)!r}: '
                      'is it a sweep or train.py workdir?')
   return sorted(runs, key=lambda r: r['run'])
+
+
+def outside_sweep(runs: list[dict], sweep: dict | None
+                  ) -> tuple[list[dict], dict[str, str], dict[str, str]]:
+  """The runs to report, and those sweep.json does not list: {run: the
+  sweep run whose design it has}, counted with that design's runs (it
+  trains the same config, at a seed none of them has), and {run: why it is
+  left out}. Without a sweep.json every run counts."""
+  entries = (sweep or {}).get('runs', {})
+  listed = [r for r in runs if not entries or r['run'] in entries]
+  adopted, left_out = {}, {}
+  for run in runs:
+    if run in listed:
+      continue
+    design = [r for r in listed if r['config'] and run['config']
+              and not _changed_keys(r['config'], run['config'])]
+    if not design:
+      left_out[run['run']] = f'of no design {rundir.SWEEP} lists'
+    elif run['seed'] in {r['seed'] for r in design}:
+      left_out[run['run']] = (f"a second run of seed {run['seed']} of "
+                              f"`{entries[design[0]['run']]['run']}`")
+    else:
+      adopted[run['run']] = entries[design[0]['run']]['run']
+      listed.append(run)
+  for name, why in left_out.items():
+    _warn(f'leaving out {name}: not a run of {rundir.SWEEP}, {why}.')
+  return sorted(listed, key=lambda r: r['run']), adopted, left_out
 
 
 def load_sweep(directory) -> dict | None:
@@ -208,7 +240,8 @@ def group_runs(runs: list[dict], sweep: dict | None) -> dict[str, list]:
   groups = []
   for run in sorted(runs, key=lambda r: r['config'] is None):
     entry = entries.get(run['run'])
-    run['name'] = entry['run'] if entry else SEED_SUFFIX.sub('', run['run'])
+    run['name'] = (entry['run'] if entry else run.get('sweep_run')
+                   or SEED_SUFFIX.sub('', run['run']))
     group = next((g for g in groups if _same_design(g[0], run)), None)
     if group is None:
       groups.append([run])
@@ -536,6 +569,14 @@ def markdown(report: dict, runs: list[dict]) -> str:
   if report['missing']:
     lines += ['In sweep.json but without a summary.json (not run yet): '
               + ', '.join(f'`{m}`' for m in report['missing']) + '.', '']
+  if report['adopted']:
+    lines += ['Not in sweep.json, counted with the runs of their design: '
+              + ', '.join(f'`{run}` (`{group}`)' for run, group in
+                          report['adopted'].items()) + '.', '']
+  if report['left_out']:
+    lines += ['Not in sweep.json, left out: ' + ', '.join(
+        f'`{run}` ({why})' for run, why in report['left_out'].items())
+              + '.', '']
   lines += [f'## Groups ({len(groups)})', '']
   lines += groups_markdown(groups, report['varied_keys'])
   lines += ['', '## Comparisons', '']
@@ -582,7 +623,9 @@ def analyse(directory) -> tuple[dict, list[dict]]:
   `directory` or its sweep.json is malformed."""
   directory = pathlib.Path(directory)
   sweep = load_sweep(directory)
-  runs = load_runs(directory, sweep)
+  runs, adopted, left_out = outside_sweep(load_runs(directory, sweep), sweep)
+  for run in runs:
+    run['sweep_run'] = adopted.get(run['run'])
   grouped = group_runs(runs, sweep)
   varied = varied_keys([next((r['config'] for r in g if r['config']), None)
                         for g in grouped.values()])
@@ -594,6 +637,7 @@ def analyse(directory) -> tuple[dict, list[dict]]:
   report = dict(
       directory=str(directory), title=directory.resolve().name, sweep=sweep,
       missing=[d for d in (sweep or {}).get('runs', {}) if d not in names],
+      adopted=adopted, left_out=left_out,
       varied_keys=varied, groups=groups,
       baseline=baseline and baseline['group'], baseline_reason=reason,
       comparisons=comparisons,
@@ -603,12 +647,35 @@ def analyse(directory) -> tuple[dict, list[dict]]:
   return report, runs
 
 
-def make_report(directory) -> dict:
+def check_no_fewer_runs(csv_path: pathlib.Path, runs: list[dict]) -> None:
+  """Raises where the report in csv_path (results.csv) counted a finished
+  run that `runs` does not: overwriting it would silently change its
+  numbers."""
+  try:
+    with open(csv_path, newline='') as f:
+      before = {row['run'] for row in csv.DictReader(f)
+                if row.get('status') == FINISHED}
+  except (OSError, KeyError, csv.Error):
+    return
+  dropped = sorted(before - {r['run'] for r in runs if finished(r)})
+  if dropped:
+    raise ValueError(
+        f'{csv_path} counts {len(before)} finished runs, among them '
+        f'{len(dropped)} that this report would not: {", ".join(dropped)} '
+        '(moved, deleted or not finished now). Nothing was written; rerun '
+        'with --allow_fewer_runs to replace it.')
+
+
+def make_report(directory, allow_fewer_runs: bool = False) -> dict:
   """Writes results.csv, groups.csv, results.md and the pareto_*.png into
   `directory`; returns the report (see analyse) with the CSV columns, the
-  groups each plot shows and the files."""
+  groups each plot shows and the files. Refuses (check_no_fewer_runs),
+  writing nothing, to replace a report that counted finished runs this one
+  does not, unless allow_fewer_runs."""
   directory = pathlib.Path(directory)
   report, runs = analyse(directory)
+  if not allow_fewer_runs:
+    check_no_fewer_runs(directory / 'results.csv', runs)
   groups, varied = report['groups'], report['varied_keys']
   files = {k: str(directory / f) for k, f in (
       ('csv', 'results.csv'), ('groups_csv', 'groups.csv'),
@@ -638,7 +705,7 @@ def main(argv):
     raise app.UsageError(f'Give one sweep directory (runs in DIR/<run>/); '
                          f'got {argv[1:]}.')
   try:
-    report = make_report(argv[1])
+    report = make_report(argv[1], FLAGS.allow_fewer_runs)
   except ValueError as e:
     raise SystemExit(f'error: {e}') from None
   if FLAGS.json:

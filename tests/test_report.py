@@ -310,15 +310,68 @@ def test_grid_plots(grid):
         f'branch5={b}, reduce_act={a}' for a, b in GRID)
 
 
-def test_runs_that_sweep_json_does_not_list_are_left_out(tmp_path, capsys):
+def test_runs_outside_sweep_json_are_left_out_and_named(tmp_path, capsys):
   runs, sweep = _grid_runs()
   # An earlier sweep's run (--seeds=1): counted, it would be a second seed 0.
   runs[BASELINE] = (_summary(0.5), _config(0, **{
       'model.reduce_act': 'relu', 'model.branch5': '5x5'}), {})
+  runs['other'] = (_summary(0.5), _config(0, learning_rate=0.3), {})
   result, _ = report.analyse(_write(tmp_path, runs, sweep))
   baseline = next(g for g in result['groups'] if g['group'] == BASELINE)
   assert baseline['n'] == 3 and BASELINE not in baseline['runs']
-  assert f'{BASELINE}: not a run of sweep.json' in capsys.readouterr().err
+  assert result['left_out'] == {
+      BASELINE: f'a second run of seed 0 of `{BASELINE}`',
+      'other': 'of no design sweep.json lists'}
+  assert ('Not in sweep.json, left out: `other` (of no design sweep.json '
+          f'lists), `{BASELINE}` (a second run of seed 0 of `{BASELINE}`).'
+          ) in result['markdown']
+  assert f'leaving out {BASELINE}: not a run of sweep.json' in (
+      capsys.readouterr().err)
+
+
+def test_a_finished_seed_missing_from_sweep_json_still_counts(tmp_path):
+  # Issue 25: a sweep.json rewritten by a later --seeds=2 made the report
+  # drop every third seed, and n fell from 3 to 2.
+  runs, sweep = _grid_runs()
+  for name in [n for n in sweep['runs'] if n.endswith('-seed2')]:
+    del sweep['runs'][name]
+  result, _ = report.analyse(_write(tmp_path, runs, sweep))
+  groups = {g['group']: g for g in result['groups']}
+  assert [groups[_name(*k)]['n'] for k in GRID] == [3] * 4
+  assert groups[BASELINE]['final_val_acc']['mean'] == pytest.approx(
+      np.mean(GRID[('relu', '5x5')]))
+  assert result['adopted'] == {f'{_name(*k)}-seed2': _name(*k) for k in GRID}
+  line = next(line for line in result['markdown'].splitlines()
+              if line.startswith('Not in sweep.json, counted with the runs '
+                                 'of their design: '))
+  assert f'`{BASELINE}-seed2` (`{BASELINE}`)' in line
+
+
+def test_a_report_with_fewer_finished_runs_is_refused_unless_asked(
+    tmp_path):
+  runs, sweep = _grid_runs()
+  directory = _write(tmp_path / 'sweep', runs, sweep)
+  report.make_report(directory)
+  outputs = ['results.csv', 'groups.csv', 'results.md', 'pareto_macs.png']
+  before = {name: (directory / name).read_bytes() for name in outputs}
+  gone = f'{_name("linear", "5x5")}-seed1'
+  (directory / gone).rename(tmp_path / 'moved')
+  with pytest.raises(ValueError) as error:
+    report.make_report(directory)
+  assert str(error.value) == (
+      f'{directory / "results.csv"} counts 12 finished runs, among them 1 '
+      f'that this report would not: {gone} (moved, deleted or not finished '
+      'now). Nothing was written; rerun with --allow_fewer_runs to replace '
+      'it.')
+  assert {name: (directory / name).read_bytes() for name in outputs} == before
+  proc = subprocess.run([sys.executable, str(SCRIPT), str(directory)],
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
+  result = report.make_report(directory, allow_fewer_runs=True)
+  assert {g['group']: g['n'] for g in result['groups']}[
+      _name('linear', '5x5')] == 2
+  assert gone not in (directory / 'results.csv').read_text()
 
 
 def test_grid_without_sweep_json(tmp_path):

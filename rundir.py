@@ -230,6 +230,7 @@ SOURCE_KEYS = {'tfds': ('data.dataset',),
                              'data.synthetic_seed')}
 BUILTIN_SOURCES = tuple(SOURCE_KEYS)
 STALE_SUFFIX = '.stale-'  # scripts/sweep.py --rerun_stale: <dir>.stale-<time>.
+ABSENT = '<absent>'  # training_changes' value of a key a config lacks.
 
 
 def _is_bookkeeping(key: str) -> bool:
@@ -248,10 +249,9 @@ def training_changes(saved: dict, current: dict) -> list[str]:
   as 'key: saved -> current' lines ('<absent>' for a missing key)."""
   norm = lambda c: flatten(json.loads(json.dumps(c, default=str)))
   old, new = norm(saved), norm(current)
-  missing = '<absent>'
   lines = []
   for key in sorted(set(old) | set(new)):
-    a, b = old.get(key, missing), new.get(key, missing)
+    a, b = old.get(key, ABSENT), new.get(key, ABSENT)
     if json.dumps(a) == json.dumps(b) or _is_bookkeeping(key):  # NaN == NaN.
       continue
     if key == 'data.source' and not {a, b} & set(BUILTIN_SOURCES):
@@ -280,17 +280,27 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   except json.JSONDecodeError as e:
     raise ValueError(f'{path} is not valid JSON ({e}): restore it, or move '
                      f'{workdir!r} aside and start afresh.') from None
-  return ml_collections.ConfigDict(_with_added_keys(_moved_to_ops(saved)))
+  return ml_collections.ConfigDict(with_added_keys(_moved_to_ops(saved)))
 
 
 # Keys added after runs were saved, with the value that trains as those runs
-# did: an older config.json lacking one means this value.
+# did: an older config.json lacking one means this value. Nested keys are
+# dotted ('model.reduce_norm'). A knob added with a default that trains as
+# before, and listed here, keeps every earlier run valid and resumable (not
+# stale, its checkpoints compatible).
 ADDED_KEYS = {'ema_decay': 0.0, 'eval_flip': False}
 
 
-def _with_added_keys(config: dict) -> dict:
+def with_added_keys(config: dict) -> dict:
+  """`config` (a saved config.json, or the model block of a checkpoint's
+  metadata, under 'model') with each ADDED_KEYS key it lacks set to the
+  value that trains as it did. Changes `config` in place; returns it."""
   for key, value in ADDED_KEYS.items():
-    config.setdefault(key, value)
+    *parents, leaf = key.split('.')
+    node = config
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node.setdefault(leaf, value)
   return config
 
 

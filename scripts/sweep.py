@@ -405,11 +405,18 @@ def run_jobs(jobs: list[Job], workdir: str, parallel: int) -> dict[str, str]:
 
 
 def stale_message(stale: dict[str, list[str]], total: int) -> str:
+  """Why the stale runs were left out, and the ways out. A key their
+  config.json lacks was added since: no flag gives it back."""
+  added = sorted({line.partition(':')[0] for changes in stale.values()
+                  for line in changes if f": '{rundir.ABSENT}' ->" in line})
+  hint = (f' {", ".join(added)}: added since they were saved; if its default '
+          'trains as they did, list it in rundir.ADDED_KEYS with that value '
+          'and they stay valid.' if added else '')
   return (f'{len(stale)} of {total} runs are stale, their config.json '
           f'differing from what this sweep trains: {", ".join(stale)}. Rerun '
           'with --rerun_stale to move them aside (<dir>.stale-<time>) and '
           'train them afresh, or give the sweep the flags they were trained '
-          'with.')
+          f'with.{hint}')
 
 
 def unfinished(results: dict[str, str],

@@ -430,6 +430,27 @@ def test_changed_training_config_is_stale_and_not_launched(
       'status': status}
 
 
+def test_a_run_saved_before_an_added_knob(tmp_path, launched, monkeypatch):
+  # Issue 25: a model knob added since (model.fuse_pointwise plays it) made
+  # every saved run stale, and the advice (give the sweep the flags they
+  # were trained with) could not be followed for an absent key.
+  spec = write_sweep(tmp_path, [('old', TEST_CONFIG)])
+  workdir = tmp_path / 'runs'
+  make_run_dir(workdir / 'old', 'ok')
+  saved = json.loads((workdir / 'old/config.json').read_text())
+  del saved['model']['fuse_pointwise']
+  (workdir / 'old/config.json').write_text(json.dumps(saved))
+  with pytest.raises(SystemExit) as exit_:
+    sweep_tool.run_sweep(spec, str(workdir), [])
+  assert str(exit_.value).endswith(
+      'model.fuse_pointwise: added since they were saved; if its default '
+      'trains as they did, list it in rundir.ADDED_KEYS with that value and '
+      'they stay valid.')
+  monkeypatch.setitem(rundir.ADDED_KEYS, 'model.fuse_pointwise', True)
+  sweep_tool.run_sweep(spec, str(workdir), [])  # Not stale: finished.
+  assert not launched
+
+
 @pytest.mark.parametrize('status, relaunched', [('ok', []),
                                                 ('interrupted', ['good'])])
 def test_bookkeeping_changes_are_not_stale(tmp_path, launched, status,

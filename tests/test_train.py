@@ -484,6 +484,36 @@ def test_bookkeeping_changes_pass_the_workdir_check(tmp_path, monkeypatch):
     train.train_and_evaluate(config, str(workdir))
 
 
+def strip_model_key(workdir, key: str) -> None:
+  """Makes `workdir` a run saved before model.<key> existed: gone from its
+  config.json and from every checkpoint's metadata."""
+  paths = [workdir / rundir.CONFIG,
+           *(workdir / 'checkpoints').glob('*/meta/metadata')]
+  for path in paths:
+    saved = read_json(path)
+    del saved['model'][key]
+    path.write_text(json.dumps(saved))
+
+
+@pytest.mark.slow
+def test_a_run_saved_before_an_added_knob_resumes(run6, tmp_path,
+                                                  monkeypatch, caplog):
+  # Issue 25: a knob added since a run was saved (model.fuse_pointwise
+  # plays it) made the run stale, with no way to resume it.
+  workdir = copy_run(run6, tmp_path)
+  strip_model_key(workdir, 'fuse_pointwise')
+  shutil.rmtree(workdir / 'checkpoints' / str(STEPS))  # Resume from step 3.
+  with pytest.raises(train.ConfigMismatchError,
+                     match="model.fuse_pointwise: '<absent>' -> True"):
+    train.train_and_evaluate(make_config(), str(workdir))
+  monkeypatch.setitem(rundir.ADDED_KEYS, 'model.fuse_pointwise', True)
+  caplog.set_level(logging.INFO)
+  summary = train.train_and_evaluate(make_config(), str(workdir))
+  assert 'Resuming from step 3 ' in caplog.text
+  assert summary['steps'] == STEPS
+  assert_states_equal(restored(workdir), restored(run6[0]))
+
+
 @pytest.mark.slow
 def test_cli_refuses_a_finished_run_with_other_training_values(run6, tmp_path):
   workdir = copy_run(run6, tmp_path)

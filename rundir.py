@@ -55,14 +55,17 @@ IN_USE_EXIT_CODE = 75  # sysexits' EX_TEMPFAIL: try again later.
 
 # summary.json's keys in the order train.py writes them ('test_accuracy' only
 # where there is a test split; 'error' only where scripts/sweep.py recorded a
-# crash). The report's CSV columns follow this order.
+# crash; 'schedule_warning' None unless the warmup does not end before the
+# last step: optim.schedule_warning). The report's CSV columns follow this
+# order.
 SUMMARY_KEYS = (
     'status', 'model', 'module', 'workdir', 'params', 'macs_per_image',
     'xla_flops_per_image', 'train_step_flops', 'train_images_per_s',
     'compile_seconds', 'train_seconds', 'wall_seconds', 'time_to_target_s',
     'steps', 'epochs', 'batch_size',
     'val_split', 'val_accuracy', 'best_val_accuracy', 'test_accuracy',
-    'device_kind', 'device_count', 'process_count', 'jax_version', 'error')
+    'device_kind', 'device_count', 'process_count', 'jax_version',
+    'schedule_warning', 'error')
 
 _SCALARS = (int, float, str, bool)
 

@@ -225,6 +225,7 @@ def test_run_writes_summary_metrics_config_events_and_checkpoints(run6):
   assert summary['device_kind'] == jax.devices()[0].device_kind
   assert summary['device_count'] == jax.device_count()
   assert summary['jax_version'] == jax.__version__
+  assert summary['schedule_warning'] is None  # No warmup: it runs its course.
 
   metrics = read_metrics(workdir)  # Every line parses.
   assert train_steps_logged(workdir) == list(range(1, STEPS + 1))
@@ -482,6 +483,24 @@ def test_bookkeeping_changes_pass_the_workdir_check(tmp_path, monkeypatch):
       **{'ops.conv': 'xla', 'data.num_workers': 2})
   with pytest.raises(AssertionError, match='got past the workdir check'):
     train.train_and_evaluate(config, str(workdir))
+
+
+@pytest.mark.slow
+def test_a_run_that_ends_in_its_warmup_says_so(tmp_path, caplog):
+  # 22 steps per epoch: warmup_epochs=0.5 is 11 steps, past the last of 6.
+  caplog.set_level(logging.INFO)
+  summary = train.train_and_evaluate(
+      make_config(warmup_epochs=0.5, eval_every_steps=6), str(tmp_path))
+  warning = ('warmup (11 steps: warmup_epochs=0.5) does not end before the '
+             'last step (of 6): the learning rate reaches 0.02273 of its peak '
+             '0.05 and never decays.')
+  assert summary['schedule_warning'].startswith(warning)
+  assert read_json(tmp_path / rundir.SUMMARY)['schedule_warning'] == (
+      summary['schedule_warning'])
+  assert f'Short schedule: {warning}' in caplog.text
+  rates = [m['train/learning_rate'] for m in read_metrics(tmp_path)
+           if 'train/learning_rate' in m]
+  assert rates == sorted(rates) and max(rates) < 0.05  # Still climbing.
 
 
 def strip_model_key(workdir, key: str) -> None:

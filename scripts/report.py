@@ -24,12 +24,20 @@ training, `best_val_accuracy`) and test acc (`test_accuracy`, else
 eval_test.json): n, mean, sd and ci95 (the half-width of the mean's 95% CI,
 Student's t); of params, MACs, images/s and train time, the mean.
 
+Setup: the budget of the finished runs (steps, batch, epochs, images seen:
+summary.json), their data (source and splits: config.json), the --config.*
+flags sweep.json says they were launched with, and the runs whose warmup
+did not end before their last step (summary.json's schedule_warning).
+
 Comparisons: every group against one baseline: the group sweep.json names;
 else, where model.module varies, the first with module 'naive' (no 1x1
-reductions: each comparison then reads as what they buy); else the first (in sweep.json's order, else by name); one
-with a finished run. Of final val acc and test acc: the difference of means
-(group - baseline) with its 95% CI by Welch's t, and a sentence saying
-whether it is detectable. Of the costs: ratios group / baseline.
+reductions: each comparison then reads as what they buy); else the first
+(in sweep.json's order, else by name); one with a finished run. Of final
+val acc and test acc: the difference of means (group - baseline) with its
+95% CI by Welch's t and, over the seeds both groups finished (same seed:
+same initialisation and data order), by the paired t; a sentence for each,
+naming its test, saying whether it is detectable. Of the costs: ratios
+group / baseline.
 
 Writes into DIR:
 
@@ -39,9 +47,10 @@ Writes into DIR:
   groups.csv    one row per group: group, the varied keys, runs, n (finished
                 runs), excluded; <acc>_n, _mean, _sd, _ci95 of each accuracy;
                 <cost>_mean; vs (the baseline), <acc>_diff, _diff_ci95,
-                _diff_df of the compared accuracies, <cost>_ratio.
-  results.md    the groups table, the comparisons and their sentences, the
-                runs table.
+                _diff_df (Welch) and <acc>_paired_diff, _ci95, _df, _n
+                (paired) of the compared accuracies, <cost>_ratio.
+  results.md    the setup, the groups table, the comparisons and their
+                sentences, the runs table.
   pareto_macs.png, pareto_params.png, pareto_time.png
                 the groups' mean final val acc with 95% CI bars against
                 mean MACs/image, params and train time (scripts/plots.py),
@@ -92,7 +101,10 @@ ACCURACIES = {
     'test_acc': ('test acc', 'test_accuracy', 'test'),
 }
 COMPARED = ('final_val_acc', 'test_acc')  # Compared against the baseline.
+WELCH, PAIRED = "Welch's t", 'paired t over matched seeds'  # The tests.
 COSTS = ('params', 'macs_per_image', 'train_images_per_s', 'train_seconds')
+BUDGET_KEYS = ('steps', 'batch_size', 'epochs')  # Of summary.json.
+DATA_KEYS = ('data.source', 'data.train_split', 'data.eval_split')
 # Scalars of an eval_<split>.json worth keeping (not the confusion matrix).
 EVAL_KEYS = ('split', 'accuracy', 'loss', 'num_examples', 'step', 'source')
 
@@ -293,6 +305,9 @@ def describe_group(name: str, runs: list[dict], varied: list[str]) -> dict:
     xs = [x for r in counted
           if (x := _finite(r['summary'].get(key))) is not None]
     record[key] = statistics.fmean(xs) if xs else None
+  record['by_seed'] = {  # For the paired comparison.
+      key: {r['seed']: x for r in counted if r['seed'] is not None
+            and (x := accuracy(r, key)) is not None} for key in COMPARED}
   seeds = [r['seed'] for r in counted if r['seed'] is not None]
   if len(set(seeds)) < len(seeds):
     _warn(f'group {name!r} has finished runs of the same seed ({seeds}): '
@@ -328,20 +343,96 @@ def _ratio(a, b):
   return a / b if a is not None and b else None
 
 
+def matched(group: dict, baseline: dict, key: str) -> dict | None:
+  """stats.paired of the accuracy `key` over the seeds both groups
+  finished."""
+  a, b = group['by_seed'][key], baseline['by_seed'][key]
+  seeds = sorted(set(a) & set(b), key=str)
+  return stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
+
+
 def compare(group: dict, baseline: dict) -> dict:
-  """group against baseline: the differences of the compared accuracies
-  (stats.welch), their sentences, and the ratios of the cost means."""
+  """group against baseline: the differences of the compared accuracies,
+  by Welch's t (stats.welch: `<key>_diff`) and, over the seeds both ran, by
+  the paired t (stats.paired: `<key>_paired`), their sentences naming the
+  test, and the ratios of the cost means."""
   out = dict(group=group['group'], baseline=baseline['group'])
   sentences = []
+  say = lambda key, test, diff, n, m: sentences.append(stats.verdict(
+      group['group'], baseline['group'], f'{ACCURACIES[key][0]} ({test})',
+      diff, n, m))
   for key in COMPARED:
     out[f'{key}_diff'] = diff = stats.welch(group[key], baseline[key])
     if diff:
-      sentences.append(stats.verdict(
-          group['group'], baseline['group'], ACCURACIES[key][0], diff,
-          group[key]['n'], baseline[key]['n']))
+      say(key, WELCH, diff, group[key]['n'], baseline[key]['n'])
+    out[f'{key}_paired'] = pair = matched(group, baseline, key)
+    if pair and pair['n'] > 1:
+      say(key, PAIRED, pair, pair['n'], pair['n'])
   for key in COSTS:
     out[f'{key}_ratio'] = _ratio(group[key], baseline[key])
   return out | dict(verdicts=sentences)
+
+
+# ----------------------------------------------------------------- setup
+
+def _by_value(runs: list[dict], group_of: dict, value) -> list[dict]:
+  """[{'value': value(run), 'groups': the groups of the runs with it}], in
+  first-seen order; runs whose value is None are left out."""
+  out = {}
+  for run in runs:
+    if (v := value(run)) is not None:
+      out.setdefault(v, {})[group_of[run['run']]] = None
+  return [dict(value=v, groups=list(g)) for v, g in out.items()]
+
+
+def setup(runs: list[dict], groups: list[dict], sweep: dict | None) -> dict:
+  """What a reader needs to judge the numbers, with the groups each holds
+  for: the budget of the finished runs (steps, batch, epochs), their data
+  (source, train and eval splits), the --config flags the sweep gave them
+  (sweep.json), and the runs whose schedule was cut short (summary.json's
+  schedule_warning: {message: runs})."""
+  group_of = {run: g['group'] for g in groups for run in g['runs']}
+  counted = [r for r in runs if finished(r)]
+  entries = (sweep or {}).get('runs', {})
+  summary = lambda keys: lambda r: (
+      None if any(r['summary'].get(k) is None for k in keys)
+      else tuple(r['summary'][k] for k in keys))
+  config = lambda r: r['config'] and tuple(
+      rundir.flatten(r['config']).get(k) for k in DATA_KEYS)
+  flags = lambda r: (tuple(entries[r['run']].get(
+      'overrides', sweep.get('overrides', []))) if r['run'] in entries
+                     else None)
+  short = {}
+  for run in runs:
+    if warning := run['summary'].get('schedule_warning'):
+      short.setdefault(warning, []).append(run['run'])
+  return dict(budget=_by_value(counted, group_of, summary(BUDGET_KEYS)),
+              data=_by_value(counted, group_of, config),
+              overrides=_by_value(runs, group_of, flags),
+              short_schedules=short)
+
+
+def setup_markdown(setup_: dict) -> list[str]:
+  def line(what, items, text):
+    if not items:
+      return []
+    if len(items) == 1:
+      return [f'- {what}: {text(items[0]["value"])}.']
+    return [f'- {what}: ' + '; '.join(
+        f'{text(i["value"])} ({", ".join(i["groups"])})' for i in items)
+            + '.']
+  budget = lambda v: (f'{v[0]:,} steps of {v[1]:,} images ({v[2]:.3g} '
+                      f'epoch{"s" * (v[2] != 1)}, {v[0] * v[1]:,} images '
+                      'seen)')
+  data = lambda v: f'`{v[0]}`, trained on `{v[1]}`, validated on `{v[2]}`'
+  flags = lambda v: ' '.join(f'`{f}`' for f in v) or 'none'
+  lines = (line('Budget of each finished run', setup_['budget'], budget)
+           + line('Data', setup_['data'], data)
+           + line('Sweep-wide overrides (sweep.json)', setup_['overrides'],
+                  flags))
+  lines += [f'- Cut short: {", ".join(f"`{r}`" for r in runs)}: {message}'
+            for message, runs in setup_['short_schedules'].items()]
+  return lines
 
 
 # ----------------------------------------------------------------- CSV
@@ -381,6 +472,8 @@ def group_row(group: dict, comparison: dict | None) -> dict:
       diff = comparison[f'{key}_diff'] or {}
       row |= {f'{key}_diff{"" if k == "diff" else "_" + k}': v
               for k, v in diff.items()}
+      pair = comparison[f'{key}_paired'] or {}
+      row |= {f'{key}_paired_{k}': v for k, v in pair.items()}
     row |= {f'{key}_ratio': comparison[f'{key}_ratio'] for key in COSTS}
   return row
 
@@ -515,24 +608,43 @@ def comparisons_markdown(comparisons: list[dict], baseline: str | None,
   lines = [f'Baseline: `{baseline}` ({reason}).']
   if not comparisons:
     return lines + ['', 'No other group to compare.']
-  with_test = any(c['test_acc_diff'] for c in comparisons)
-  header = ['group', 'Δ final val acc (points)']
-  header += ['Δ test acc (points)'] if with_test else []
-  header += ['MACs ×', 'params ×', 'train time ×', 'images/s ×']
-  rows = []
-  for c in comparisons:
-    row = [c['group'], points(c['final_val_acc_diff'])]
-    row += [points(c['test_acc_diff'])] if with_test else []
-    rows.append(row + [times(c[f'{k}_ratio']) for k in (
-        'macs_per_image', 'params', 'train_seconds', 'train_images_per_s')])
+  columns = []  # (header, cell of a comparison)
+  for key in COMPARED:
+    name = ACCURACIES[key][0]
+    if any(c[f'{key}_diff'] for c in comparisons):
+      columns.append((f'Δ {name}, Welch (points)',
+                      lambda c, k=key: points(c[f'{k}_diff'])))
+    if any(_pairs(c, key) > 1 for c in comparisons):
+      columns.append((f'Δ {name}, paired (points, pairs)',
+                      lambda c, k=key: paired_points(c[f'{k}_paired'])))
+  header = ['group', *(h for h, _ in columns),
+            'MACs ×', 'params ×', 'train time ×', 'images/s ×']
+  rows = [[c['group'], *(cell(c) for _, cell in columns),
+           *(times(c[f'{k}_ratio']) for k in (
+               'macs_per_image', 'params', 'train_seconds',
+               'train_images_per_s'))] for c in comparisons]
   lines += [''] + _md_table(header, 'l' + 'r' * (len(header) - 1), rows)
   lines += [''] + [f'- {s}' for c in comparisons for s in c['verdicts']]
   return lines + [
       '', 'Δ is group − baseline in accuracy points (percentage points), '
-      '± the half-width of its 95% confidence interval by Welch\'s t '
-      '(Welch–Satterthwaite degrees of freedom; — where a side has one '
-      'run); a difference is detectable when the interval excludes 0. '
-      'Ratios are group / baseline of the means.']
+      '± the half-width of its 95% confidence interval; a difference is '
+      "detectable when the interval excludes 0. Welch: Welch's t on the "
+      'two groups as independent samples (Welch–Satterthwaite degrees of '
+      'freedom; — where a side has one run). Paired: the paired t on the '
+      'differences seed by seed, over the seeds both groups finished (same '
+      'initialisation and data order; their count after the interval): '
+      'what the seeds share cancels, so it is the sharper test where seeds '
+      'match. Ratios are group / baseline of the means.']
+
+
+def _pairs(comparison: dict, key: str) -> int:
+  return (comparison[f'{key}_paired'] or {}).get('n', 0)
+
+
+def paired_points(pair: dict | None) -> str:
+  """A paired difference in points with its pairs: '-2.95 ± 7.60 (3)'."""
+  return f'{points(pair)} ({pair["n"]})' if pair and pair['n'] > 1 else ''
+
 
 
 def runs_markdown(runs: list[dict], group_of: dict) -> list[str]:
@@ -577,6 +689,7 @@ def markdown(report: dict, runs: list[dict]) -> str:
     lines += ['Not in sweep.json, left out: ' + ', '.join(
         f'`{run}` ({why})' for run, why in report['left_out'].items())
               + '.', '']
+  lines += ['## Setup', ''] + setup_markdown(report['setup']) + ['']
   lines += [f'## Groups ({len(groups)})', '']
   lines += groups_markdown(groups, report['varied_keys'])
   lines += ['', '## Comparisons', '']
@@ -643,6 +756,7 @@ def analyse(directory) -> tuple[dict, list[dict]]:
       comparisons=comparisons,
       runs=[{k: v for k, v in r.items() if k != 'config'}
             | {'has_config': r['config'] is not None} for r in runs])
+  report['setup'] = setup(runs, groups, sweep)
   report['markdown'] = markdown(report, runs)
   return report, runs
 

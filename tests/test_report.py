@@ -124,6 +124,57 @@ def test_welch_degenerate_sides():
   assert exact == dict(diff=0.25, ci95=0.0, df=None)
 
 
+def test_paired_against_scipy_and_by_hand():
+  a, b = [0.781, 0.776, 0.790, 0.772], [0.770, 0.771, 0.775, 0.769]
+  lo, hi = scipy.stats.ttest_rel(a, b).confidence_interval(0.95)
+  d = stats.paired(a, b)
+  assert d['n'] == 4 and d['df'] == 3
+  assert d['diff'] == pytest.approx((lo + hi) / 2, rel=1e-12)
+  assert d['ci95'] == pytest.approx((hi - lo) / 2, rel=1e-9)
+  # By hand: differences 1, 2, 3 (sd 1); t(0.975, 2) = 4.3027 (tables).
+  d = stats.paired([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+  assert d['diff'] == 2.0
+  assert d['ci95'] == pytest.approx(4.30265 / math.sqrt(3), rel=1e-5)
+  assert stats.paired([0.5, 0.7], [0.4, 0.6]) == pytest.approx(
+      dict(diff=0.1, ci95=0.0, df=1, n=2))  # Every pair alike.
+  assert stats.paired([0.5], [0.4]) == pytest.approx(
+      dict(diff=0.1, ci95=None, df=None, n=1))
+  assert stats.paired([], []) is None
+
+
+def test_matched_seeds_get_a_paired_comparison_named_in_the_text(tmp_path):
+  # Issue 25: the seeds were matched across designs (same seed, same data
+  # order), yet the report offered Welch's unpaired interval only. Here the
+  # seed moves both designs alike, so pairing removes most of the spread.
+  naive = [0.70, 0.66, 0.74]
+  knob = [0.68, 0.65, 0.71]
+  runs = {}
+  for seed, (x, y) in enumerate(zip(naive, knob)):
+    runs[f'naive-seed{seed}'] = (_summary(x), _config(seed), {})
+    runs[f'knob-seed{seed}'] = (_summary(y), _config(
+        seed, **{'model.reduce_act': 'linear'}), {})
+  runs['knob-seed7'] = (_summary(0.69), _config(
+      7, **{'model.reduce_act': 'linear'}), {})  # Unmatched: Welch only.
+  sweep = dict(sweep='s.py', seeds=3, baseline='naive', overrides=[],
+               runs={n: {'run': n.split('-')[0], 'seed': int(n[-1])}
+                     for n in runs})
+  result, _ = report.analyse(_write(tmp_path, runs, sweep))
+  [c] = result['comparisons']
+  lo, hi = scipy.stats.ttest_rel(knob, naive).confidence_interval(0.95)
+  assert c['final_val_acc_paired'] == pytest.approx(
+      dict(diff=(lo + hi) / 2, ci95=(hi - lo) / 2, df=2, n=3))
+  welch = scipy.stats.ttest_ind(knob + [0.69], naive, equal_var=False)
+  lo_w, hi_w = welch.confidence_interval(0.95)
+  assert c['final_val_acc_diff']['ci95'] == pytest.approx((hi_w - lo_w) / 2)
+  assert c['final_val_acc_paired']['ci95'] < c['final_val_acc_diff']['ci95']
+  welch_text, paired_text = c['verdicts']
+  assert "in final val acc (Welch's t): " in welch_text
+  assert 'in final val acc (paired t over matched seeds): ' in paired_text
+  half = (hi - lo) / 2 * 100
+  assert f'| {(lo + hi) / 2 * 100:+.2f} ± {half:.2f} (3) |' in (
+      result['markdown'])
+
+
 def test_verdict_sentences():
   say = lambda diff, ci95, n=3, m=3: stats.verdict(
       'naive', 'reduced', 'final val acc', dict(diff=diff, ci95=ci95), n, m)
@@ -231,7 +282,9 @@ def test_grid_comparisons_against_welch(grid):
     assert c['verdicts'][0] in result['markdown']
   assert comparisons[_name('linear', '5x5')]['verdicts'] == [
       f'{_name("linear", "5x5")} is 2.00 ± 0.91 points below {BASELINE} in '
-      'final val acc: a difference at 95%.']
+      "final val acc (Welch's t): a difference at 95%.",
+      f'{_name("linear", "5x5")} is 2.00 ± 0.00 points below {BASELINE} in '
+      'final val acc (paired t over matched seeds): a difference at 95%.']
   assert 'no detectable difference with 3 seeds' in comparisons[
       _name('relu', '3x3x2')]['verdicts'][0]
   assert comparisons[_name('relu', '3x3x2')]['macs_per_image_ratio'] == 0.8
@@ -252,8 +305,9 @@ def test_grid_markdown(grid):
   assert (f'Excluded from the statistics (did not finish): `{BASELINE}'
           '-seed3` (diverged)') in text
   assert f'`{_name("linear", "5x5")}-seed4` (failed)' in text
-  assert '| Δ final val acc (points) |' in text
-  assert '| -2.00 ± 0.91 |' in text
+  assert ('| Δ final val acc, Welch (points) | Δ final val acc, paired '
+          '(points, pairs) |') in text
+  assert '| -2.00 ± 0.91 | -2.00 ± 0.00 (3) |' in text
   assert 'out of memory' in text
   header = next(line for line in text.splitlines()
                 if line.startswith('| run |'))
@@ -347,6 +401,41 @@ def test_a_finished_seed_missing_from_sweep_json_still_counts(tmp_path):
   assert f'`{BASELINE}-seed2` (`{BASELINE}`)' in line
 
 
+def test_the_report_states_budget_data_overrides_and_short_runs(tmp_path):
+  # Issue 25: results.md did not say how long the runs trained, on what,
+  # or with which sweep-wide flags.
+  source = '../shared/data/cifar10-train-jpeg.tar.gz'
+  flags = ['--config.num_train_steps=150', f'--config.data.source={source}']
+  warning = 'warmup (175 steps: warmup_epochs=0.5) does not end before ...'
+  runs, entries = {}, {}
+  for module in ('naive', 'reduced'):
+    for seed in (0, 1):
+      name = f'{module}-seed{seed}'
+      runs[name] = (
+          _summary(0.6, steps=150, batch_size=128, epochs=150 / 351,
+                   schedule_warning=warning),
+          _config(seed, **{'model.module': module, 'data.source': source}),
+          {})
+      entries[name] = {'run': module, 'seed': seed, 'overrides': flags}
+  runs['reduced-seed2'] = (  # Launched later, by hand, with more steps.
+      _summary(0.6, steps=300, batch_size=128, epochs=300 / 351),
+      _config(2, **{'model.module': 'reduced', 'data.source': source}), {})
+  entries['reduced-seed2'] = {'run': 'reduced', 'seed': 2, 'overrides': []}
+  result, _ = report.analyse(_write(tmp_path, runs, dict(
+      sweep='s.py', seeds=3, baseline='naive', overrides=[], runs=entries)))
+  setup = result['markdown'].split('## Setup\n\n')[1].split('\n\n')[0]
+  assert setup.splitlines() == [
+      '- Budget of each finished run: 150 steps of 128 images (0.427 epochs, '
+      '19,200 images seen) (naive, reduced); 300 steps of 128 images (0.855 '
+      'epochs, 38,400 images seen) (reduced).',
+      f'- Data: `{source}`, trained on `train[:90%]`, validated on '
+      '`train[90%:]`.',
+      '- Sweep-wide overrides (sweep.json): `--config.num_train_steps=150` '
+      f'`--config.data.source={source}` (naive, reduced); none (reduced).',
+      '- Cut short: `naive-seed0`, `naive-seed1`, `reduced-seed0`, '
+      f'`reduced-seed1`: {warning}']
+
+
 def test_a_report_with_fewer_finished_runs_is_refused_unless_asked(
     tmp_path):
   runs, sweep = _grid_runs()
@@ -424,11 +513,14 @@ def test_naive_vs_reduced_is_one_comparison(tmp_path):
            df=None))
   # Test accuracy: eval.py's for naive, the summaries' for reduced.
   assert c['test_acc_diff']['diff'] == pytest.approx(0.79 - 0.7911)
-  assert c['verdicts'][0].startswith('reduced is 0.94 points below naive in '
-                                     'final val acc: no interval can be '
-                                     'given with 3 and 1 seeds')
-  assert 'test acc' in c['verdicts'][1]
-  assert '| Δ test acc (points) |' in result['markdown']
+  assert c['verdicts'][0].startswith(
+      "reduced is 0.94 points below naive in final val acc (Welch's t): no "
+      'interval can be given with 3 and 1 seeds')
+  assert c['final_val_acc_paired'] == pytest.approx(  # Seed 0 alone.
+      dict(diff=0.7738 - 0.7830, ci95=None, df=None, n=1))
+  assert len(c['verdicts']) == 2 and 'test acc' in c['verdicts'][1]
+  assert '| Δ test acc, Welch (points) |' in result['markdown']
+  assert 'paired (points' not in result['markdown']  # Not for one pair.
   naive = next(g for g in result['groups'] if g['group'] == 'naive')
   points = report.pareto_points(result['groups'], 'macs_per_image',
                                 'model.module')

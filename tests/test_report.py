@@ -10,6 +10,7 @@ import pathlib
 import subprocess
 import sys
 
+import matplotlib.collections
 import matplotlib.image
 import numpy as np
 import pytest
@@ -569,6 +570,34 @@ def test_plot_with_and_without_bars(tmp_path):
   assert plots.pareto_front([(40e6, 0.84), (120e6, 0.85), (31e6, 0.815),
                              (10.5e6, 0.80), (50e6, 0.83)]) == [
       (10.5e6, 0.80), (31e6, 0.815), (40e6, 0.84), (120e6, 0.85)]
+
+
+def drawn_markers(monkeypatch, points, path) -> list:
+  """plots.plot_pareto's markers, in pixels: one scatter per colour, in the
+  points' order where each has its own colour."""
+  figures = []
+  monkeypatch.setattr(plots.plt, 'close', figures.append)
+  plots.plot_pareto(points, path, 'MACs', 'MACs', colour_key='reduce_norm')
+  [ax] = figures[0].axes
+  return [ax.transData.transform(c.get_offsets()[0]) for c in ax.collections
+          if isinstance(c, matplotlib.collections.PathCollection)]
+
+
+def test_groups_at_equal_cost_do_not_hide_each_other(tmp_path, monkeypatch):
+  # Issue 25: a zero-cost ablation sat at its baseline's exact MACs, one
+  # error bar covering the other's marker.
+  points = [plots.Point('reduce_norm=same', 'same', 7.98e6, 0.662, 0.021),
+            plots.Point('reduce_norm=none', 'none', 7.98e6, 0.655, 0.030),
+            plots.Point('naive', 'naive', 11.4e6, 0.691, 0.015)]
+  same, none, naive = drawn_markers(monkeypatch, points, tmp_path / 'p.png')
+  assert abs(same[0] - none[0]) > 12  # Pixels: wider than marker and cap.
+  assert naive[0] > max(same[0], none[0]) + 50  # Still at its own cost.
+  # Side by side around their cost: its place on the (log) axis between them.
+  moved = plots.side_by_side(points, 0.01)
+  assert moved[0].x * moved[1].x == pytest.approx(7.98e6 ** 2)
+  assert moved[0].x / moved[1].x == pytest.approx(10 ** -0.01)
+  assert moved[2] == points[2]
+  assert plots.side_by_side(points[1:], 0.01) == points[1:]  # Apart already.
 
 
 def test_failed_only(tmp_path):

@@ -34,7 +34,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import socket
 import time
 from typing import Callable, Iterator, TextIO
@@ -71,8 +70,14 @@ _SCALARS = (int, float, str, bool)
 
 
 def eval_file(split: str) -> str:
-  """eval.py's result file name: 'train[90%:]' -> 'eval_train_90.json'."""
-  name = re.sub(r'\W+', '_', split).strip('_')
+  """eval.py's result file name: the split's name, and its percent slice as
+  _<start>-<end> (an open end is 0 or 100), so that two slices never share
+  a file: 'test' -> 'eval_test.json', 'train[90%:]' ->
+  'eval_train_90-100.json', 'train[:90%]' -> 'eval_train_0-90.json'."""
+  name, bracket, bounds = split.replace(' ', '').partition('[')
+  if bracket:
+    start, _, end = bounds.removesuffix(']').partition(':')
+    name += f'_{start.rstrip("%") or 0}-{end.rstrip("%") or 100}'
   return f'{EVAL_PREFIX}{name}.json'
 
 

@@ -210,7 +210,16 @@ def test_training_changes_counts_source_keys_only_for_their_source():
 
 def test_eval_file():
   assert rundir.eval_file('test') == 'eval_test.json'
-  assert rundir.eval_file('train[90%:]') == 'eval_train_90.json'
+  assert rundir.eval_file('train[90%:]') == 'eval_train_90-100.json'
+  # Issue 25: the two halves of a split shared one file name.
+  assert rundir.eval_file('train[:90%]') == 'eval_train_0-90.json'
+  assert rundir.eval_file('train[10%:20%]') == 'eval_train_10-20.json'
+
+
+def test_the_readme_documents_the_eval_file_names():
+  readme = (pathlib.Path(rundir.__file__).parent / 'README.md').read_text()
+  assert (f"`train[90%:]` → `{rundir.eval_file('train[90%:]')}`"
+          in readme.replace('\n  ', ' '))
 
 
 def test_summary_keys_are_unique():  # One CSV column each.

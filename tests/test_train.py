@@ -308,6 +308,33 @@ def test_eval_cli_on_the_test_split_and_on_another_folder(run6, tmp_path):
   assert len(list((tmp_path / 'cache').glob('*.npz'))) == 1
 
 
+def orbax_modules() -> set[str]:
+  """The file names of orbax's modules, as absl's log lines show them."""
+  import orbax  # pylint: disable=import-outside-toplevel
+  root = pathlib.Path(orbax.__path__[0])
+  ours = {p.name for p in ROOT.glob('*.py')}
+  return {p.name for p in root.rglob('*.py')} - ours
+
+
+@pytest.mark.slow
+def test_eval_cli_is_quiet_and_names_the_file_it_writes(run6, tmp_path):
+  # Issue 25: eval.py printed a screenful of orbax INFO lines that train.py
+  # keeps off, and wrote eval_train_90.json for train[90%:] (as it did for
+  # train[:90%]).
+  workdir = copy_run(run6, tmp_path)
+  proc = run_python('eval.py', f'--workdir={workdir}')
+  path = workdir / 'eval_train_90-100.json'
+  assert proc.stdout.splitlines() == [
+      f'train[90%:]: accuracy {run6[1]["val_accuracy"]:.4f}  loss '
+      f'{read_json(path)["loss"]:.4f}  ({len(SYNTHETIC_CLASSES) * VAL_PER_CLASS}'
+      f' examples, step {STEPS}): {path}']
+  modules = orbax_modules()
+  noise = [line for line in proc.stderr.splitlines()
+           if any(f' {m}:' in line for m in modules)]
+  assert not noise, noise[:3]
+  assert read_json(path)['split'] == 'train[90%:]'
+
+
 @pytest.mark.slow
 def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')

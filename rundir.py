@@ -55,7 +55,8 @@ IN_USE_EXIT_CODE = 75  # sysexits' EX_TEMPFAIL: try again later.
 # summary.json's keys in the order train.py writes them ('test_accuracy' only
 # where there is a test split; 'error' only where scripts/sweep.py recorded a
 # crash; 'schedule_warning' None unless the warmup does not end before the
-# last step: optim.schedule_warning). The report's CSV columns follow this
+# last step: optim.schedule_warning; 'implementation' how the network was
+# computed: accounting.implementation). The report's CSV columns follow this
 # order.
 SUMMARY_KEYS = (
     'status', 'model', 'module', 'workdir', 'params', 'macs_per_image',
@@ -64,7 +65,7 @@ SUMMARY_KEYS = (
     'steps', 'epochs', 'batch_size',
     'val_split', 'val_accuracy', 'best_val_accuracy', 'test_accuracy',
     'device_kind', 'device_count', 'process_count', 'jax_version',
-    'schedule_warning', 'error')
+    'schedule_warning', 'implementation', 'error')
 
 _SCALARS = (int, float, str, bool)
 

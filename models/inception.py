@@ -63,6 +63,29 @@ class InceptionOptions:
     return Pool(kind, window, stride, padding, ops=self.ops, **kw)
 
 
+# The 1x1 convs of a module that read its input (its "heads"), and the one
+# conv they become when fused.
+POINTWISE_HEADS = ('b1x1', 'b3x3_reduce', 'b5x5_reduce')
+FUSED_1X1 = 'fused_1x1'
+
+
+def pointwise_fusion(layer_names: list[str]) -> dict[str, int]:
+  """How the modules computed their 1x1 heads, from the layer paths
+  (accounting's rows: 'inception_3a/fused_1x1'): {'fused_1x1': modules that
+  ran them as one GEMM, 'unfused_1x1': modules that ran two or more apart}.
+  A module with one head (naive: b1x1 alone) has nothing to fuse. Same
+  math, other speed: a time ratio between runs that differ here is partly
+  the implementation's, not the design's."""
+  heads = {}
+  for name in layer_names:
+    module, _, layer = name.rpartition('/')
+    if layer == FUSED_1X1 or layer in POINTWISE_HEADS:
+      heads.setdefault(module, []).append(layer)
+  return {'fused_1x1': sum(FUSED_1X1 in h for h in heads.values()),
+          'unfused_1x1': sum(FUSED_1X1 not in h and len(h) > 1
+                             for h in heads.values())}
+
+
 class InceptionModule(nn.Module):
   """Parallel branches, concatenated on channels: [1x1, 3x3, 5x5, pool].
 
@@ -127,7 +150,7 @@ class InceptionModule(nn.Module):
       return {name: o.conv(w, 1, act=act, name=name)(x, train)
               for name, (w, act) in heads.items()}
     widths = [w for w, _ in heads.values()]
-    y = o.conv(sum(widths), 1, act='linear', name='fused_1x1')(x, train)
+    y = o.conv(sum(widths), 1, act='linear', name=FUSED_1X1)(x, train)
     splits = jnp.split(y, list(itertools.accumulate(widths[:-1])), axis=-1)
     return {name: ACTIVATIONS[act](part)
             for (name, (_, act)), part in zip(heads.items(), splits)}

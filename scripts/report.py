@@ -104,6 +104,15 @@ COMPARED = ('final_val_acc', 'test_acc')  # Compared against the baseline.
 WELCH, PAIRED = "Welch's t", 'paired t over matched seeds'  # The tests.
 COSTS = ('params', 'macs_per_image', 'train_images_per_s', 'train_seconds')
 BUDGET_KEYS = ('steps', 'batch_size', 'epochs')  # Of summary.json.
+# How a run was computed (summary.json's implementation, device_kind and
+# device_count), as results.md names it: a difference changes its speed, not
+# its params, MACs or math.
+IMPLEMENTATION = {
+    'conv': 'ops.conv', 'pool': 'ops.pool', 'norm': 'ops.norm',
+    'cpu_vector_width': 'ops.cpu_vector_width',
+    'unfused_1x1': 'modules with their 1x1 heads unfused',
+    'device_kind': 'device', 'device_count': 'devices'}
+TIMES = ('train_seconds', 'train_images_per_s')  # The ratios it changes.
 DATA_KEYS = ('data.source', 'data.train_split', 'data.eval_split')
 # Scalars of an eval_<split>.json worth keeping (not the confusion matrix).
 EVAL_KEYS = ('split', 'accuracy', 'loss', 'num_examples', 'step', 'source')
@@ -305,6 +314,9 @@ def describe_group(name: str, runs: list[dict], varied: list[str]) -> dict:
     xs = [x for r in counted
           if (x := _finite(r['summary'].get(key))) is not None]
     record[key] = statistics.fmean(xs) if xs else None
+  record['implementation'] = {
+      key: sorted({str(impl[key]) for impl in map(implementation, counted)
+                   if key in impl}) for key in IMPLEMENTATION}
   record['by_seed'] = {  # For the paired comparison.
       key: {r['seed']: x for r in counted if r['seed'] is not None
             and (x := accuracy(r, key)) is not None} for key in COMPARED}
@@ -313,6 +325,25 @@ def describe_group(name: str, runs: list[dict], varied: list[str]) -> dict:
     _warn(f'group {name!r} has finished runs of the same seed ({seeds}): '
           'they are not independent samples.')
   return record
+
+
+def implementation(run: dict) -> dict:
+  """How a run was computed: summary.json's implementation (train.py:
+  accounting.implementation; absent from runs older than it) and
+  devices."""
+  summary = run['summary']
+  recorded = summary.get('implementation')
+  recorded = recorded if isinstance(recorded, dict) else {}
+  return {k: v for k, v in (recorded | summary).items()
+          if k in IMPLEMENTATION and v is not None}
+
+
+def implementation_differences(group: dict, baseline: dict) -> dict:
+  """{what: [the group's values, the baseline's]} where the two were
+  computed differently (what both recorded)."""
+  a, b = group['implementation'], baseline['implementation']
+  return {label: [a[k], b[k]] for k, label in IMPLEMENTATION.items()
+          if a[k] and b[k] and a[k] != b[k]}
 
 
 def choose_baseline(groups: list[dict], sweep: dict | None
@@ -370,7 +401,16 @@ def compare(group: dict, baseline: dict) -> dict:
       say(key, PAIRED, pair, pair['n'], pair['n'])
   for key in COSTS:
     out[f'{key}_ratio'] = _ratio(group[key], baseline[key])
-  return out | dict(verdicts=sentences)
+  differs = implementation_differences(group, baseline)
+  if differs:
+    sentences.append(
+        f'{group["group"]} and {baseline["group"]} were computed '
+        'differently, not only designed differently: ' + '; '.join(
+            f'{what} {", ".join(a)} against {", ".join(b)}'
+            for what, (a, b) in differs.items())
+        + ': the train time and images/s ratios (†) are partly the '
+        "implementation's.")
+  return out | dict(verdicts=sentences, implementation_differs=differs)
 
 
 # ----------------------------------------------------------------- setup
@@ -620,9 +660,10 @@ def comparisons_markdown(comparisons: list[dict], baseline: str | None,
   header = ['group', *(h for h, _ in columns),
             'MACs ×', 'params ×', 'train time ×', 'images/s ×']
   rows = [[c['group'], *(cell(c) for _, cell in columns),
-           *(times(c[f'{k}_ratio']) for k in (
-               'macs_per_image', 'params', 'train_seconds',
-               'train_images_per_s'))] for c in comparisons]
+           *(times(c[f'{k}_ratio']) + (
+               '†' if k in TIMES and c['implementation_differs'] else '')
+             for k in ('macs_per_image', 'params', 'train_seconds',
+                       'train_images_per_s'))] for c in comparisons]
   lines += [''] + _md_table(header, 'l' + 'r' * (len(header) - 1), rows)
   lines += [''] + [f'- {s}' for c in comparisons for s in c['verdicts']]
   return lines + [
@@ -634,7 +675,10 @@ def comparisons_markdown(comparisons: list[dict], baseline: str | None,
       'differences seed by seed, over the seeds both groups finished (same '
       'initialisation and data order; their count after the interval): '
       'what the seeds share cancels, so it is the sharper test where seeds '
-      'match. Ratios are group / baseline of the means.']
+      'match. Ratios are group / baseline of the means; † marks a time '
+      'ratio of groups computed differently (ops, fused or unfused 1x1 '
+      'heads, devices: summary.json\'s implementation), which the design '
+      'alone does not explain.']
 
 
 def _pairs(comparison: dict, key: str) -> int:

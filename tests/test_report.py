@@ -530,6 +530,46 @@ def test_naive_vs_reduced_is_one_comparison(tmp_path):
   assert naive['final_val_acc']['ci95'] is None
 
 
+def test_a_difference_in_implementation_is_marked(tmp_path):
+  # Issue 25: a knob's runs could not fuse their 1x1 heads, trained at 0.85x
+  # the speed, and the report showed "train time 1.16x" as the design's.
+  def impl(unfused, conv='im2col'):
+    return dict(conv=conv, pool='slices', norm='custom_vjp',
+                cpu_vector_width=256, fused_1x1=8 - unfused,
+                unfused_1x1=unfused)
+  designs = {  # name: (config keys, implementation, train seconds)
+      'reduced': ({}, impl(0), 100.0),
+      'naive': ({'model.module': 'naive'},
+                impl(0) | dict(fused_1x1=0), 130.0),
+      'knob': ({'model.reduce_act': 'linear'}, impl(8), 116.0),
+      'onednn': ({'model.width': 0.5}, impl(0, conv='onednn'), 60.0)}
+  runs, entries = {}, {}
+  for name, (keys, implementation, seconds) in designs.items():
+    for seed in (0, 1):
+      runs[f'{name}-seed{seed}'] = (
+          _summary(0.7, seconds=seconds, implementation=implementation),
+          _config(seed, **keys), {})
+      entries[f'{name}-seed{seed}'] = {'run': name, 'seed': seed}
+  result, _ = report.analyse(_write(tmp_path, runs, dict(
+      sweep='s.py', seeds=2, baseline='reduced', overrides=[],
+      runs=entries)))
+  comparisons = {c['group']: c for c in result['comparisons']}
+  assert comparisons['naive']['implementation_differs'] == {}  # 1 head.
+  assert comparisons['knob']['implementation_differs'] == {
+      'modules with their 1x1 heads unfused': [['8'], ['0']]}
+  assert comparisons['onednn']['implementation_differs'] == {
+      'ops.conv': [['onednn'], ['im2col']]}
+  assert comparisons['knob']['verdicts'][-1] == (
+      'knob and reduced were computed differently, not only designed '
+      'differently: modules with their 1x1 heads unfused 8 against 0: the '
+      "train time and images/s ratios (†) are partly the implementation's.")
+  rows = {line.split('|')[1].strip(): line for line in
+          result['markdown'].split('## Comparisons')[1].splitlines()
+          if line.startswith('| ') and not line.startswith('| group')}
+  assert '| 1.16×† | 1.00×† |' in rows['knob']
+  assert '| 1.30× | 1.00× |' in rows['naive']  # Same implementation.
+
+
 # ----------------------------------------------------------- edge cases
 
 def test_runs_without_configs_group_by_name(tmp_path, capsys):

@@ -10,6 +10,7 @@ Subprocesses (the CLIs, SIGTERM, more devices, jax.distributed) share the
 persistent XLA compilation cache of tests/conftest.py.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ import pytest
 
 import checkpoints
 import input_pipeline
+import ops
 import optim
 import rundir
 import train
@@ -226,6 +228,11 @@ def test_run_writes_summary_metrics_config_events_and_checkpoints(run6):
   assert summary['device_count'] == jax.device_count()
   assert summary['jax_version'] == jax.__version__
   assert summary['schedule_warning'] is None  # No warmup: it runs its course.
+  # configs/test.py: 3 reduced modules, their 1x1 heads fused.
+  assert summary['implementation'] == {
+      **dataclasses.asdict(ops.resolve(make_config())),
+      'cpu_vector_width': summary['implementation']['cpu_vector_width'],
+      'fused_1x1': 3, 'unfused_1x1': 0}
 
   metrics = read_metrics(workdir)  # Every line parses.
   assert train_steps_logged(workdir) == list(range(1, STEPS + 1))

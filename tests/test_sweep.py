@@ -268,11 +268,17 @@ def test_bad_sweep_wide_flag_stops_everything(tmp_path, launched, flag):
   assert not (tmp_path / 'runs').exists() and not launched
 
 
-def test_bad_run_override_names_the_run_and_the_sweep_file(tmp_path, launched):
+@pytest.mark.parametrize('key, value, message', [
+    ('model.widht', 0.5, '--config.model.widht=0.5 (from the sweep file) '
+     'does not parse'),
+    # Issue 25: a key that parses, with a value that is not valid.
+    ('model.width', 0.0, '--config.model.width=0.0 (from the sweep file): '
+     'width=0.0: the multiplier must be > 0')])
+def test_bad_run_override_names_the_run_and_the_sweep_file(
+    tmp_path, launched, key, value, message):
   spec = write_sweep(tmp_path, [('a', TEST_CONFIG),
-                                ('b', TEST_CONFIG, {'model.widht': 0.5})])
-  with pytest.raises(ValueError, match=re.escape(
-      "Run 'b': --config.model.widht=0.5 (from the sweep file)")):
+                                ('b', TEST_CONFIG, {key: value})])
+  with pytest.raises(ValueError, match=re.escape(f"Run 'b': {message}")):
     sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [])
   assert not (tmp_path / 'runs').exists() and not launched
 
@@ -292,16 +298,6 @@ def test_a_bad_sweep_wide_value_stops_everything_before_launch(
       "run): norm='nonee' is not valid; choose one of 'batch', 'none'. "
       'Nothing was launched.')
   assert capsys.readouterr().out == ''  # No command printed.
-  assert not (tmp_path / 'runs').exists() and not launched
-
-
-def test_a_bad_value_of_one_run_names_that_run(tmp_path, launched):
-  spec = write_sweep(tmp_path, [('a', TEST_CONFIG),
-                                ('b', TEST_CONFIG, {'model.width': 0.0})])
-  with pytest.raises(ValueError, match=re.escape(
-      "Run 'b': --config.model.width=0.0 (from the sweep file): width=0.0: "
-      'the multiplier must be > 0')):
-    sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [])
   assert not (tmp_path / 'runs').exists() and not launched
 
 

@@ -819,8 +819,10 @@ def test_two_seeds_train_and_a_rerun_skips_them(tmp_path):
   assert {k for k in configs[0] if configs[0][k] != configs[1][k]} == {'seed'}
   assert [c['seed'] for c in configs] == [0, 1]
   assert configs[0]['data.source'] == 'synthetic'
-  assert json.loads((runs / 'sweep.json').read_text())['runs'] == {
-      f'good-seed{s}': {'run': 'good', 'seed': s} for s in (0, 1)}
+  record = (runs / 'sweep.json').read_bytes()
+  assert json.loads(record)['runs'] == {
+      f'good-seed{s}': {'run': 'good', 'seed': s, 'overrides': []}
+      for s in (0, 1)}
   mtime = lambda s: os.path.getmtime(runs / f'good-seed{s}/summary.json')
   before = [mtime(0), mtime(1)]
   second = sweep(*args)
@@ -829,6 +831,7 @@ def test_two_seeds_train_and_a_rerun_skips_them(tmp_path):
     assert f'[good-seed{seed}] already finished: skipped.' in second.stderr
   assert 'stale' not in second.stdout + second.stderr
   assert [mtime(0), mtime(1)] == before
+  assert (runs / 'sweep.json').read_bytes() == record  # Nothing launched.
 
 
 # flops_matched searches for its width when loaded: over 10 s.

@@ -190,7 +190,7 @@ def outside_sweep(runs: list[dict], sweep: dict | None
   listed = [r for r in runs if not entries or r['run'] in entries]
   adopted, left_out = {}, {}
   for run in runs:
-    if run in listed:
+    if not entries or run['run'] in entries:
       continue
     design = [r for r in listed if r['config'] and run['config']
               and not _changed_keys(r['config'], run['config'])]
@@ -425,6 +425,18 @@ def _by_value(runs: list[dict], group_of: dict, value) -> list[dict]:
   return [dict(value=v, groups=list(g)) for v, g in out.items()]
 
 
+def _budget(run: dict) -> tuple | None:
+  """(steps, batch size, epochs) from summary.json; None if one is absent."""
+  values = tuple(run['summary'].get(k) for k in BUDGET_KEYS)
+  return None if None in values else values
+
+
+def _data(run: dict) -> tuple | None:
+  """(source, train split, eval split) from config.json."""
+  flat = rundir.flatten(run['config'] or {})
+  return tuple(flat.get(k) for k in DATA_KEYS) if run['config'] else None
+
+
 def setup(runs: list[dict], groups: list[dict], sweep: dict | None) -> dict:
   """What a reader needs to judge the numbers, with the groups each holds
   for: the budget of the finished runs (steps, batch, epochs), their data
@@ -434,20 +446,17 @@ def setup(runs: list[dict], groups: list[dict], sweep: dict | None) -> dict:
   group_of = {run: g['group'] for g in groups for run in g['runs']}
   counted = [r for r in runs if finished(r)]
   entries = (sweep or {}).get('runs', {})
-  summary = lambda keys: lambda r: (
-      None if any(r['summary'].get(k) is None for k in keys)
-      else tuple(r['summary'][k] for k in keys))
-  config = lambda r: r['config'] and tuple(
-      rundir.flatten(r['config']).get(k) for k in DATA_KEYS)
-  flags = lambda r: (tuple(entries[r['run']].get(
-      'overrides', sweep.get('overrides', []))) if r['run'] in entries
-                     else None)
+
+  def flags(run):  # Older sweep.json files keep them at the top level only.
+    entry = entries.get(run['run'])
+    return (tuple(entry.get('overrides', sweep.get('overrides', [])))
+            if entry else None)
   short = {}
   for run in runs:
     if warning := run['summary'].get('schedule_warning'):
       short.setdefault(warning, []).append(run['run'])
-  return dict(budget=_by_value(counted, group_of, summary(BUDGET_KEYS)),
-              data=_by_value(counted, group_of, config),
+  return dict(budget=_by_value(counted, group_of, _budget),
+              data=_by_value(counted, group_of, _data),
               overrides=_by_value(runs, group_of, flags),
               short_schedules=short)
 

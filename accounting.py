@@ -147,32 +147,30 @@ def summarize(config, with_xla: bool = True) -> dict:
   """The accounting of a config as plain JSON-able data.
 
   {'layers': [row, ...], 'groups': {name: {params, macs}},
-   'total': {'params', 'macs', 'xla_flops'}, 'implementation': how it is
-   computed (implementation)}; MACs and FLOPs per image.
+   'total': {'params', 'macs', 'xla_flops'}}; MACs and FLOPs per image.
   """
   from models import build_model  # Local: keeps this module model-agnostic.
-  op_impls = ops.resolve(config)
-  model = build_model(config.model, op_impls)
+  model = build_model(config.model, ops.resolve(config))
   acc = account(model, input_shape(config))
   total = {'params': acc.params, 'macs': acc.macs}
   if with_xla:
     total['xla_flops'] = xla_flops(model, input_shape(config))
     total['xla_flops_over_2macs'] = total['xla_flops'] / (2 * acc.macs)
   return {'layers': [dataclasses.asdict(r) for r in acc.rows],
-          'groups': acc.groups(), 'total': total,
-          'implementation': implementation(config, op_impls, acc)}
+          'groups': acc.groups(), 'total': total}
 
 
-def implementation(config, op_impls: ops.Ops, acc: Accounting) -> dict:
-  """How a config's network is computed, which changes its speed and not
-  its params, MACs or math: the resolved ops, XLA:CPU's vector width (None
-  off CPU) and the modules whose 1x1 heads ran fused or apart
-  (models.inception.pointwise_fusion). summary.json records it, so that
-  the report can tell a time ratio of two implementations from a design's."""
+def implementation(config, params) -> dict:
+  """How a config's network, with these params, is computed, which changes
+  its speed and not its params, MACs or math: the resolved ops, XLA:CPU's
+  vector width (None off CPU) and the modules whose 1x1 heads ran fused or
+  apart (models.inception.pointwise_fusion). summary.json records it, so
+  that the report can tell a time ratio of two implementations from a
+  design's."""
   from models.inception import pointwise_fusion  # Local: as summarize's.
   width = ops.compiler_options(config).get('xla_cpu_prefer_vector_width')
-  return (dataclasses.asdict(op_impls) | {'cpu_vector_width': width}
-          | pointwise_fusion([r.name for r in acc.rows]))
+  return (dataclasses.asdict(ops.resolve(config))
+          | {'cpu_vector_width': width} | pointwise_fusion(params))
 
 
 def match_width(config, target_macs: int, tol: float = 0.02) -> float:

@@ -635,17 +635,16 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
     logging.warning('Short schedule: %s', short)
   ckpt, state, previous = restore_or_create(config, workdir, runner, tx,
                                             data.stats)
-  accounted = accounting.summarize(config)
-  costs = accounted['total']
+  costs = accounting.summarize(config)['total']
   log = MetricLog(workdir, config, resumed=int(jax.device_get(state.step)) > 0)
   timer = Timer(previous, started)
   result = train_loop(config, runner, data, state, ckpt, schedule, log, timer,
                       best=previous.get('best_val_accuracy', 0.0))
   ckpt.close()
   summary = make_summary(config, workdir, runner, data, result, timer, costs,
-                         previous) | {'schedule_warning': short,
-                                      'implementation':
-                                      accounted['implementation']}
+                         previous) | {
+      'schedule_warning': short,
+      'implementation': accounting.implementation(config, result.state.params)}
   summary_path = os.path.join(workdir, rundir.SUMMARY)
   if jax.process_index() == 0:
     rundir.write_json_atomic(summary_path, summary)

@@ -11,6 +11,7 @@ The reductions carry a ReLU by default: the paper's "dual-purpose" 1x1.
 
 import dataclasses
 import itertools
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 from flax import linen as nn
@@ -69,21 +70,25 @@ POINTWISE_HEADS = ('b1x1', 'b3x3_reduce', 'b5x5_reduce')
 FUSED_1X1 = 'fused_1x1'
 
 
-def pointwise_fusion(layer_names: list[str]) -> dict[str, int]:
-  """How the modules computed their 1x1 heads, from the layer paths
-  (accounting's rows: 'inception_3a/fused_1x1'): {'fused_1x1': modules that
-  ran them as one GEMM, 'unfused_1x1': modules that ran two or more apart}.
-  A module with one head (naive: b1x1 alone) has nothing to fuse. Same
-  math, other speed: a time ratio between runs that differ here is partly
-  the implementation's, not the design's."""
-  heads = {}
-  for name in layer_names:
-    module, _, layer = name.rpartition('/')
-    if layer == FUSED_1X1 or layer in POINTWISE_HEADS:
-      heads.setdefault(module, []).append(layer)
-  return {'fused_1x1': sum(FUSED_1X1 in h for h in heads.values()),
-          'unfused_1x1': sum(FUSED_1X1 not in h and len(h) > 1
-                             for h in heads.values())}
+def pointwise_fusion(params: Mapping) -> dict[str, int]:
+  """How a network's modules computed their 1x1 heads, from its params:
+  {'fused_1x1': modules that ran them as one GEMM (their params hold
+  FUSED_1X1), 'unfused_1x1': modules that ran two or more apart}. A module
+  with one head (naive: b1x1 alone) has nothing to fuse. Same math, other
+  speed: a time ratio between runs that differ here is partly the
+  implementation's, not the design's."""
+  counts = {'fused_1x1': 0, 'unfused_1x1': 0}
+
+  def visit(node):
+    if not isinstance(node, Mapping):
+      return
+    heads = sum(name in node for name in POINTWISE_HEADS)
+    counts['fused_1x1'] += FUSED_1X1 in node
+    counts['unfused_1x1'] += FUSED_1X1 not in node and heads > 1
+    for child in node.values():
+      visit(child)
+  visit(params)
+  return counts
 
 
 class InceptionModule(nn.Module):

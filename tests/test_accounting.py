@@ -180,7 +180,10 @@ def test_implementation_counts_fused_and_unfused_modules(overrides, fused,
   from configs import test as test_config  # pylint: disable=import-outside-toplevel
   config = test_config.get_config()
   config.update_from_flattened_dict({'ops.conv': 'im2col', **overrides})
-  impl = accounting.summarize(config, with_xla=False)['implementation']
+  model = build_model(config.model, Ops())
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 8, 8, 3)))['params']
+  impl = accounting.implementation(config, params)
   assert (impl['fused_1x1'], impl['unfused_1x1']) == (fused, unfused)
   assert impl['conv'] == 'im2col' and impl['norm'] in ('xla', 'custom_vjp')
   assert impl['cpu_vector_width'] in (256, 512, None)

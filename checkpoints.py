@@ -15,6 +15,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+import rundir
+
 
 class CheckpointMismatchError(ValueError):
   pass
@@ -58,6 +60,8 @@ class Checkpoints:
                         'checking the previous one.', step, self.directory, e)
     if stored is None:
       return
+    # A model key added since (rundir.ADDED_KEYS) has the value it trained as.
+    stored = rundir.with_added_keys({'model': {}} | stored)
     diffs = [k for k in self.meta if stored.get(k) != self.meta[k]]
     if diffs:
       model_diff = {k: (stored['model'].get(k), v)

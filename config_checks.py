@@ -9,10 +9,26 @@ import ml_collections
 import ops
 import optim
 from models import build_model
+from models.layers import check_choice
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Clear errors for bad configs, raised before any data or compilation."""
+  """Clear errors for bad configs, raised before any data or compilation:
+  check_values with the ops this host resolves to (an op it cannot run
+  raises here), and the batch sizes against this process's devices."""
+  check_values(config, ops.resolve(config))
+  check_batch_sizes(config, jax.device_count())
+  ops.compiler_options(config)
+
+
+def check_values(config: ml_collections.ConfigDict,
+                 op_impls: ops.Ops | None = None) -> None:
+  """The checks of check_config that hold on any host, without starting
+  JAX's backend (scripts/sweep.py runs them before launching, in a process
+  that must not hold an accelerator): unknown choices and keys, values out
+  of range, an image size the data or the network cannot take. op_impls:
+  the ops to build the network with; None checks the op names only and
+  builds it with XLA's reference ops (the same shapes under every choice)."""
   def fail(msg):
     raise ValueError(f'Bad config: {msg}')
   if config.optimizer not in optim.OPTIMIZERS:
@@ -22,21 +38,46 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not 0 <= config.ema_decay < 1:
     fail(f'ema_decay={config.ema_decay} must be in [0, 1) (0 = off); e.g. '
          '--config.ema_decay=0.999.')
-  for key in ('batch_size', 'eval_batch_size'):
-    size, devices = config[key], jax.device_count()
-    if size <= 0 or size % devices:
-      fail(f'{key}={size} must be a positive multiple of the device count '
-           f'({devices}); e.g. --config.{key}={devices * max(1, size // devices)}.')
+  check_batch_sizes(config)
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     fail('set num_epochs > 0 or num_train_steps > 0.')
   if config.data.source == 'synthetic':  # Its side is known before loading.
     check_image_fits(config.image_size, config.data.synthetic_image_size,
                      "the 'synthetic' source's images",
                      ' or --config.data.synthetic_image_size larger')
-  # Unknown model names, keys and op choices raise here.
-  model = build_model(config.model, ops.resolve(config))
-  ops.compiler_options(config)
+  if op_impls is None:
+    _check_op_names(config)
+    op_impls = ops.Ops()
+  # Unknown model names, keys and choices raise here.
+  model = build_model(config.model, op_impls)
   check_input_size(model, config)
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict,
+                      devices: int | None = None) -> None:
+  """Raises unless the batch sizes are positive and, given the device
+  count, multiples of it (each device takes an equal share)."""
+  for key in ('batch_size', 'eval_batch_size'):
+    size = config[key]
+    if size > 0 and (devices is None or size % devices == 0):
+      continue
+    if devices is None:
+      raise ValueError(f'Bad config: {key}={size} must be positive.')
+    raise ValueError(
+        f'Bad config: {key}={size} must be a positive multiple of the device '
+        f'count ({devices}); e.g. --config.{key}='
+        f'{devices * max(1, size // devices)}.')
+
+
+def _check_op_names(config: ml_collections.ConfigDict) -> None:
+  """The `ops` choices are valid names (whether this host can run them is
+  ops.resolve's to say)."""
+  choices = config.get('ops') or {}
+  for key, valid in ops.CHOICES.items():
+    check_choice(f'ops.{key}', choices.get(key, 'auto'), valid)
+  check_choice('ops.cpu_vector_width',
+               str(choices.get('cpu_vector_width', 'auto')),
+               ops.CPU_VECTOR_WIDTHS)
 
 
 def check_image_fits(image_size: int, side: int, images: str,

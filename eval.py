@@ -3,9 +3,11 @@
   python eval.py --workdir=/tmp/run [--split=test] [--data=path/to/folder]
 
 Restores with the run's own saved config (DIR/config.json), on any device
-count, and writes DIR/eval_<split>.json: accuracy, loss, num_examples,
-per-class accuracy and the confusion matrix. --data points the run at
-another source, e.g. a folder with a `test/` split.
+count, and writes DIR/eval_<split>.json (rundir.eval_file: a slice as
+_<start>-<end>, 'train[90%:]' -> eval_train_90-100.json): accuracy, loss,
+num_examples, per-class accuracy and the confusion matrix; prints one line
+naming it. --data points the run at another source, e.g. a folder with a
+`test/` split. Orbax's INFO lines stay off the console, as in train.py.
 
 It may run while the run still trains (it takes no workdir lock): it reads
 only finished checkpoints (orbax lists a step once its save is complete) and
@@ -55,18 +57,18 @@ def evaluate(workdir: str, split: str | None = None,
   path = os.path.join(workdir, rundir.eval_file(split))
   if jax.process_index() == 0:
     rundir.write_json_atomic(path, result)
-  logging.info('Wrote %s', path)
-  return result
+  return result | {'path': path}
 
 
 def main(argv):
   del argv
+  train.quiet_orbax()  # As train.py: orbax's INFO lines off the console.
   try:
     r = evaluate(FLAGS.workdir, FLAGS.split, FLAGS.data)
   except (ValueError, input_pipeline.DataError) as e:
     raise SystemExit(f'error: {e}') from None
   print(f'{r["split"]}: accuracy {r["accuracy"]:.4f}  loss {r["loss"]:.4f}  '
-        f'({r["num_examples"]} examples, step {r["step"]})')
+        f'({r["num_examples"]} examples, step {r["step"]}): {r["path"]}')
 
 
 if __name__ == '__main__':

@@ -10,8 +10,30 @@ OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULES = ('cosine', 'step', 'onecycle')
 
 
+def warmup_steps(config, steps_per_epoch: int) -> int:
+  return int(config.warmup_epochs * steps_per_epoch)
+
+
+def schedule_warning(config, schedule, steps_per_epoch: int,
+                     total_steps: int) -> str | None:
+  """One line where the warmup does not end before the last step: the
+  learning rate then never reaches its peak, or reaches it only at the end,
+  and never decays (a short run of a recipe made for a longer one). None
+  where the schedule runs its course."""
+  warmup, last = warmup_steps(config, steps_per_epoch), total_steps - 1
+  if warmup < last:
+    return None
+  reached = float(schedule(last))  # The warmup still climbs at the end.
+  return (f'warmup ({warmup} steps: warmup_epochs={config.warmup_epochs}) '
+          f'does not end before the last step (of {total_steps}): the '
+          f'learning rate reaches {reached:.4g} of its peak '
+          f'{config.learning_rate:.4g} and never decays. Set '
+          f'--config.warmup_epochs below {last / steps_per_epoch:.3g}, or '
+          'train longer.')
+
+
 def make_optimizer(config, steps_per_epoch: int, total_steps: int):
-  warmup = int(config.warmup_epochs * steps_per_epoch)
+  warmup = warmup_steps(config, steps_per_epoch)
   lr = config.learning_rate
   if config.schedule == 'cosine':
     schedule = optax.warmup_cosine_decay_schedule(

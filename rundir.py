@@ -14,12 +14,17 @@
 A sweep directory (scripts/sweep.py) holds one run directory per run and seed,
 and SWEEP:
 
-  SWEEP_DIR/sweep.json   {'sweep': the sweep file[:args], 'seeds': N,
-                          'baseline': the run name comparisons are made
-                          against (None: the report's default),
-                          'overrides': the sweep-wide --config.* flags,
+  SWEEP_DIR/sweep.json   {'sweep': the sweep file[:args], 'seeds': the
+                          most seeds of any run, 'baseline': the run name
+                          comparisons are made against (None: the report's
+                          default), 'overrides': the latest launch's
+                          sweep-wide --config.* flags,
                           'runs': {run directory name: {'run': run name,
-                                                        'seed': seed}}}
+                                   'seed': seed, 'overrides': the flags it
+                                   was launched with}}}
+                         What was launched into SWEEP_DIR: written by a
+                         sweep that launches something, its runs merged
+                         into the earlier ones (a record never shrinks).
 
 train.py writes these; eval.py, scripts/sweep.py and scripts/report.py read
 them. Kept free of JAX and plotting so the sweep and report tools start fast.
@@ -29,7 +34,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import socket
 import time
 from typing import Callable, Iterator, TextIO
@@ -50,21 +54,31 @@ IN_USE_EXIT_CODE = 75  # sysexits' EX_TEMPFAIL: try again later.
 
 # summary.json's keys in the order train.py writes them ('test_accuracy' only
 # where there is a test split; 'error' only where scripts/sweep.py recorded a
-# crash). The report's CSV columns follow this order.
+# crash; 'schedule_warning' None unless the warmup does not end before the
+# last step: optim.schedule_warning; 'implementation' how the network was
+# computed: accounting.implementation). The report's CSV columns follow this
+# order.
 SUMMARY_KEYS = (
     'status', 'model', 'module', 'workdir', 'params', 'macs_per_image',
     'xla_flops_per_image', 'train_step_flops', 'train_images_per_s',
     'compile_seconds', 'train_seconds', 'wall_seconds', 'time_to_target_s',
     'steps', 'epochs', 'batch_size',
     'val_split', 'val_accuracy', 'best_val_accuracy', 'test_accuracy',
-    'device_kind', 'device_count', 'process_count', 'jax_version', 'error')
+    'device_kind', 'device_count', 'process_count', 'jax_version',
+    'schedule_warning', 'implementation', 'error')
 
 _SCALARS = (int, float, str, bool)
 
 
 def eval_file(split: str) -> str:
-  """eval.py's result file name: 'train[90%:]' -> 'eval_train_90.json'."""
-  name = re.sub(r'\W+', '_', split).strip('_')
+  """eval.py's result file name: the split's name, and its percent slice as
+  _<start>-<end> (an open end is 0 or 100), so that two slices never share
+  a file: 'test' -> 'eval_test.json', 'train[90%:]' ->
+  'eval_train_90-100.json', 'train[:90%]' -> 'eval_train_0-90.json'."""
+  name, bracket, bounds = split.replace(' ', '').partition('[')
+  if bracket:
+    start, _, end = bounds.removesuffix(']').partition(':')
+    name += f'_{start.rstrip("%") or 0}-{end.rstrip("%") or 100}'
   return f'{EVAL_PREFIX}{name}.json'
 
 
@@ -103,6 +117,26 @@ def write_atomic(path, write: Callable[[TextIO], None], **open_args) -> None:
 def write_json_atomic(path, obj) -> None:
   """`obj` as indented JSON; what JSON cannot encode (a NumPy scalar) as str."""
   write_atomic(path, lambda f: json.dump(obj, f, indent=1, default=str))
+
+
+def read_sweep(directory) -> dict | None:
+  """DIR/SWEEP, checked; None where there is none. A ValueError of one line,
+  saying what to do, where it does not parse or has no 'runs'."""
+  path = os.path.join(directory, SWEEP)
+  if not os.path.exists(path):
+    return None
+  fix = 'fix it, or move it away (its runs are then grouped by config alone).'
+  try:
+    sweep = read_json(path)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path}: {e}; {fix}') from None
+  runs = sweep.get('runs') if isinstance(sweep, dict) else None
+  if not isinstance(runs, dict) or not all(
+      isinstance(e, dict) and isinstance(e.get('run'), str)
+      for e in runs.values()):
+    raise ValueError(f"{path} has no 'runs': {{run directory: {{'run': "
+                     f"name, 'seed': k}}}} (see rundir.py); {fix}")
+  return sweep
 
 
 def read_status(run_dir) -> str | None:
@@ -205,6 +239,7 @@ SOURCE_KEYS = {'tfds': ('data.dataset',),
                              'data.synthetic_seed')}
 BUILTIN_SOURCES = tuple(SOURCE_KEYS)
 STALE_SUFFIX = '.stale-'  # scripts/sweep.py --rerun_stale: <dir>.stale-<time>.
+ABSENT = '<absent>'  # training_changes' value of a key a config lacks.
 
 
 def _is_bookkeeping(key: str) -> bool:
@@ -223,10 +258,9 @@ def training_changes(saved: dict, current: dict) -> list[str]:
   as 'key: saved -> current' lines ('<absent>' for a missing key)."""
   norm = lambda c: flatten(json.loads(json.dumps(c, default=str)))
   old, new = norm(saved), norm(current)
-  missing = '<absent>'
   lines = []
   for key in sorted(set(old) | set(new)):
-    a, b = old.get(key, missing), new.get(key, missing)
+    a, b = old.get(key, ABSENT), new.get(key, ABSENT)
     if json.dumps(a) == json.dumps(b) or _is_bookkeeping(key):  # NaN == NaN.
       continue
     if key == 'data.source' and not {a, b} & set(BUILTIN_SOURCES):
@@ -255,17 +289,27 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   except json.JSONDecodeError as e:
     raise ValueError(f'{path} is not valid JSON ({e}): restore it, or move '
                      f'{workdir!r} aside and start afresh.') from None
-  return ml_collections.ConfigDict(_with_added_keys(_moved_to_ops(saved)))
+  return ml_collections.ConfigDict(with_added_keys(_moved_to_ops(saved)))
 
 
 # Keys added after runs were saved, with the value that trains as those runs
-# did: an older config.json lacking one means this value.
+# did: an older config.json lacking one means this value. Nested keys are
+# dotted ('model.reduce_norm'). A knob added with a default that trains as
+# before, and listed here, keeps every earlier run valid and resumable (not
+# stale, its checkpoints compatible).
 ADDED_KEYS = {'ema_decay': 0.0, 'eval_flip': False}
 
 
-def _with_added_keys(config: dict) -> dict:
+def with_added_keys(config: dict) -> dict:
+  """`config` (a saved config.json, or the model block of a checkpoint's
+  metadata, under 'model') with each ADDED_KEYS key it lacks set to the
+  value that trains as it did. Changes `config` in place; returns it."""
   for key, value in ADDED_KEYS.items():
-    config.setdefault(key, value)
+    *parents, leaf = key.split('.')
+    node = config
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node.setdefault(leaf, value)
   return config
 
 

@@ -604,6 +604,10 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
                        f'the {split.name!r} images')
   runner = Runner(config, data.stats)
   tx, schedule = optim.make_optimizer(config, data.steps_per_epoch, data.total_steps)
+  short = optim.schedule_warning(config, schedule, data.steps_per_epoch,
+                                 data.total_steps)
+  if short:
+    logging.warning('Short schedule: %s', short)
   ckpt, state, previous = restore_or_create(config, workdir, runner, tx,
                                             data.stats)
   costs = accounting.summarize(config)['total']
@@ -617,7 +621,9 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
                       best=previous.get('best_val_accuracy', 0.0))
   ckpt.close()
   summary = make_summary(config, workdir, runner, data, result, timer, costs,
-                         previous)
+                         previous) | {
+      'schedule_warning': short,
+      'implementation': accounting.implementation(config, result.state.params)}
   summary_path = os.path.join(workdir, rundir.SUMMARY)
   if jax.process_index() == 0:
     rundir.write_json_atomic(summary_path, summary)

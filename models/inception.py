@@ -11,6 +11,7 @@ The reductions carry a ReLU by default: the paper's "dual-purpose" 1x1.
 
 import dataclasses
 import itertools
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 from flax import linen as nn
@@ -61,6 +62,33 @@ class InceptionOptions:
                  padding: str = 'SAME', **kw) -> Pool:
     """A Pool computed by `ops` (`pool` is the branch knob)."""
     return Pool(kind, window, stride, padding, ops=self.ops, **kw)
+
+
+# The 1x1 convs of a module that read its input (its "heads"), and the one
+# conv they become when fused.
+POINTWISE_HEADS = ('b1x1', 'b3x3_reduce', 'b5x5_reduce')
+FUSED_1X1 = 'fused_1x1'
+
+
+def pointwise_fusion(params: Mapping) -> dict[str, int]:
+  """How a network's modules computed their 1x1 heads, from its params:
+  {'fused_1x1': modules that ran them as one GEMM (their params hold
+  FUSED_1X1), 'unfused_1x1': modules that ran two or more apart}. A module
+  with one head (naive: b1x1 alone) has nothing to fuse. Same math, other
+  speed: a time ratio between runs that differ here is partly the
+  implementation's, not the design's."""
+  counts = {'fused_1x1': 0, 'unfused_1x1': 0}
+
+  def visit(node):
+    if not isinstance(node, Mapping):
+      return
+    heads = sum(name in node for name in POINTWISE_HEADS)
+    counts['fused_1x1'] += FUSED_1X1 in node
+    counts['unfused_1x1'] += FUSED_1X1 not in node and heads > 1
+    for child in node.values():
+      visit(child)
+  visit(params)
+  return counts
 
 
 class InceptionModule(nn.Module):
@@ -127,7 +155,7 @@ class InceptionModule(nn.Module):
       return {name: o.conv(w, 1, act=act, name=name)(x, train)
               for name, (w, act) in heads.items()}
     widths = [w for w, _ in heads.values()]
-    y = o.conv(sum(widths), 1, act='linear', name='fused_1x1')(x, train)
+    y = o.conv(sum(widths), 1, act='linear', name=FUSED_1X1)(x, train)
     splits = jnp.split(y, list(itertools.accumulate(widths[:-1])), axis=-1)
     return {name: ACTIVATIONS[act](part)
             for (name, (_, act)), part in zip(heads.items(), splits)}

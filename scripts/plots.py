@@ -6,7 +6,8 @@
 scripts/report.py picks the groups and their values (Point); this module only
 draws them: log x axis, the mean accuracy with its 95% confidence interval as
 an error bar (none where one run gives no interval), the Pareto front of the
-means as a step line, points coloured by one varied key's value, and every
+means as a step line, points coloured by one varied key's value, points of
+equal cost side by side (a small shift on x, noted on the plot), and every
 point labelled, placed greedily where it covers no other point, label,
 legend, error bar or the front.
 """
@@ -31,6 +32,7 @@ PLOTS = (
      'training time'),
 )
 YLABEL = 'final val acc (mean over seeds; bars: 95% CI)'
+SIDE_BY_SIDE = 0.03  # Points of equal cost: this fraction of the x axis apart.
 MARKERS = 'osD^vPX*'
 
 
@@ -150,6 +152,26 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
   return front
 
 
+def side_by_side(points: list[Point], step: float) -> list[Point]:
+  """The points, those of equal cost (within 1%) moved apart on the log x
+  axis, `step` decades from one to the next and centred on their cost, so
+  that no marker or error bar hides another (a zero-cost ablation sits on
+  its baseline otherwise). Others stay where they are."""
+  order = sorted(range(len(points)), key=lambda i: points[i].x)
+  clusters = []
+  for i in order:
+    if clusters and points[i].x <= points[clusters[-1][0]].x * 1.01:
+      clusters[-1].append(i)
+    else:
+      clusters.append([i])
+  moved = list(points)
+  for cluster in clusters:
+    for k, i in enumerate(cluster):
+      shift = (k - (len(cluster) - 1) / 2) * step
+      moved[i] = points[i]._replace(x=points[i].x * 10 ** shift)
+  return moved
+
+
 def _draw_points(ax, points: list[Point], colour_key: str) -> None:
   """Markers and error bars, one colour and marker per colour value."""
   values = list(dict.fromkeys(p.colour for p in points))
@@ -187,18 +209,22 @@ def plot_pareto(points: list[Point], path, xlabel: str, title: str,
   colour_key names what Point.colour is the value of (the legend)."""
   fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
   if points:
-    _draw_points(ax, points, colour_key)
     xs = [p.x for p in points]
     lows = [p.y - (p.ci95 or 0) for p in points]
     highs = [p.y + (p.ci95 or 0) for p in points]
     lo, hi = math.log10(min(xs)), math.log10(max(xs))
     pad = max(0.12 * (hi - lo), 0.08)
+    shown = side_by_side(points, SIDE_BY_SIDE * (hi - lo + 2 * pad))
+    _draw_points(ax, shown, colour_key)
+    if shown != points:
+      ax.text(0.99, 0.01, 'equal costs drawn side by side', ha='right',
+              va='bottom', fontsize=7, color='0.4', transform=ax.transAxes)
     ax.set_xscale('log')
     ax.set_xlim(10 ** (lo - pad), 10 ** (hi + pad))
     ylo, yhi = min(lows), max(highs)
     ypad = max(0.15 * (yhi - ylo), 0.01)
     ax.set_ylim(ylo - ypad, yhi + 1.5 * ypad)
-    front = pareto_front([(p.x, p.y) for p in points])
+    front = pareto_front([(p.x, p.y) for p in shown])
     fx, fy = zip(*front)
     fx = [*fx, 10 ** (hi + pad)]
     ax.step(fx, [*fy, fy[-1]], where='post', color='0.35', ls='--',
@@ -231,9 +257,9 @@ def plot_pareto(points: list[Point], path, xlabel: str, title: str,
         min(a[0], b[0]) - 1.5, min(a[1], b[1]) - 1.5,
         max(a[0], b[0]) + 1.5, max(a[1], b[1]) + 1.5)
             for a, b in zip(px, px[1:])]
-    _place_labels(fig, ax, [(p.x, p.y) for p in points],
-                  [p.label for p in points],
+    _place_labels(fig, ax, [(p.x, p.y) for p in shown],
+                  [p.label for p in shown],
                   [legend.get_window_extent(renderer)] + line
-                  + _bar_boxes(ax, points))
+                  + _bar_boxes(ax, shown))
   fig.savefig(path)
   plt.close(fig)

@@ -1,13 +1,15 @@
 """Collects a sweep's runs into groups of seeds, statistics, tables and plots.
 
-  python scripts/report.py DIR [--json]
+  python scripts/report.py DIR [--json] [--allow_fewer_runs]
 
 Runs: every `summary.json` under DIR (recursively) is one run, named by its
 folder relative to DIR; its sibling `eval_*.json` (eval.py) and `config.json`
 (train.py) are read too; folders set aside by `scripts/sweep.py
 --rerun_stale` (`<dir>.stale-<time>`) are skipped. DIR/sweep.json
 (rundir.SWEEP) is optional: it names each folder's sweep run and seed, and
-the baseline.
+the baseline. A run it does not list counts with the runs of its design
+(same config but seed) at a seed none of them has; otherwise it is left
+out. results.md names both kinds.
 
 Groups, the seeds of one design: runs whose config.json files are equal but
 for `seed` and bookkeeping (rundir.training_changes). A group is named by
@@ -22,12 +24,20 @@ training, `best_val_accuracy`) and test acc (`test_accuracy`, else
 eval_test.json): n, mean, sd and ci95 (the half-width of the mean's 95% CI,
 Student's t); of params, MACs, images/s and train time, the mean.
 
+Setup: the budget of the finished runs (steps, batch, epochs, images seen:
+summary.json), their data (source and splits: config.json), the --config.*
+flags sweep.json says they were launched with, and the runs whose warmup
+did not end before their last step (summary.json's schedule_warning).
+
 Comparisons: every group against one baseline: the group sweep.json names;
 else, where model.module varies, the first with module 'naive' (no 1x1
-reductions: each comparison then reads as what they buy); else the first (in sweep.json's order, else by name); one
-with a finished run. Of final val acc and test acc: the difference of means
-(group - baseline) with its 95% CI by Welch's t, and a sentence saying
-whether it is detectable. Of the costs: ratios group / baseline.
+reductions: each comparison then reads as what they buy); else the first
+(in sweep.json's order, else by name); one with a finished run. Of final
+val acc and test acc: the difference of means (group - baseline) with its
+95% CI by Welch's t and, over the seeds both groups finished (same seed:
+same initialisation and data order), by the paired t; a sentence for each,
+naming its test, saying whether it is detectable. Of the costs: ratios
+group / baseline.
 
 Writes into DIR:
 
@@ -37,13 +47,18 @@ Writes into DIR:
   groups.csv    one row per group: group, the varied keys, runs, n (finished
                 runs), excluded; <acc>_n, _mean, _sd, _ci95 of each accuracy;
                 <cost>_mean; vs (the baseline), <acc>_diff, _diff_ci95,
-                _diff_df of the compared accuracies, <cost>_ratio.
-  results.md    the groups table, the comparisons and their sentences, the
-                runs table.
+                _diff_df (Welch) and <acc>_paired_diff, _ci95, _df, _n
+                (paired) of the compared accuracies, <cost>_ratio.
+  results.md    the setup, the groups table, the comparisons and their
+                sentences, the runs table.
   pareto_macs.png, pareto_params.png, pareto_time.png
                 the groups' mean final val acc with 95% CI bars against
                 mean MACs/image, params and train time (scripts/plots.py),
                 labelled by the varied keys' values.
+
+A report that would count fewer finished runs than the results.csv it
+replaces (a run moved, deleted or no longer finished) writes nothing and
+says which, unless --allow_fewer_runs.
 
 Prints results.md; with --json, the whole report as JSON instead.
 """
@@ -68,6 +83,9 @@ from scripts import plots, stats  # noqa: E402
 # define a --json flag too.
 flags.DEFINE_bool('json', False, 'Print the report as JSON instead of the '
                   'tables.', allow_override=True)
+flags.DEFINE_bool('allow_fewer_runs', False, 'Overwrite an earlier report '
+                  'of DIR that counted finished runs this one does not.',
+                  allow_override=True)
 FLAGS = flags.FLAGS
 
 SEED_KEY = 'seed'
@@ -83,7 +101,19 @@ ACCURACIES = {
     'test_acc': ('test acc', 'test_accuracy', 'test'),
 }
 COMPARED = ('final_val_acc', 'test_acc')  # Compared against the baseline.
+WELCH, PAIRED = "Welch's t", 'paired t over matched seeds'  # The tests.
 COSTS = ('params', 'macs_per_image', 'train_images_per_s', 'train_seconds')
+BUDGET_KEYS = ('steps', 'batch_size', 'epochs')  # Of summary.json.
+# How a run was computed (summary.json's implementation, device_kind and
+# device_count), as results.md names it: a difference changes its speed, not
+# its params, MACs or math.
+IMPLEMENTATION = {
+    'conv': 'ops.conv', 'pool': 'ops.pool', 'norm': 'ops.norm',
+    'cpu_vector_width': 'ops.cpu_vector_width',
+    'unfused_1x1': 'modules with their 1x1 heads unfused',
+    'device_kind': 'device', 'device_count': 'devices'}
+TIMES = ('train_seconds', 'train_images_per_s')  # The ratios it changes.
+DATA_KEYS = ('data.source', 'data.train_split', 'data.eval_split')
 # Scalars of an eval_<split>.json worth keeping (not the confusion matrix).
 EVAL_KEYS = ('split', 'accuracy', 'loss', 'num_examples', 'step', 'source')
 
@@ -126,10 +156,6 @@ def load_runs(directory, sweep: dict | None = None) -> list[dict]:
     folder = pathlib.Path(root)
     rel = folder.relative_to(directory).as_posix()
     name = rel if rel != '.' else directory.resolve().name
-    if entries and name not in entries:
-      _warn(f'skipping {folder}: not a run of {rundir.SWEEP} (an earlier '
-            'sweep into this directory, e.g. with other --seeds?).')
-      continue
     try:
       summary = rundir.read_json(folder / rundir.SUMMARY)
       if not isinstance(summary, dict):
@@ -154,24 +180,36 @@ def load_runs(directory, sweep: dict | None = None) -> list[dict]:
   return sorted(runs, key=lambda r: r['run'])
 
 
+def outside_sweep(runs: list[dict], sweep: dict | None
+                  ) -> tuple[list[dict], dict[str, str], dict[str, str]]:
+  """The runs to report, and those sweep.json does not list: {run: the
+  sweep run whose design it has}, counted with that design's runs (it
+  trains the same config, at a seed none of them has), and {run: why it is
+  left out}. Without a sweep.json every run counts."""
+  entries = (sweep or {}).get('runs', {})
+  listed = [r for r in runs if not entries or r['run'] in entries]
+  adopted, left_out = {}, {}
+  for run in runs:
+    if not entries or run['run'] in entries:
+      continue
+    design = [r for r in listed if r['config'] and run['config']
+              and not _changed_keys(r['config'], run['config'])]
+    if not design:
+      left_out[run['run']] = f'of no design {rundir.SWEEP} lists'
+    elif run['seed'] in {r['seed'] for r in design}:
+      left_out[run['run']] = (f"a second run of seed {run['seed']} of "
+                              f"`{entries[design[0]['run']]['run']}`")
+    else:
+      adopted[run['run']] = entries[design[0]['run']]['run']
+      listed.append(run)
+  for name, why in left_out.items():
+    _warn(f'leaving out {name}: not a run of {rundir.SWEEP}, {why}.')
+  return sorted(listed, key=lambda r: r['run']), adopted, left_out
+
+
 def load_sweep(directory) -> dict | None:
-  """DIR/sweep.json, or None where there is none."""
-  path = pathlib.Path(directory) / rundir.SWEEP
-  if not path.exists():
-    return None
-  fix = ('fix it, or move it away to group the runs by their configs '
-         'alone.')
-  try:
-    sweep = rundir.read_json(path)
-  except (OSError, ValueError) as e:
-    raise ValueError(f'{path}: {e}; {fix}') from None
-  runs = sweep.get('runs') if isinstance(sweep, dict) else None
-  if not isinstance(runs, dict) or not all(
-      isinstance(e, dict) and isinstance(e.get('run'), str)
-      for e in runs.values()):
-    raise ValueError(f"{path} has no 'runs': {{run directory: {{'run': "
-                     f"name, 'seed': k}}}} (see rundir.py); {fix}")
-  return sweep
+  """DIR/sweep.json (rundir.read_sweep), or None where there is none."""
+  return rundir.read_sweep(directory)
 
 
 # ----------------------------------------------------------------- values
@@ -223,7 +261,8 @@ def group_runs(runs: list[dict], sweep: dict | None) -> dict[str, list]:
   groups = []
   for run in sorted(runs, key=lambda r: r['config'] is None):
     entry = entries.get(run['run'])
-    run['name'] = entry['run'] if entry else SEED_SUFFIX.sub('', run['run'])
+    run['name'] = (entry['run'] if entry else run.get('sweep_run')
+                   or SEED_SUFFIX.sub('', run['run']))
     group = next((g for g in groups if _same_design(g[0], run)), None)
     if group is None:
       groups.append([run])
@@ -275,11 +314,36 @@ def describe_group(name: str, runs: list[dict], varied: list[str]) -> dict:
     xs = [x for r in counted
           if (x := _finite(r['summary'].get(key))) is not None]
     record[key] = statistics.fmean(xs) if xs else None
+  record['implementation'] = {
+      key: sorted({str(impl[key]) for impl in map(implementation, counted)
+                   if key in impl}) for key in IMPLEMENTATION}
+  record['by_seed'] = {  # For the paired comparison.
+      key: {r['seed']: x for r in counted if r['seed'] is not None
+            and (x := accuracy(r, key)) is not None} for key in COMPARED}
   seeds = [r['seed'] for r in counted if r['seed'] is not None]
   if len(set(seeds)) < len(seeds):
     _warn(f'group {name!r} has finished runs of the same seed ({seeds}): '
           'they are not independent samples.')
   return record
+
+
+def implementation(run: dict) -> dict:
+  """How a run was computed: summary.json's implementation (train.py:
+  accounting.implementation; absent from runs older than it) and
+  devices."""
+  summary = run['summary']
+  recorded = summary.get('implementation')
+  recorded = recorded if isinstance(recorded, dict) else {}
+  return {k: v for k, v in (recorded | summary).items()
+          if k in IMPLEMENTATION and v is not None}
+
+
+def implementation_differences(group: dict, baseline: dict) -> dict:
+  """{what: [the group's values, the baseline's]} where the two were
+  computed differently (what both recorded)."""
+  a, b = group['implementation'], baseline['implementation']
+  return {label: [a[k], b[k]] for k, label in IMPLEMENTATION.items()
+          if a[k] and b[k] and a[k] != b[k]}
 
 
 def choose_baseline(groups: list[dict], sweep: dict | None
@@ -310,20 +374,114 @@ def _ratio(a, b):
   return a / b if a is not None and b else None
 
 
+def matched(group: dict, baseline: dict, key: str) -> dict | None:
+  """stats.paired of the accuracy `key` over the seeds both groups
+  finished."""
+  a, b = group['by_seed'][key], baseline['by_seed'][key]
+  seeds = sorted(set(a) & set(b), key=str)
+  return stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
+
+
 def compare(group: dict, baseline: dict) -> dict:
-  """group against baseline: the differences of the compared accuracies
-  (stats.welch), their sentences, and the ratios of the cost means."""
+  """group against baseline: the differences of the compared accuracies,
+  by Welch's t (stats.welch: `<key>_diff`) and, over the seeds both ran, by
+  the paired t (stats.paired: `<key>_paired`), their sentences naming the
+  test, and the ratios of the cost means."""
   out = dict(group=group['group'], baseline=baseline['group'])
   sentences = []
+  say = lambda key, test, diff, n, m: sentences.append(stats.verdict(
+      group['group'], baseline['group'], f'{ACCURACIES[key][0]} ({test})',
+      diff, n, m))
   for key in COMPARED:
     out[f'{key}_diff'] = diff = stats.welch(group[key], baseline[key])
     if diff:
-      sentences.append(stats.verdict(
-          group['group'], baseline['group'], ACCURACIES[key][0], diff,
-          group[key]['n'], baseline[key]['n']))
+      say(key, WELCH, diff, group[key]['n'], baseline[key]['n'])
+    out[f'{key}_paired'] = pair = matched(group, baseline, key)
+    if pair and pair['n'] > 1:
+      say(key, PAIRED, pair, pair['n'], pair['n'])
   for key in COSTS:
     out[f'{key}_ratio'] = _ratio(group[key], baseline[key])
-  return out | dict(verdicts=sentences)
+  differs = implementation_differences(group, baseline)
+  if differs:
+    sentences.append(
+        f'{group["group"]} and {baseline["group"]} were computed '
+        'differently, not only designed differently: ' + '; '.join(
+            f'{what} {", ".join(a)} against {", ".join(b)}'
+            for what, (a, b) in differs.items())
+        + ': the train time and images/s ratios (†) are partly the '
+        "implementation's.")
+  return out | dict(verdicts=sentences, implementation_differs=differs)
+
+
+# ----------------------------------------------------------------- setup
+
+def _by_value(runs: list[dict], group_of: dict, value) -> list[dict]:
+  """[{'value': value(run), 'groups': the groups of the runs with it}], in
+  first-seen order; runs whose value is None are left out."""
+  out = {}
+  for run in runs:
+    if (v := value(run)) is not None:
+      out.setdefault(v, {})[group_of[run['run']]] = None
+  return [dict(value=v, groups=list(g)) for v, g in out.items()]
+
+
+def _budget(run: dict) -> tuple | None:
+  """(steps, batch size, epochs) from summary.json; None if one is absent."""
+  values = tuple(run['summary'].get(k) for k in BUDGET_KEYS)
+  return None if None in values else values
+
+
+def _data(run: dict) -> tuple | None:
+  """(source, train split, eval split) from config.json."""
+  flat = rundir.flatten(run['config'] or {})
+  return tuple(flat.get(k) for k in DATA_KEYS) if run['config'] else None
+
+
+def setup(runs: list[dict], groups: list[dict], sweep: dict | None) -> dict:
+  """What a reader needs to judge the numbers, with the groups each holds
+  for: the budget of the finished runs (steps, batch, epochs), their data
+  (source, train and eval splits), the --config flags the sweep gave them
+  (sweep.json), and the runs whose schedule was cut short (summary.json's
+  schedule_warning: {message: runs})."""
+  group_of = {run: g['group'] for g in groups for run in g['runs']}
+  counted = [r for r in runs if finished(r)]
+  entries = (sweep or {}).get('runs', {})
+
+  def flags(run):  # Older sweep.json files keep them at the top level only.
+    entry = entries.get(run['run'])
+    return (tuple(entry.get('overrides', sweep.get('overrides', [])))
+            if entry else None)
+  short = {}
+  for run in runs:
+    if warning := run['summary'].get('schedule_warning'):
+      short.setdefault(warning, []).append(run['run'])
+  return dict(budget=_by_value(counted, group_of, _budget),
+              data=_by_value(counted, group_of, _data),
+              overrides=_by_value(runs, group_of, flags),
+              short_schedules=short)
+
+
+def setup_markdown(setup_: dict) -> list[str]:
+  def line(what, items, text):
+    if not items:
+      return []
+    if len(items) == 1:
+      return [f'- {what}: {text(items[0]["value"])}.']
+    return [f'- {what}: ' + '; '.join(
+        f'{text(i["value"])} ({", ".join(i["groups"])})' for i in items)
+            + '.']
+  budget = lambda v: (f'{v[0]:,} steps of {v[1]:,} images ({v[2]:.3g} '
+                      f'epoch{"s" * (v[2] != 1)}, {v[0] * v[1]:,} images '
+                      'seen)')
+  data = lambda v: f'`{v[0]}`, trained on `{v[1]}`, validated on `{v[2]}`'
+  flags = lambda v: ' '.join(f'`{f}`' for f in v) or 'none'
+  lines = (line('Budget of each finished run', setup_['budget'], budget)
+           + line('Data', setup_['data'], data)
+           + line('Sweep-wide overrides (sweep.json)', setup_['overrides'],
+                  flags))
+  lines += [f'- Cut short: {", ".join(f"`{r}`" for r in runs)}: {message}'
+            for message, runs in setup_['short_schedules'].items()]
+  return lines
 
 
 # ----------------------------------------------------------------- CSV
@@ -363,6 +521,8 @@ def group_row(group: dict, comparison: dict | None) -> dict:
       diff = comparison[f'{key}_diff'] or {}
       row |= {f'{key}_diff{"" if k == "diff" else "_" + k}': v
               for k, v in diff.items()}
+      pair = comparison[f'{key}_paired'] or {}
+      row |= {f'{key}_paired_{k}': v for k, v in pair.items()}
     row |= {f'{key}_ratio': comparison[f'{key}_ratio'] for key in COSTS}
   return row
 
@@ -497,24 +657,47 @@ def comparisons_markdown(comparisons: list[dict], baseline: str | None,
   lines = [f'Baseline: `{baseline}` ({reason}).']
   if not comparisons:
     return lines + ['', 'No other group to compare.']
-  with_test = any(c['test_acc_diff'] for c in comparisons)
-  header = ['group', 'Δ final val acc (points)']
-  header += ['Δ test acc (points)'] if with_test else []
-  header += ['MACs ×', 'params ×', 'train time ×', 'images/s ×']
-  rows = []
-  for c in comparisons:
-    row = [c['group'], points(c['final_val_acc_diff'])]
-    row += [points(c['test_acc_diff'])] if with_test else []
-    rows.append(row + [times(c[f'{k}_ratio']) for k in (
-        'macs_per_image', 'params', 'train_seconds', 'train_images_per_s')])
+  columns = []  # (header, cell of a comparison)
+  for key in COMPARED:
+    name = ACCURACIES[key][0]
+    if any(c[f'{key}_diff'] for c in comparisons):
+      columns.append((f'Δ {name}, Welch (points)',
+                      lambda c, k=key: points(c[f'{k}_diff'])))
+    if any(_pairs(c, key) > 1 for c in comparisons):
+      columns.append((f'Δ {name}, paired (points, pairs)',
+                      lambda c, k=key: paired_points(c[f'{k}_paired'])))
+  header = ['group', *(h for h, _ in columns),
+            'MACs ×', 'params ×', 'train time ×', 'images/s ×']
+  rows = [[c['group'], *(cell(c) for _, cell in columns),
+           *(times(c[f'{k}_ratio']) + (
+               '†' if k in TIMES and c['implementation_differs'] else '')
+             for k in ('macs_per_image', 'params', 'train_seconds',
+                       'train_images_per_s'))] for c in comparisons]
   lines += [''] + _md_table(header, 'l' + 'r' * (len(header) - 1), rows)
   lines += [''] + [f'- {s}' for c in comparisons for s in c['verdicts']]
   return lines + [
       '', 'Δ is group − baseline in accuracy points (percentage points), '
-      '± the half-width of its 95% confidence interval by Welch\'s t '
-      '(Welch–Satterthwaite degrees of freedom; — where a side has one '
-      'run); a difference is detectable when the interval excludes 0. '
-      'Ratios are group / baseline of the means.']
+      '± the half-width of its 95% confidence interval; a difference is '
+      "detectable when the interval excludes 0. Welch: Welch's t on the "
+      'two groups as independent samples (Welch–Satterthwaite degrees of '
+      'freedom; — where a side has one run). Paired: the paired t on the '
+      'differences seed by seed, over the seeds both groups finished (same '
+      'initialisation and data order; their count after the interval): '
+      'what the seeds share cancels, so it is the sharper test where seeds '
+      'match. Ratios are group / baseline of the means; † marks a time '
+      'ratio of groups computed differently (ops, fused or unfused 1x1 '
+      'heads, devices: summary.json\'s implementation), which the design '
+      'alone does not explain.']
+
+
+def _pairs(comparison: dict, key: str) -> int:
+  return (comparison[f'{key}_paired'] or {}).get('n', 0)
+
+
+def paired_points(pair: dict | None) -> str:
+  """A paired difference in points with its pairs: '-2.95 ± 7.60 (3)'."""
+  return f'{points(pair)} ({pair["n"]})' if pair and pair['n'] > 1 else ''
+
 
 
 def runs_markdown(runs: list[dict], group_of: dict) -> list[str]:
@@ -551,6 +734,15 @@ def markdown(report: dict, runs: list[dict]) -> str:
   if report['missing']:
     lines += ['In sweep.json but without a summary.json (not run yet): '
               + ', '.join(f'`{m}`' for m in report['missing']) + '.', '']
+  if report['adopted']:
+    lines += ['Not in sweep.json, counted with the runs of their design: '
+              + ', '.join(f'`{run}` (`{group}`)' for run, group in
+                          report['adopted'].items()) + '.', '']
+  if report['left_out']:
+    lines += ['Not in sweep.json, left out: ' + ', '.join(
+        f'`{run}` ({why})' for run, why in report['left_out'].items())
+              + '.', '']
+  lines += ['## Setup', ''] + setup_markdown(report['setup']) + ['']
   lines += [f'## Groups ({len(groups)})', '']
   lines += groups_markdown(groups, report['varied_keys'])
   lines += ['', '## Comparisons', '']
@@ -597,7 +789,9 @@ def analyse(directory) -> tuple[dict, list[dict]]:
   `directory` or its sweep.json is malformed."""
   directory = pathlib.Path(directory)
   sweep = load_sweep(directory)
-  runs = load_runs(directory, sweep)
+  runs, adopted, left_out = outside_sweep(load_runs(directory, sweep), sweep)
+  for run in runs:
+    run['sweep_run'] = adopted.get(run['run'])
   grouped = group_runs(runs, sweep)
   varied = varied_keys([next((r['config'] for r in g if r['config']), None)
                         for g in grouped.values()])
@@ -609,21 +803,46 @@ def analyse(directory) -> tuple[dict, list[dict]]:
   report = dict(
       directory=str(directory), title=directory.resolve().name, sweep=sweep,
       missing=[d for d in (sweep or {}).get('runs', {}) if d not in names],
+      adopted=adopted, left_out=left_out,
       varied_keys=varied, groups=groups,
       baseline=baseline and baseline['group'], baseline_reason=reason,
       comparisons=comparisons,
       runs=[{k: v for k, v in r.items() if k != 'config'}
             | {'has_config': r['config'] is not None} for r in runs])
+  report['setup'] = setup(runs, groups, sweep)
   report['markdown'] = markdown(report, runs)
   return report, runs
 
 
-def make_report(directory) -> dict:
+def check_no_fewer_runs(csv_path: pathlib.Path, runs: list[dict]) -> None:
+  """Raises where the report in csv_path (results.csv) counted a finished
+  run that `runs` does not: overwriting it would silently change its
+  numbers."""
+  try:
+    with open(csv_path, newline='') as f:
+      before = {row['run'] for row in csv.DictReader(f)
+                if row.get('status') == FINISHED}
+  except (OSError, KeyError, csv.Error):
+    return
+  dropped = sorted(before - {r['run'] for r in runs if finished(r)})
+  if dropped:
+    raise ValueError(
+        f'{csv_path} counts {len(before)} finished runs, among them '
+        f'{len(dropped)} that this report would not: {", ".join(dropped)} '
+        '(moved, deleted or not finished now). Nothing was written; rerun '
+        'with --allow_fewer_runs to replace it.')
+
+
+def make_report(directory, allow_fewer_runs: bool = False) -> dict:
   """Writes results.csv, groups.csv, results.md and the pareto_*.png into
   `directory`; returns the report (see analyse) with the CSV columns, the
-  groups each plot shows and the files."""
+  groups each plot shows and the files. Refuses (check_no_fewer_runs),
+  writing nothing, to replace a report that counted finished runs this one
+  does not, unless allow_fewer_runs."""
   directory = pathlib.Path(directory)
   report, runs = analyse(directory)
+  if not allow_fewer_runs:
+    check_no_fewer_runs(directory / 'results.csv', runs)
   groups, varied = report['groups'], report['varied_keys']
   files = {k: str(directory / f) for k, f in (
       ('csv', 'results.csv'), ('groups_csv', 'groups.csv'),
@@ -653,7 +872,7 @@ def main(argv):
     raise app.UsageError(f'Give one sweep directory (runs in DIR/<run>/); '
                          f'got {argv[1:]}.')
   try:
-    report = make_report(argv[1])
+    report = make_report(argv[1], FLAGS.allow_fewer_runs)
   except ValueError as e:
     raise SystemExit(f'error: {e}') from None
   if FLAGS.json:

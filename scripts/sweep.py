@@ -6,9 +6,11 @@ train.py process.
       [--rerun_stale] [--config.key=value ...]
 
 --config.* flags apply to every run (e.g. the data source), after the run's
-own overrides. Before anything launches, the config of every run directory is
-built in-process exactly as train.py will build it, so a mistyped key or a
-value of the wrong type stops the whole sweep with an error naming the flag.
+own overrides. Before anything launches (--dry_run too), the config of every
+run directory is built in-process exactly as train.py will build it and put
+through train.py's own checks (config_checks.check_values), so a mistyped
+key, a value of the wrong type or a value that is not valid (norm='nonee')
+stops the whole sweep with one line naming the run and the flag.
 
 Seeds: every run trains at --seeds=N seeds (default: the sweep file's SEEDS,
 else 1). With N=1, run `reduced` trains in DIR/reduced at its config's seed.
@@ -17,9 +19,12 @@ seed is its config's after the --config.* flags (--config.seed=5 --seeds=3:
 reduced-seed5, reduced-seed6, reduced-seed7). config.seed decides the
 initialisation, the data order and the augmentation.
 
-DIR/sweep.json (rundir.SWEEP) records the sweep before anything launches: the
-sweep file, seeds, its BASELINE run (the one comparisons are made against),
-the --config.* flags, and each run directory's run and seed.
+DIR/sweep.json (rundir.SWEEP) records what the sweep launches, before it
+launches: the sweep file, its BASELINE run (the one comparisons are made
+against), and each run directory's run, seed and --config.* flags. It
+grows: the runs of a later sweep into DIR (more --seeds) are merged in, and
+a sweep that launches nothing (all finished, or all stale) leaves it as it
+was.
 
 Run directories with a summary.json of status "ok" are skipped; interrupted
 ones resume from their checkpoints. One that fails or diverges is recorded
@@ -215,6 +220,12 @@ def parse_config(config_args: list[str]) -> dict:
   return parse_config_flags(argv).to_dict()
 
 
+def origin(flag: str, overrides: list[str]) -> str:
+  """Where a run's --config flag comes from, for an error message."""
+  return ('a sweep-wide flag, given to every run' if flag in overrides
+          else 'from the sweep file')
+
+
 def build_config(run: Run, config_args: list[str],
                  overrides: list[str]) -> dict:
   """parse_config, or an error that names the run and the flag to fix."""
@@ -222,12 +233,49 @@ def build_config(run: Run, config_args: list[str],
     return parse_config(config_args)
   except ConfigFlagError as e:
     bad = e.flag if e.flag in config_args[1:] else config_args[0]
-    where = ('a sweep-wide flag, given to every run' if bad in overrides
-             else 'from the sweep file')
     message = str(e).removeprefix(f'{e.flag}: ')
     raise ValueError(
-        f'Run {run.name!r}: {bad} ({where}) does not parse; fix or drop it '
-        f'(nothing was launched): {message}') from None
+        f'Run {run.name!r}: {bad} ({origin(bad, overrides)}) does not parse; '
+        f'fix or drop it (nothing was launched): {message}') from None
+
+
+def blamed_flag(message: str, config_args: list[str]) -> str | None:
+  """The last --config.key=value flag whose `leaf=value` the error message
+  quotes ("norm='nonee' is not valid" blames --config.model.norm=nonee)."""
+  for flag in reversed(config_args[1:]):
+    key, _, value = flag.removeprefix('--config.').partition('=')
+    leaf = key.rsplit('.', 1)[-1]
+    if f'{leaf}={value!r}' in message or f'{leaf}={value}' in message:
+      return flag
+  return None
+
+
+def check_values(jobs: list[Job], overrides: list[str]) -> None:
+  """config_checks.check_values, the checks train.py makes before it loads
+  data or compiles (keys and values: a choice that is none of the valid
+  ones, a size the network cannot take), on every run's config: once per
+  run, as its seeds differ in `seed` alone. A bad value stops the sweep
+  with one line naming the run, the value and the flag that set it, before
+  anything is written or launched. It starts no JAX backend here (this
+  process would hold an accelerator while the runs train, and fork them
+  from a threaded process): what depends on the host a run trains on (its
+  device count, whether it can run an `ops` choice) the run checks as it
+  starts."""
+  import config_checks  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  checked = set()
+  for job in jobs:
+    if job.run in checked:
+      continue
+    checked.add(job.run)
+    try:
+      config_checks.check_values(ml_collections.ConfigDict(job.config))
+    except ValueError as e:
+      message = launchers.one_line(e)
+      flag = blamed_flag(message, job.flags)
+      where = f' {flag} ({origin(flag, overrides)}):' if flag else ''
+      raise ValueError(f'Run {job.run!r}:{where} {message} Nothing was '
+                       'launched.') from None
 
 
 def seeded(run: Run, config_args: list[str], config: dict,
@@ -273,12 +321,36 @@ def move_aside(run_dir: str) -> str:
   return moved
 
 
-def sweep_record(spec: str, sweep: Sweep, seeds: int, overrides: list[str],
-                 jobs: list[Job]) -> dict:
-  """sweep.json's content (format: rundir's docstring)."""
-  return {'sweep': spec, 'seeds': seeds, 'baseline': sweep.baseline,
-          'overrides': list(overrides),
-          'runs': {j.name: {'run': j.run, 'seed': j.seed} for j in jobs}}
+def sweep_record(previous: dict | None, spec: str, sweep: Sweep,
+                 overrides: list[str], jobs: list[Job]) -> dict:
+  """sweep.json's content (format: rundir's docstring) once `jobs` launch:
+  the previous record's runs, these jobs' added or updated, each with the
+  overrides it trains with. Nothing is dropped: runs of other --seeds, or
+  set aside, stay for the report to read."""
+  previous = previous or {}
+  runs = {name: {'overrides': previous.get('overrides', [])} | entry
+          for name, entry in previous.get('runs', {}).items()}
+  runs |= {j.name: {'run': j.run, 'seed': j.seed,
+                    'overrides': list(overrides)} for j in jobs}
+  seeds = {}
+  for entry in runs.values():
+    seeds.setdefault(entry['run'], set()).add(entry['seed'])
+  return {'sweep': spec, 'seeds': max(map(len, seeds.values())),
+          'baseline': sweep.baseline, 'overrides': list(overrides),
+          'runs': runs}
+
+
+def record_sweep(workdir: str, previous: dict | None, spec: str,
+                 sweep: Sweep, overrides: list[str], jobs: list[Job]) -> None:
+  """Merges `jobs` into DIR/sweep.json (sweep_record), which held
+  `previous`."""
+  if previous and previous.get('sweep') != spec:
+    logging.warning('%s recorded sweep %s; runs of %s join it.',
+                    os.path.join(workdir, rundir.SWEEP),
+                    previous.get('sweep'), spec)
+  rundir.write_json_atomic(
+      os.path.join(workdir, rundir.SWEEP),
+      sweep_record(previous, spec, sweep, overrides, jobs))
 
 
 def run_env(run_dir: str) -> dict[str, str]:
@@ -333,11 +405,18 @@ def run_jobs(jobs: list[Job], workdir: str, parallel: int) -> dict[str, str]:
 
 
 def stale_message(stale: dict[str, list[str]], total: int) -> str:
+  """Why the stale runs were left out, and the ways out. A key their
+  config.json lacks was added since: no flag gives it back."""
+  added = sorted({line.partition(':')[0] for changes in stale.values()
+                  for line in changes if f": '{rundir.ABSENT}' ->" in line})
+  hint = (f' {", ".join(added)}: added since they were saved; if its default '
+          'trains as they did, list it in rundir.ADDED_KEYS with that value '
+          'and they stay valid.' if added else '')
   return (f'{len(stale)} of {total} runs are stale, their config.json '
           f'differing from what this sweep trains: {", ".join(stale)}. Rerun '
           'with --rerun_stale to move them aside (<dir>.stale-<time>) and '
           'train them afresh, or give the sweep the flags they were trained '
-          'with.')
+          f'with.{hint}')
 
 
 def unfinished(results: dict[str, str],
@@ -450,6 +529,7 @@ def run_sweep(spec: str, workdir: str, overrides: list[str], *,
   sweep = load_sweep(spec)
   seeds = seeds or sweep.seeds
   jobs = expand(sweep.runs, seeds, overrides)
+  check_values(jobs, overrides)
   workdir = os.path.abspath(workdir)  # train.py runs in REPO.
   slurm = None
   if launcher == 'slurm':
@@ -466,13 +546,15 @@ def run_sweep(spec: str, workdir: str, overrides: list[str], *,
     for name in stale:
       move_aside(os.path.join(workdir, name))
     stale = {}
-  todo, results, notes = to_launch([j for j in jobs if j.name not in stale],
-                                   workdir)
+  current = [j for j in jobs if j.name not in stale]
+  todo, results, notes = to_launch(current, workdir)
   if todo:
+    previous = rundir.read_sweep(workdir)  # Unreadable: stop here.
     check_data(todo)
-  os.makedirs(workdir, exist_ok=True)
-  rundir.write_json_atomic(os.path.join(workdir, rundir.SWEEP),
-                           sweep_record(spec, sweep, seeds, overrides, jobs))
+    os.makedirs(workdir, exist_ok=True)
+    # What launches, and this sweep's runs already there: they train what it
+    # trains (not stale). A sweep that launches nothing leaves it as it was.
+    record_sweep(workdir, previous, spec, sweep, overrides, current)
   if slurm:
     launched, submitted = submit_jobs(todo, workdir, slurm)
     results |= launched

@@ -167,3 +167,23 @@ def test_model_table_json_compare():
   ratio = result['naive_over_reduced']['macs']
   assert ratio == pytest.approx(naive['total']['macs'] / reduced['total']['macs'])
   assert ratio > 1
+
+
+@pytest.mark.parametrize('overrides, fused, unfused', [
+    ({}, 3, 0),                                 # configs/test.py: 3 modules.
+    ({'model.fuse_pointwise': False}, 0, 3),    # Same net, heads apart.
+    ({'model.module': 'naive'}, 0, 0),          # b1x1 alone: nothing to fuse.
+])
+def test_implementation_counts_fused_and_unfused_modules(overrides, fused,
+                                                         unfused):
+  # Issue 25: a knob's runs went unfused, slower, and nothing recorded it.
+  from configs import test as test_config  # pylint: disable=import-outside-toplevel
+  config = test_config.get_config()
+  config.update_from_flattened_dict({'ops.conv': 'im2col', **overrides})
+  model = build_model(config.model, Ops())
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 8, 8, 3)))['params']
+  impl = accounting.implementation(config, params)
+  assert (impl['fused_1x1'], impl['unfused_1x1']) == (fused, unfused)
+  assert impl['conv'] == 'im2col' and impl['norm'] in ('xla', 'custom_vjp')
+  assert impl['cpu_vector_width'] in (256, 512, None)

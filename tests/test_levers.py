@@ -23,6 +23,7 @@ import ops
 import optim
 import train
 from configs import test as test_config
+from configs.common import load_config
 from models import build_model
 from tests.helpers import assert_trees_close, random_variables
 
@@ -224,6 +225,27 @@ def test_onecycle_is_a_triangle_from_zero_to_peak_to_zero():
                                   99: 0.4 / 80, 100: 0.0}, abs=1e-7)
   _, no_warmup = optim.make_optimizer(make_config(schedule='onecycle'), 10, 6)
   assert float(no_warmup(0)) == pytest.approx(0.05)  # configs/test.py's lr.
+
+
+@pytest.mark.parametrize('schedule', optim.SCHEDULES)
+def test_a_run_that_ends_in_its_warmup_is_warned(schedule):
+  # Issue 25: configs/cifar_cpu.py (warmup_epochs=0.5) with
+  # num_train_steps=150 climbed to 0.085 and never peaked nor decayed.
+  config = load_config('configs/cifar_cpu.py')
+  config.schedule = schedule
+  per_epoch = input_pipeline.steps_per_epoch(45000, config.batch_size)
+  warn = lambda steps: optim.schedule_warning(
+      config, optim.make_optimizer(config, per_epoch, steps)[1], per_epoch,
+      steps)
+  # 175 warmup steps of 351 per epoch; the last of 150 steps is step 149.
+  assert warn(150) == (
+      'warmup (175 steps: warmup_epochs=0.5) does not end before the last '
+      'step (of 150): the learning rate reaches 0.08514 of its peak 0.1 and '
+      'never decays. Set --config.warmup_epochs below 0.425, or train '
+      'longer.')
+  assert 'reaches 0.1 of its peak 0.1 and never decays' in warn(176)
+  assert warn(177) is None  # Peaks at step 175, decays at 176.
+  assert warn(1000) is None
 
 
 def test_base_config_lists_the_schedules():

@@ -10,6 +10,7 @@ import pathlib
 import subprocess
 import sys
 
+import matplotlib.collections
 import matplotlib.image
 import numpy as np
 import pytest
@@ -124,6 +125,57 @@ def test_welch_degenerate_sides():
   assert exact == dict(diff=0.25, ci95=0.0, df=None)
 
 
+def test_paired_against_scipy_and_by_hand():
+  a, b = [0.781, 0.776, 0.790, 0.772], [0.770, 0.771, 0.775, 0.769]
+  lo, hi = scipy.stats.ttest_rel(a, b).confidence_interval(0.95)
+  d = stats.paired(a, b)
+  assert d['n'] == 4 and d['df'] == 3
+  assert d['diff'] == pytest.approx((lo + hi) / 2, rel=1e-12)
+  assert d['ci95'] == pytest.approx((hi - lo) / 2, rel=1e-9)
+  # By hand: differences 1, 2, 3 (sd 1); t(0.975, 2) = 4.3027 (tables).
+  d = stats.paired([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+  assert d['diff'] == 2.0
+  assert d['ci95'] == pytest.approx(4.30265 / math.sqrt(3), rel=1e-5)
+  assert stats.paired([0.5, 0.7], [0.4, 0.6]) == pytest.approx(
+      dict(diff=0.1, ci95=0.0, df=1, n=2))  # Every pair alike.
+  assert stats.paired([0.5], [0.4]) == pytest.approx(
+      dict(diff=0.1, ci95=None, df=None, n=1))
+  assert stats.paired([], []) is None
+
+
+def test_matched_seeds_get_a_paired_comparison_named_in_the_text(tmp_path):
+  # Issue 25: the seeds were matched across designs (same seed, same data
+  # order), yet the report offered Welch's unpaired interval only. Here the
+  # seed moves both designs alike, so pairing removes most of the spread.
+  naive = [0.70, 0.66, 0.74]
+  knob = [0.68, 0.65, 0.71]
+  runs = {}
+  for seed, (x, y) in enumerate(zip(naive, knob)):
+    runs[f'naive-seed{seed}'] = (_summary(x), _config(seed), {})
+    runs[f'knob-seed{seed}'] = (_summary(y), _config(
+        seed, **{'model.reduce_act': 'linear'}), {})
+  runs['knob-seed7'] = (_summary(0.69), _config(
+      7, **{'model.reduce_act': 'linear'}), {})  # Unmatched: Welch only.
+  sweep = dict(sweep='s.py', seeds=3, baseline='naive', overrides=[],
+               runs={n: {'run': n.split('-')[0], 'seed': int(n[-1])}
+                     for n in runs})
+  result, _ = report.analyse(_write(tmp_path, runs, sweep))
+  [c] = result['comparisons']
+  lo, hi = scipy.stats.ttest_rel(knob, naive).confidence_interval(0.95)
+  assert c['final_val_acc_paired'] == pytest.approx(
+      dict(diff=(lo + hi) / 2, ci95=(hi - lo) / 2, df=2, n=3))
+  welch = scipy.stats.ttest_ind(knob + [0.69], naive, equal_var=False)
+  lo_w, hi_w = welch.confidence_interval(0.95)
+  assert c['final_val_acc_diff']['ci95'] == pytest.approx((hi_w - lo_w) / 2)
+  assert c['final_val_acc_paired']['ci95'] < c['final_val_acc_diff']['ci95']
+  welch_text, paired_text = c['verdicts']
+  assert "in final val acc (Welch's t): " in welch_text
+  assert 'in final val acc (paired t over matched seeds): ' in paired_text
+  half = (hi - lo) / 2 * 100
+  assert f'| {(lo + hi) / 2 * 100:+.2f} ± {half:.2f} (3) |' in (
+      result['markdown'])
+
+
 def test_verdict_sentences():
   say = lambda diff, ci95, n=3, m=3: stats.verdict(
       'naive', 'reduced', 'final val acc', dict(diff=diff, ci95=ci95), n, m)
@@ -231,7 +283,9 @@ def test_grid_comparisons_against_welch(grid):
     assert c['verdicts'][0] in result['markdown']
   assert comparisons[_name('linear', '5x5')]['verdicts'] == [
       f'{_name("linear", "5x5")} is 2.00 ± 0.91 points below {BASELINE} in '
-      'final val acc: a difference at 95%.']
+      "final val acc (Welch's t): a difference at 95%.",
+      f'{_name("linear", "5x5")} is 2.00 ± 0.00 points below {BASELINE} in '
+      'final val acc (paired t over matched seeds): a difference at 95%.']
   assert 'no detectable difference with 3 seeds' in comparisons[
       _name('relu', '3x3x2')]['verdicts'][0]
   assert comparisons[_name('relu', '3x3x2')]['macs_per_image_ratio'] == 0.8
@@ -252,8 +306,9 @@ def test_grid_markdown(grid):
   assert (f'Excluded from the statistics (did not finish): `{BASELINE}'
           '-seed3` (diverged)') in text
   assert f'`{_name("linear", "5x5")}-seed4` (failed)' in text
-  assert '| Δ final val acc (points) |' in text
-  assert '| -2.00 ± 0.91 |' in text
+  assert ('| Δ final val acc, Welch (points) | Δ final val acc, paired '
+          '(points, pairs) |') in text
+  assert '| -2.00 ± 0.91 | -2.00 ± 0.00 (3) |' in text
   assert 'out of memory' in text
   header = next(line for line in text.splitlines()
                 if line.startswith('| run |'))
@@ -310,15 +365,103 @@ def test_grid_plots(grid):
         f'branch5={b}, reduce_act={a}' for a, b in GRID)
 
 
-def test_runs_that_sweep_json_does_not_list_are_left_out(tmp_path, capsys):
+def test_runs_outside_sweep_json_are_left_out_and_named(tmp_path, capsys):
   runs, sweep = _grid_runs()
   # An earlier sweep's run (--seeds=1): counted, it would be a second seed 0.
   runs[BASELINE] = (_summary(0.5), _config(0, **{
       'model.reduce_act': 'relu', 'model.branch5': '5x5'}), {})
+  runs['other'] = (_summary(0.5), _config(0, learning_rate=0.3), {})
   result, _ = report.analyse(_write(tmp_path, runs, sweep))
   baseline = next(g for g in result['groups'] if g['group'] == BASELINE)
   assert baseline['n'] == 3 and BASELINE not in baseline['runs']
-  assert f'{BASELINE}: not a run of sweep.json' in capsys.readouterr().err
+  assert result['left_out'] == {
+      BASELINE: f'a second run of seed 0 of `{BASELINE}`',
+      'other': 'of no design sweep.json lists'}
+  assert ('Not in sweep.json, left out: `other` (of no design sweep.json '
+          f'lists), `{BASELINE}` (a second run of seed 0 of `{BASELINE}`).'
+          ) in result['markdown']
+  assert f'leaving out {BASELINE}: not a run of sweep.json' in (
+      capsys.readouterr().err)
+
+
+def test_a_finished_seed_missing_from_sweep_json_still_counts(tmp_path):
+  # Issue 25: a sweep.json rewritten by a later --seeds=2 made the report
+  # drop every third seed, and n fell from 3 to 2.
+  runs, sweep = _grid_runs()
+  for name in [n for n in sweep['runs'] if n.endswith('-seed2')]:
+    del sweep['runs'][name]
+  result, _ = report.analyse(_write(tmp_path, runs, sweep))
+  groups = {g['group']: g for g in result['groups']}
+  assert [groups[_name(*k)]['n'] for k in GRID] == [3] * 4
+  assert groups[BASELINE]['final_val_acc']['mean'] == pytest.approx(
+      np.mean(GRID[('relu', '5x5')]))
+  assert result['adopted'] == {f'{_name(*k)}-seed2': _name(*k) for k in GRID}
+  line = next(line for line in result['markdown'].splitlines()
+              if line.startswith('Not in sweep.json, counted with the runs '
+                                 'of their design: '))
+  assert f'`{BASELINE}-seed2` (`{BASELINE}`)' in line
+
+
+def test_the_report_states_budget_data_overrides_and_short_runs(tmp_path):
+  # Issue 25: results.md did not say how long the runs trained, on what,
+  # or with which sweep-wide flags.
+  source = '../shared/data/cifar10-train-jpeg.tar.gz'
+  flags = ['--config.num_train_steps=150', f'--config.data.source={source}']
+  warning = 'warmup (175 steps: warmup_epochs=0.5) does not end before ...'
+  runs, entries = {}, {}
+  for module in ('naive', 'reduced'):
+    for seed in (0, 1):
+      name = f'{module}-seed{seed}'
+      runs[name] = (
+          _summary(0.6, steps=150, batch_size=128, epochs=150 / 351,
+                   schedule_warning=warning),
+          _config(seed, **{'model.module': module, 'data.source': source}),
+          {})
+      entries[name] = {'run': module, 'seed': seed, 'overrides': flags}
+  runs['reduced-seed2'] = (  # Launched later, by hand, with more steps.
+      _summary(0.6, steps=300, batch_size=128, epochs=300 / 351),
+      _config(2, **{'model.module': 'reduced', 'data.source': source}), {})
+  entries['reduced-seed2'] = {'run': 'reduced', 'seed': 2, 'overrides': []}
+  result, _ = report.analyse(_write(tmp_path, runs, dict(
+      sweep='s.py', seeds=3, baseline='naive', overrides=[], runs=entries)))
+  setup = result['markdown'].split('## Setup\n\n')[1].split('\n\n')[0]
+  assert setup.splitlines() == [
+      '- Budget of each finished run: 150 steps of 128 images (0.427 epochs, '
+      '19,200 images seen) (naive, reduced); 300 steps of 128 images (0.855 '
+      'epochs, 38,400 images seen) (reduced).',
+      f'- Data: `{source}`, trained on `train[:90%]`, validated on '
+      '`train[90%:]`.',
+      '- Sweep-wide overrides (sweep.json): `--config.num_train_steps=150` '
+      f'`--config.data.source={source}` (naive, reduced); none (reduced).',
+      '- Cut short: `naive-seed0`, `naive-seed1`, `reduced-seed0`, '
+      f'`reduced-seed1`: {warning}']
+
+
+def test_a_report_with_fewer_finished_runs_is_refused_unless_asked(
+    tmp_path):
+  runs, sweep = _grid_runs()
+  directory = _write(tmp_path / 'sweep', runs, sweep)
+  report.make_report(directory)
+  outputs = ['results.csv', 'groups.csv', 'results.md', 'pareto_macs.png']
+  before = {name: (directory / name).read_bytes() for name in outputs}
+  gone = f'{_name("linear", "5x5")}-seed1'
+  (directory / gone).rename(tmp_path / 'moved')
+  with pytest.raises(ValueError) as error:
+    report.make_report(directory)
+  assert str(error.value) == (
+      f'{directory / "results.csv"} counts 12 finished runs, among them 1 '
+      f'that this report would not: {gone} (moved, deleted or not finished '
+      'now). Nothing was written; rerun with --allow_fewer_runs to replace '
+      'it.')
+  assert {name: (directory / name).read_bytes() for name in outputs} == before
+  proc = subprocess.run([sys.executable, str(SCRIPT), str(directory)],
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
+  result = report.make_report(directory, allow_fewer_runs=True)
+  assert {g['group']: g['n'] for g in result['groups']}[
+      _name('linear', '5x5')] == 2
+  assert gone not in (directory / 'results.csv').read_text()
 
 
 def test_grid_without_sweep_json(tmp_path):
@@ -371,17 +514,60 @@ def test_naive_vs_reduced_is_one_comparison(tmp_path):
            df=None))
   # Test accuracy: eval.py's for naive, the summaries' for reduced.
   assert c['test_acc_diff']['diff'] == pytest.approx(0.79 - 0.7911)
-  assert c['verdicts'][0].startswith('reduced is 0.94 points below naive in '
-                                     'final val acc: no interval can be '
-                                     'given with 3 and 1 seeds')
-  assert 'test acc' in c['verdicts'][1]
-  assert '| Δ test acc (points) |' in result['markdown']
+  assert c['verdicts'][0].startswith(
+      "reduced is 0.94 points below naive in final val acc (Welch's t): no "
+      'interval can be given with 3 and 1 seeds')
+  assert c['final_val_acc_paired'] == pytest.approx(  # Seed 0 alone.
+      dict(diff=0.7738 - 0.7830, ci95=None, df=None, n=1))
+  assert len(c['verdicts']) == 2 and 'test acc' in c['verdicts'][1]
+  assert '| Δ test acc, Welch (points) |' in result['markdown']
+  assert 'paired (points' not in result['markdown']  # Not for one pair.
   naive = next(g for g in result['groups'] if g['group'] == 'naive')
   points = report.pareto_points(result['groups'], 'macs_per_image',
                                 'model.module')
   assert {p.label: (p.colour, p.ci95 is None) for p in points} == {
       'module=naive': ('naive', True), 'module=reduced': ('reduced', False)}
   assert naive['final_val_acc']['ci95'] is None
+
+
+def test_a_difference_in_implementation_is_marked(tmp_path):
+  # Issue 25: a knob's runs could not fuse their 1x1 heads, trained at 0.85x
+  # the speed, and the report showed "train time 1.16x" as the design's.
+  def impl(unfused, conv='im2col'):
+    return dict(conv=conv, pool='slices', norm='custom_vjp',
+                cpu_vector_width=256, fused_1x1=8 - unfused,
+                unfused_1x1=unfused)
+  designs = {  # name: (config keys, implementation, train seconds)
+      'reduced': ({}, impl(0), 100.0),
+      'naive': ({'model.module': 'naive'},
+                impl(0) | dict(fused_1x1=0), 130.0),
+      'knob': ({'model.reduce_act': 'linear'}, impl(8), 116.0),
+      'onednn': ({'model.width': 0.5}, impl(0, conv='onednn'), 60.0)}
+  runs, entries = {}, {}
+  for name, (keys, implementation, seconds) in designs.items():
+    for seed in (0, 1):
+      runs[f'{name}-seed{seed}'] = (
+          _summary(0.7, seconds=seconds, implementation=implementation),
+          _config(seed, **keys), {})
+      entries[f'{name}-seed{seed}'] = {'run': name, 'seed': seed}
+  result, _ = report.analyse(_write(tmp_path, runs, dict(
+      sweep='s.py', seeds=2, baseline='reduced', overrides=[],
+      runs=entries)))
+  comparisons = {c['group']: c for c in result['comparisons']}
+  assert comparisons['naive']['implementation_differs'] == {}  # 1 head.
+  assert comparisons['knob']['implementation_differs'] == {
+      'modules with their 1x1 heads unfused': [['8'], ['0']]}
+  assert comparisons['onednn']['implementation_differs'] == {
+      'ops.conv': [['onednn'], ['im2col']]}
+  assert comparisons['knob']['verdicts'][-1] == (
+      'knob and reduced were computed differently, not only designed '
+      'differently: modules with their 1x1 heads unfused 8 against 0: the '
+      "train time and images/s ratios (†) are partly the implementation's.")
+  rows = {line.split('|')[1].strip(): line for line in
+          result['markdown'].split('## Comparisons')[1].splitlines()
+          if line.startswith('| ') and not line.startswith('| group')}
+  assert '| 1.16×† | 1.00×† |' in rows['knob']
+  assert '| 1.30× | 1.00× |' in rows['naive']  # Same implementation.
 
 
 # ----------------------------------------------------------- edge cases
@@ -424,6 +610,34 @@ def test_plot_with_and_without_bars(tmp_path):
   assert plots.pareto_front([(40e6, 0.84), (120e6, 0.85), (31e6, 0.815),
                              (10.5e6, 0.80), (50e6, 0.83)]) == [
       (10.5e6, 0.80), (31e6, 0.815), (40e6, 0.84), (120e6, 0.85)]
+
+
+def drawn_markers(monkeypatch, points, path) -> list:
+  """plots.plot_pareto's markers, in pixels: one scatter per colour, in the
+  points' order where each has its own colour."""
+  figures = []
+  monkeypatch.setattr(plots.plt, 'close', figures.append)
+  plots.plot_pareto(points, path, 'MACs', 'MACs', colour_key='reduce_norm')
+  [ax] = figures[0].axes
+  return [ax.transData.transform(c.get_offsets()[0]) for c in ax.collections
+          if isinstance(c, matplotlib.collections.PathCollection)]
+
+
+def test_groups_at_equal_cost_do_not_hide_each_other(tmp_path, monkeypatch):
+  # Issue 25: a zero-cost ablation sat at its baseline's exact MACs, one
+  # error bar covering the other's marker.
+  points = [plots.Point('reduce_norm=same', 'same', 7.98e6, 0.662, 0.021),
+            plots.Point('reduce_norm=none', 'none', 7.98e6, 0.655, 0.030),
+            plots.Point('naive', 'naive', 11.4e6, 0.691, 0.015)]
+  same, none, naive = drawn_markers(monkeypatch, points, tmp_path / 'p.png')
+  assert abs(same[0] - none[0]) > 12  # Pixels: wider than marker and cap.
+  assert naive[0] > max(same[0], none[0]) + 50  # Still at its own cost.
+  # Side by side around their cost: its place on the (log) axis between them.
+  moved = plots.side_by_side(points, 0.01)
+  assert moved[0].x * moved[1].x == pytest.approx(7.98e6 ** 2)
+  assert moved[0].x / moved[1].x == pytest.approx(10 ** -0.01)
+  assert moved[2] == points[2]
+  assert plots.side_by_side(points[1:], 0.01) == points[1:]  # Apart already.
 
 
 def test_failed_only(tmp_path):

@@ -74,6 +74,33 @@ def test_a_run_saved_before_added_keys_is_unchanged(tmp_path):
       str(tmp_path), today | {'ema_decay': 0.99}) == ['ema_decay: 0.0 -> 0.99']
 
 
+def test_a_knob_added_with_a_dotted_key_keeps_a_saved_run_valid(
+    tmp_path, monkeypatch):
+  """Issue 25: a model knob added since a run was saved made it stale
+  ('<absent>' -> its default), with no flag to give it back, and a dotted
+  ADDED_KEYS entry raised. Here model.fuse_pointwise plays the knob: the run
+  was saved before it existed, and its default trains as the run did."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  today = base.get_config().to_dict()
+  old = json.loads(json.dumps(today))
+  del old['model']['fuse_pointwise']
+  (tmp_path / rundir.CONFIG).write_text(json.dumps(old))
+  assert rundir.saved_training_changes(str(tmp_path), today) == [
+      "model.fuse_pointwise: '<absent>' -> True"]  # Stale without the entry.
+  monkeypatch.setitem(rundir.ADDED_KEYS, 'model.fuse_pointwise', True)
+  assert rundir.saved_training_changes(str(tmp_path), today) == []
+  assert rundir.load_run_config(str(tmp_path)).model.fuse_pointwise is True
+  # The knob's other value still changes training.
+  unfused = json.loads(json.dumps(today))
+  unfused['model']['fuse_pointwise'] = False
+  assert rundir.saved_training_changes(str(tmp_path), unfused) == [
+      'model.fuse_pointwise: True -> False']
+  # A group the saved config lacks altogether is made.
+  monkeypatch.setitem(rundir.ADDED_KEYS, 'model.extra.depth', 2)
+  assert rundir.with_added_keys({})['model'] == {
+      'fuse_pointwise': True, 'extra': {'depth': 2}}
+
+
 # A saved config.json (as JSON reads it back) and the same config in Python.
 SAVED = {'learning_rate': 0.05, 'step_epochs': [0.5, 0.75],
          'model': {'name': 'googlenet', 'width': 0.25},
@@ -183,7 +210,16 @@ def test_training_changes_counts_source_keys_only_for_their_source():
 
 def test_eval_file():
   assert rundir.eval_file('test') == 'eval_test.json'
-  assert rundir.eval_file('train[90%:]') == 'eval_train_90.json'
+  assert rundir.eval_file('train[90%:]') == 'eval_train_90-100.json'
+  # Issue 25: the two halves of a split shared one file name.
+  assert rundir.eval_file('train[:90%]') == 'eval_train_0-90.json'
+  assert rundir.eval_file('train[10%:20%]') == 'eval_train_10-20.json'
+
+
+def test_the_readme_documents_the_eval_file_names():
+  readme = (pathlib.Path(rundir.__file__).parent / 'README.md').read_text()
+  assert (f"`train[90%:]` → `{rundir.eval_file('train[90%:]')}`"
+          in readme.replace('\n  ', ' '))
 
 
 def test_summary_keys_are_unique():  # One CSV column each.

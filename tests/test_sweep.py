@@ -130,15 +130,82 @@ def test_sweep_json_and_launches_follow_the_files_seeds(tmp_path, launched):
       'a-seed3', 'a-seed4', 'b-seed3', 'b-seed4']
   assert json.loads((workdir / 'sweep.json').read_text()) == {
       'sweep': spec, 'seeds': 2, 'baseline': 'b', 'overrides': overrides,
-      'runs': {'a-seed3': {'run': 'a', 'seed': 3},
-               'a-seed4': {'run': 'a', 'seed': 4},
-               'b-seed3': {'run': 'b', 'seed': 3},
-               'b-seed4': {'run': 'b', 'seed': 4}}}
+      'runs': {f'{run}-seed{seed}': {'run': run, 'seed': seed,
+                                     'overrides': overrides}
+               for run in 'ab' for seed in (3, 4)}}
   launched.clear()
   sweep_tool.run_sweep(spec, str(workdir), overrides, seeds=1)  # --seeds=1.
   assert sorted(c['name'] for c in launched) == ['a', 'b']
-  assert json.loads((workdir / 'sweep.json').read_text())['runs'] == {
-      'a': {'run': 'a', 'seed': 3}, 'b': {'run': 'b', 'seed': 3}}
+  record = json.loads((workdir / 'sweep.json').read_text())
+  assert record['runs'] == {  # Merged: the earlier runs stay.
+      name: {'run': name[0], 'seed': seed, 'overrides': overrides}
+      for name, seed in (('a-seed3', 3), ('a-seed4', 4), ('b-seed3', 3),
+                         ('b-seed4', 4), ('a', 3), ('b', 3))}
+  assert record['seeds'] == 2  # Seeds 3 and 4 of each run.
+
+
+@pytest.fixture
+def finishing(monkeypatch):
+  """Replaces training: each launch leaves its run directory as a finished
+  train.py run does (config.json, summary.json 'ok'); records the names."""
+  names = []
+
+  def fake_launch(name, cmd, run_dir, cores):
+    names.append(name)
+    config = parse_train_argv(cmd[2:]).config.to_dict()
+    os.makedirs(run_dir)
+    pathlib.Path(run_dir, 'config.json').write_text(json.dumps(config))
+    pathlib.Path(run_dir, 'summary.json').write_text('{"status": "ok"}')
+    return 'ok'
+  monkeypatch.setattr(sweep_tool, 'launch', fake_launch)
+  return names
+
+
+def test_fewer_seeds_later_launch_nothing_and_keep_sweep_json(
+    tmp_path, finishing):
+  # Issue 25: --seeds=2 after --seeds=3 rewrote sweep.json with 2 seeds, and
+  # the report then dropped every third seed.
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)])
+  record = tmp_path / 'runs' / 'sweep.json'
+  sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [], seeds=3)
+  assert len(finishing) == 6
+  before = (record.read_bytes(), record.stat().st_mtime_ns)
+  sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [], seeds=2)
+  assert len(finishing) == 6  # All finished: nothing launched.
+  assert (record.read_bytes(), record.stat().st_mtime_ns) == before
+  sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [], seeds=4)
+  assert finishing[6:] == ['a-seed3', 'b-seed3']
+  saved = json.loads(record.read_text())
+  assert sorted(saved['runs']) == [f'{r}-seed{s}' for r in 'ab'
+                                   for s in range(4)]
+  assert saved['seeds'] == 4
+
+
+def test_a_refused_sweep_leaves_sweep_json_as_it_was(tmp_path, finishing,
+                                                     capsys):
+  # Issue 25: a rerun refused because every run is stale wrote its
+  # --config.num_train_steps=200 into sweep.json, though no run trained it.
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)])
+  workdir = tmp_path / 'runs'
+  sweep_tool.run_sweep(spec, str(workdir), ['--config.num_train_steps=150'])
+  before = (workdir / 'sweep.json').read_bytes()
+  with pytest.raises(SystemExit, match='2 of 2 runs are stale'):
+    sweep_tool.run_sweep(spec, str(workdir), ['--config.num_train_steps=200'])
+  assert (workdir / 'sweep.json').read_bytes() == before
+  assert json.loads(before)['overrides'] == ['--config.num_train_steps=150']
+  assert finishing == ['a', 'b']
+  assert 'num_train_steps: 150 -> 200' in capsys.readouterr().out
+
+
+def test_an_unreadable_sweep_json_stops_the_sweep_before_launch(
+    tmp_path, launched):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG)])
+  (tmp_path / 'runs').mkdir()
+  (tmp_path / 'runs' / 'sweep.json').write_text('{"runs": ')
+  with pytest.raises(ValueError, match='sweep.json: .*fix it'):
+    sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [])
+  assert not launched
+  assert (tmp_path / 'runs' / 'sweep.json').read_text() == '{"runs": '
 
 
 @pytest.mark.parametrize('extra, problem', [
@@ -201,13 +268,61 @@ def test_bad_sweep_wide_flag_stops_everything(tmp_path, launched, flag):
   assert not (tmp_path / 'runs').exists() and not launched
 
 
-def test_bad_run_override_names_the_run_and_the_sweep_file(tmp_path, launched):
+@pytest.mark.parametrize('key, value, message', [
+    ('model.widht', 0.5, '--config.model.widht=0.5 (from the sweep file) '
+     'does not parse'),
+    # Issue 25: a key that parses, with a value that is not valid.
+    ('model.width', 0.0, '--config.model.width=0.0 (from the sweep file): '
+     'width=0.0: the multiplier must be > 0')])
+def test_bad_run_override_names_the_run_and_the_sweep_file(
+    tmp_path, launched, key, value, message):
   spec = write_sweep(tmp_path, [('a', TEST_CONFIG),
-                                ('b', TEST_CONFIG, {'model.widht': 0.5})])
-  with pytest.raises(ValueError, match=re.escape(
-      "Run 'b': --config.model.widht=0.5 (from the sweep file)")):
+                                ('b', TEST_CONFIG, {key: value})])
+  with pytest.raises(ValueError, match=re.escape(f"Run 'b': {message}")):
     sweep_tool.run_sweep(spec, str(tmp_path / 'runs'), [])
   assert not (tmp_path / 'runs').exists() and not launched
+
+
+@pytest.mark.parametrize('dry_run', [False, True])
+def test_a_bad_sweep_wide_value_stops_everything_before_launch(
+    tmp_path, launched, capsys, dry_run):
+  # Issue 25: the keys parsed, the value did not, and every run launched and
+  # failed the same way (on Slurm: N queued jobs).
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)])
+  with pytest.raises(ValueError) as error:
+    sweep_tool.run_sweep(spec, str(tmp_path / 'runs'),
+                         ['--config.model.norm=nonee'], seeds=2,
+                         dry_run=dry_run)
+  assert str(error.value) == (
+      "Run 'a': --config.model.norm=nonee (a sweep-wide flag, given to every "
+      "run): norm='nonee' is not valid; choose one of 'batch', 'none'. "
+      'Nothing was launched.')
+  assert capsys.readouterr().out == ''  # No command printed.
+  assert not (tmp_path / 'runs').exists() and not launched
+
+
+def test_cli_dry_run_with_a_bad_value_prints_one_line_and_no_command(
+    tmp_path):
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG), ('b', TEST_CONFIG)])
+  out = sweep(f'--sweep={spec}', f'--workdir={tmp_path}/runs', '--dry_run',
+              '--config.schedule=cosin')
+  assert out.returncode == 1 and out.stdout == ''
+  assert out.stderr.strip().splitlines() == [
+      "error: Run 'a': --config.schedule=cosin (a sweep-wide flag, given to "
+      "every run): Bad config: schedule='cosin'; choose one of ('cosine', "
+      "'step', 'onecycle'). Nothing was launched."]
+  assert not (tmp_path / 'runs').exists()
+
+
+def test_checking_values_starts_no_jax_backend(tmp_path):
+  # The sweep must not hold an accelerator while its runs train: with a
+  # platform this host does not have, starting a backend would fail.
+  spec = write_sweep(tmp_path, [('a', TEST_CONFIG),
+                                ('b', 'configs/cifar_cpu.py')])
+  out = sweep(f'--sweep={spec}', f'--workdir={tmp_path}/runs', '--dry_run',
+              JAX_PLATFORMS='tpu')
+  assert out.returncode == 0, out.stderr
+  assert len(out.stdout.strip().splitlines()) == 2
 
 
 @pytest.mark.parametrize('flag', ['--config.learning_rat=0.1',
@@ -309,6 +424,27 @@ def test_changed_training_config_is_stale_and_not_launched(
   assert 'good' in str(exit_.value) and '--rerun_stale' in str(exit_.value)
   assert json.loads((workdir / 'good/summary.json').read_text()) == {
       'status': status}
+
+
+def test_a_run_saved_before_an_added_knob(tmp_path, launched, monkeypatch):
+  # Issue 25: a model knob added since (model.fuse_pointwise plays it) made
+  # every saved run stale, and the advice (give the sweep the flags they
+  # were trained with) could not be followed for an absent key.
+  spec = write_sweep(tmp_path, [('old', TEST_CONFIG)])
+  workdir = tmp_path / 'runs'
+  make_run_dir(workdir / 'old', 'ok')
+  saved = json.loads((workdir / 'old/config.json').read_text())
+  del saved['model']['fuse_pointwise']
+  (workdir / 'old/config.json').write_text(json.dumps(saved))
+  with pytest.raises(SystemExit) as exit_:
+    sweep_tool.run_sweep(spec, str(workdir), [])
+  assert str(exit_.value).endswith(
+      'model.fuse_pointwise: added since they were saved; if its default '
+      'trains as they did, list it in rundir.ADDED_KEYS with that value and '
+      'they stay valid.')
+  monkeypatch.setitem(rundir.ADDED_KEYS, 'model.fuse_pointwise', True)
+  sweep_tool.run_sweep(spec, str(workdir), [])  # Not stale: finished.
+  assert not launched
 
 
 @pytest.mark.parametrize('status, relaunched', [('ok', []),
@@ -683,8 +819,10 @@ def test_two_seeds_train_and_a_rerun_skips_them(tmp_path):
   assert {k for k in configs[0] if configs[0][k] != configs[1][k]} == {'seed'}
   assert [c['seed'] for c in configs] == [0, 1]
   assert configs[0]['data.source'] == 'synthetic'
-  assert json.loads((runs / 'sweep.json').read_text())['runs'] == {
-      f'good-seed{s}': {'run': 'good', 'seed': s} for s in (0, 1)}
+  record = (runs / 'sweep.json').read_bytes()
+  assert json.loads(record)['runs'] == {
+      f'good-seed{s}': {'run': 'good', 'seed': s, 'overrides': []}
+      for s in (0, 1)}
   mtime = lambda s: os.path.getmtime(runs / f'good-seed{s}/summary.json')
   before = [mtime(0), mtime(1)]
   second = sweep(*args)
@@ -693,6 +831,7 @@ def test_two_seeds_train_and_a_rerun_skips_them(tmp_path):
     assert f'[good-seed{seed}] already finished: skipped.' in second.stderr
   assert 'stale' not in second.stdout + second.stderr
   assert [mtime(0), mtime(1)] == before
+  assert (runs / 'sweep.json').read_bytes() == record  # Nothing launched.
 
 
 # flops_matched searches for its width when loaded: over 10 s.

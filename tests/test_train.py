@@ -10,6 +10,7 @@ Subprocesses (the CLIs, SIGTERM, more devices, jax.distributed) share the
 persistent XLA compilation cache of tests/conftest.py.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ import pytest
 
 import checkpoints
 import input_pipeline
+import ops
 import optim
 import rundir
 import train
@@ -225,6 +227,12 @@ def test_run_writes_summary_metrics_config_events_and_checkpoints(run6):
   assert summary['device_kind'] == jax.devices()[0].device_kind
   assert summary['device_count'] == jax.device_count()
   assert summary['jax_version'] == jax.__version__
+  assert summary['schedule_warning'] is None  # No warmup: it runs its course.
+  # configs/test.py: 3 reduced modules, their 1x1 heads fused.
+  assert summary['implementation'] == {
+      **dataclasses.asdict(ops.resolve(make_config())),
+      'cpu_vector_width': summary['implementation']['cpu_vector_width'],
+      'fused_1x1': 3, 'unfused_1x1': 0}
 
   metrics = read_metrics(workdir)  # Every line parses.
   assert train_steps_logged(workdir) == list(range(1, STEPS + 1))
@@ -305,6 +313,33 @@ def test_eval_cli_on_the_test_split_and_on_another_folder(run6, tmp_path):
   assert result['step'] == STEPS and result['source'] == str(other)
   assert (other_run / rundir.CONFIG).read_bytes() == config_json  # Unchanged.
   assert len(list((tmp_path / 'cache').glob('*.npz'))) == 1
+
+
+def orbax_modules() -> set[str]:
+  """The file names of orbax's modules, as absl's log lines show them."""
+  import orbax  # pylint: disable=import-outside-toplevel
+  root = pathlib.Path(orbax.__path__[0])
+  ours = {p.name for p in ROOT.glob('*.py')}
+  return {p.name for p in root.rglob('*.py')} - ours
+
+
+@pytest.mark.slow
+def test_eval_cli_is_quiet_and_names_the_file_it_writes(run6, tmp_path):
+  # Issue 25: eval.py printed a screenful of orbax INFO lines that train.py
+  # keeps off, and wrote eval_train_90.json for train[90%:] (as it did for
+  # train[:90%]).
+  workdir = copy_run(run6, tmp_path)
+  proc = run_python('eval.py', f'--workdir={workdir}')
+  path = workdir / 'eval_train_90-100.json'
+  assert proc.stdout.splitlines() == [
+      f'train[90%:]: accuracy {run6[1]["val_accuracy"]:.4f}  loss '
+      f'{read_json(path)["loss"]:.4f}  ({len(SYNTHETIC_CLASSES) * VAL_PER_CLASS}'
+      f' examples, step {STEPS}): {path}']
+  modules = orbax_modules()
+  noise = [line for line in proc.stderr.splitlines()
+           if any(f' {m}:' in line for m in modules)]
+  assert not noise, noise[:3]
+  assert read_json(path)['split'] == 'train[90%:]'
 
 
 @pytest.mark.slow
@@ -482,6 +517,54 @@ def test_bookkeeping_changes_pass_the_workdir_check(tmp_path, monkeypatch):
       **{'ops.conv': 'xla', 'data.num_workers': 2})
   with pytest.raises(AssertionError, match='got past the workdir check'):
     train.train_and_evaluate(config, str(workdir))
+
+
+@pytest.mark.slow
+def test_a_run_that_ends_in_its_warmup_says_so(tmp_path, caplog):
+  # 22 steps per epoch: warmup_epochs=0.5 is 11 steps, past the last of 6.
+  caplog.set_level(logging.INFO)
+  summary = train.train_and_evaluate(
+      make_config(warmup_epochs=0.5, eval_every_steps=6), str(tmp_path))
+  warning = ('warmup (11 steps: warmup_epochs=0.5) does not end before the '
+             'last step (of 6): the learning rate reaches 0.02273 of its peak '
+             '0.05 and never decays.')
+  assert summary['schedule_warning'].startswith(warning)
+  assert read_json(tmp_path / rundir.SUMMARY)['schedule_warning'] == (
+      summary['schedule_warning'])
+  assert f'Short schedule: {warning}' in caplog.text
+  rates = [m['train/learning_rate'] for m in read_metrics(tmp_path)
+           if 'train/learning_rate' in m]
+  assert rates == sorted(rates) and max(rates) < 0.05  # Still climbing.
+
+
+def strip_model_key(workdir, key: str) -> None:
+  """Makes `workdir` a run saved before model.<key> existed: gone from its
+  config.json and from every checkpoint's metadata."""
+  paths = [workdir / rundir.CONFIG,
+           *(workdir / 'checkpoints').glob('*/meta/metadata')]
+  for path in paths:
+    saved = read_json(path)
+    del saved['model'][key]
+    path.write_text(json.dumps(saved))
+
+
+@pytest.mark.slow
+def test_a_run_saved_before_an_added_knob_resumes(run6, tmp_path,
+                                                  monkeypatch, caplog):
+  # Issue 25: a knob added since a run was saved (model.fuse_pointwise
+  # plays it) made the run stale, with no way to resume it.
+  workdir = copy_run(run6, tmp_path)
+  strip_model_key(workdir, 'fuse_pointwise')
+  shutil.rmtree(workdir / 'checkpoints' / str(STEPS))  # Resume from step 3.
+  with pytest.raises(train.ConfigMismatchError,
+                     match="model.fuse_pointwise: '<absent>' -> True"):
+    train.train_and_evaluate(make_config(), str(workdir))
+  monkeypatch.setitem(rundir.ADDED_KEYS, 'model.fuse_pointwise', True)
+  caplog.set_level(logging.INFO)
+  summary = train.train_and_evaluate(make_config(), str(workdir))
+  assert 'Resuming from step 3 ' in caplog.text
+  assert summary['steps'] == STEPS
+  assert_states_equal(restored(workdir), restored(run6[0]))
 
 
 @pytest.mark.slow

@@ -65,10 +65,11 @@ per model and program:
                    allocated temporaries, thread wake-ups);
   peak_mb          compiled.memory_analysis(): temp + argument + output bytes;
   speedup_vs_baseline = base step time / ours step time.
---variants=CONV:POOL[:NORM[:DTYPE]],... adds programs of the repo model
-with those ops.conv / ops.pool [/ ops.norm [/ model.dtype]], timed in the
-same rounds, named by the entry (auto:auto:auto:float32 beside a bfloat16
---config is float32 against bfloat16); each one's time_vs_ours = its step time / ours' (above 1: auto chose
+--variants=CONV:POOL[:NORM[:POINTWISE[:DTYPE]]],... adds programs of the
+repo model with those ops.conv / ops.pool [/ ops.norm [/ ops.pointwise
+[/ model.dtype]]], timed in the same rounds, named by the entry
+(auto:auto:auto:auto:float32 beside a bfloat16 --config is float32 against
+bfloat16); each one's time_vs_ours = its step time / ours' (above 1: auto chose
 better).
 --nobounds skips gemm_bound_ms and stream_gbps (and their fractions: null),
 which time a GEMM for every distinct layer shape, for a quick check (e.g. on
@@ -129,9 +130,10 @@ flags.DEFINE_bool('bounds', True, 'Also time the model\'s own GEMMs and the '
                   'memory bandwidth (the bound and mem columns: one timed '
                   'GEMM per layer shape); --nobounds for a quick check.')
 flags.DEFINE_list('variants', [], 'Also time the repo model with other '
-                  'ops or dtype, each CONV:POOL[:NORM[:DTYPE]] (ops.conv:'
-                  'ops.pool[:ops.norm[:model.dtype]], e.g. xla:xla:xla,'
-                  'im2col:slices or auto:auto:auto:float32).')
+                  'ops or dtype, each CONV:POOL[:NORM[:POINTWISE[:DTYPE]]] '
+                  '(ops.conv:ops.pool[:ops.norm[:ops.pointwise'
+                  '[:model.dtype]]], e.g. xla:xla:xla:xla, im2col:slices or '
+                  'auto:auto:auto:auto:float32).')
 FLAGS = flags.FLAGS
 
 MODELS = {  # name -> config spec
@@ -392,22 +394,23 @@ class GemmProbe:
     return benchlib.median(self.rates)
 
 
-VARIANT_KNOBS = tuple(ops.CHOICES)  # conv, pool, norm.
+VARIANT_KNOBS = tuple(ops.CHOICES)  # conv, pool, norm, pointwise.
 
 
 def variant_config(config, variant: str):
-  """config with ops.conv:ops.pool[:ops.norm[:model.dtype]] set from
-  'CONV:POOL[:NORM[:DTYPE]]' (what is absent left as configured)."""
+  """config with ops.conv:ops.pool[:ops.norm[:ops.pointwise[:model.dtype]]]
+  set from 'CONV:POOL[:NORM[:POINTWISE[:DTYPE]]]' (what is absent left as
+  configured)."""
   values = variant.split(':')
-  if not 2 <= len(values) <= 4 or not all(values):
-    raise ValueError(f'--variants entry {variant!r}: write CONV:POOL, '
-                     'CONV:POOL:NORM or CONV:POOL:NORM:DTYPE, e.g. '
-                     'xla:slices or auto:auto:auto:float32.')
+  if not 2 <= len(values) <= len(VARIANT_KNOBS) + 1 or not all(values):
+    raise ValueError(f'--variants entry {variant!r}: write CONV:POOL, up to '
+                     'CONV:POOL:NORM:POINTWISE:DTYPE, e.g. xla:slices or '
+                     'auto:auto:auto:auto:float32.')
   config = config.copy_and_resolve_references()
   for knob, value in zip(VARIANT_KNOBS, values):
     config.ops[knob] = value
-  if len(values) == 4:
-    config.model.dtype = values[3]
+  if len(values) > len(VARIANT_KNOBS):
+    config.model.dtype = values[-1]
   ops.resolve(config)  # Unknown or unavailable choices raise here.
   return config
 

@@ -27,13 +27,14 @@ def get_config() -> ml_collections.ConfigDict:
       fuse_pointwise=True,     # 1x1 siblings reading one input: one GEMM.
       dtype='float32',         # Compute dtype: float32 | bfloat16.
   ))
-  # How convs, pools and batch norms are computed (ops/; ops.resolve decides
+  # How convs, pools, batch norms and 1x1s are computed (ops/; ops.resolve decides
   # 'auto' per backend). Same params and math whichever is chosen: not part
   # of the model, so a checkpoint resumes under any of them.
   config.ops = ml_collections.ConfigDict(dict(
       conv='auto',             # auto | xla | im2col | onednn.
       pool='auto',             # auto | xla | slices | onednn (max pools).
       norm='auto',             # auto | xla | custom_vjp (batch-norm backward).
+      pointwise='auto',        # auto | xla | onednn (the 1x1s' GEMMs).
       cpu_vector_width='auto', # XLA:CPU loops: auto (512 with AVX-512) | 256 | 512.
   ))
   config.image_size = 32       # Network input is image_size x image_size x 3.

@@ -37,8 +37,9 @@ class ConvBlock(nn.Module):
 
   kernel == 1 goes through the pointwise core (strided 1x1 = subsample, then
   pointwise). `separable` makes a depthwise kxk conv followed by a pointwise
-  1x1 (no nonlinearity in between, as in Xception). `ops` computes the dense
-  kxk conv and the batch norm (ops/); the depthwise conv is always lax's.
+  1x1 (no nonlinearity in between, as in Xception). `ops` computes the 1x1,
+  the dense kxk conv and the batch norm (ops/); the depthwise conv is
+  always lax's.
   """
   features: int
   kernel: int = 1
@@ -49,7 +50,7 @@ class ConvBlock(nn.Module):
   act: str = 'relu'
   use_bias: bool = False
   dtype: Any = jnp.float32
-  ops: Ops = Ops()  # How the kxk conv and the norm are computed.
+  ops: Ops = Ops()  # How the 1x1, kxk conv and norm are computed.
 
   def layer_type(self, in_shape) -> str:
     k = f'{self.kernel}x{self.kernel}'
@@ -71,7 +72,7 @@ class ConvBlock(nn.Module):
     if self.kernel == 1:
       x = x[:, ::self.stride, ::self.stride] if self.stride > 1 else x
       y = PointwiseConv(self.features, self.use_bias, self.dtype,
-                        name='pointwise')(x)
+                        impl=self.ops.pointwise, name='pointwise')(x)
     else:
       window, strides = (self.kernel, self.kernel), (self.stride, self.stride)
       if self.separable:
@@ -79,7 +80,7 @@ class ConvBlock(nn.Module):
                     feature_group_count=x.shape[-1], use_bias=False,
                     dtype=self.dtype, name='depthwise')(x)
         y = PointwiseConv(self.features, self.use_bias, self.dtype,
-                          name='pointwise')(y)
+                          impl=self.ops.pointwise, name='pointwise')(y)
       else:
         y = self.ops.conv_layer(self.features, self.kernel, self.stride,
                                 self.padding, use_bias=self.use_bias,

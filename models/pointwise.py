@@ -10,7 +10,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ops.pointwise import pointwise
+from ops.pointwise import onednn_pointwise, pointwise
 
 default_kernel_init = nn.initializers.lecun_normal()
 
@@ -28,6 +28,7 @@ class PointwiseConv(nn.Module):
   precision: Any = None
   kernel_init: Any = default_kernel_init
   bias_init: Any = nn.initializers.zeros_init()
+  impl: str = 'xla'  # How the GEMM is computed: xla | onednn (ops.Ops).
 
   def layer_type(self, in_shape) -> str:
     return 'conv1x1' if len(in_shape) > 2 else 'dense'
@@ -42,7 +43,10 @@ class PointwiseConv(nn.Module):
     bias = (self.param('bias', self.bias_init, (self.features,),
                        self.param_dtype) if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = pointwise(x, kernel, self.precision)  # (..., F)
+    if self.impl == 'onednn':
+      y = onednn_pointwise(x, kernel)  # (..., F)
+    else:
+      y = pointwise(x, kernel, self.precision)
     if bias is not None:
       y = y + bias
     return y

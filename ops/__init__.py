@@ -9,14 +9,15 @@ resumes under another.
 `resolve(config)` is the one place where 'auto' is decided, from
 `config.ops` (see configs/base.py), the compute dtype and the backend:
 
-  conv  auto | xla (nn.Conv) | im2col (ops/conv.py) | onednn (ops/onednn)
-  pool  auto | xla (nn.max_pool) | slices (ops/pool.py) | onednn (max pools)
-  norm  auto | xla (nn.BatchNorm) | custom_vjp (ops/norm.py)
+  conv       auto | xla (nn.Conv) | im2col (ops/conv.py) | onednn (ops/onednn)
+  pool       auto | xla (nn.max_pool) | slices (ops/pool.py) | onednn (max)
+  norm       auto | xla (nn.BatchNorm) | custom_vjp (ops/norm.py)
+  pointwise  auto | xla (lax.dot_general) | onednn (the 1x1s' GEMMs)
 
 On CPU 'auto' is oneDNN where its library is built and runs the compute
 dtype natively (float32 always; bfloat16 where the CPU has bfloat16
-instructions), else im2col convs and shifted-slice pools; elsewhere XLA's
-own ops (cuDNN and the TPU compiler handle those well). The hand-written batch-norm backward is
+instructions), else im2col convs, shifted-slice pools and XLA's GEMMs;
+elsewhere XLA's own ops (cuDNN and the TPU compiler handle those well). The hand-written batch-norm backward is
 'auto' on CPU and GPU, flax's on TPU. `compiler_options(config)` gives the
 XLA options of the jitted steps (`config.ops.cpu_vector_width`).
 """
@@ -37,6 +38,7 @@ CHOICES = {
     'conv': ('auto', 'xla', 'im2col', 'onednn'),
     'pool': ('auto', 'xla', 'slices', 'onednn'),
     'norm': ('auto', 'xla', 'custom_vjp'),
+    'pointwise': ('auto', 'xla', 'onednn'),
 }
 CPU_VECTOR_WIDTHS = ('auto', '256', '512')
 
@@ -57,6 +59,7 @@ class Ops:
   conv: str = 'xla'
   pool: str = 'xla'
   norm: str = 'xla'
+  pointwise: str = 'xla'
 
   def __post_init__(self):
     for key, valid in CHOICES.items():
@@ -103,10 +106,11 @@ def resolve(config, backend: str | None = None) -> Ops:
     _warn_slow_bfloat16()
   auto = {'conv': 'xla' if backend != 'cpu' else fast or 'im2col',
           'pool': 'xla' if backend != 'cpu' else fast or 'slices',
-          'norm': 'custom_vjp' if backend in ('cpu', 'gpu') else 'xla'}
+          'norm': 'custom_vjp' if backend in ('cpu', 'gpu') else 'xla',
+          'pointwise': fast or 'xla'}
   chosen = {key: auto[key] if choices.get(key, 'auto') == 'auto'
             else choices[key] for key in CHOICES}
-  if 'onednn' in (chosen['conv'], chosen['pool']):
+  if 'onednn' in (chosen['conv'], chosen['pool'], chosen['pointwise']):
     onednn.require(dtype)
   return Ops(**chosen)
 

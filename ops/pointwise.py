@@ -5,13 +5,17 @@ A 1x1 convolution is a dense layer applied at every pixel:
 `lax.dot_general` that contracts the channel axis, never as
 `lax.conv_general_dilated`: XLA lowers the dot to its GEMM kernel on every
 backend, while its CPU convolution path runs a 1x1 kernel far slower
-(benchmarks/bench_pointwise.py).
+(benchmarks/bench_pointwise.py). `onednn_pointwise` computes the same GEMMs
+in oneDNN (ops/onednn), whose bfloat16 GEMMs XLA:CPU's do not match.
 """
 
 import math
 
+import jax
 import jax.numpy as jnp
 from jax import lax
+
+from ops import onednn
 
 
 def pointwise(x: jnp.ndarray, kernel: jnp.ndarray, precision=None) -> jnp.ndarray:
@@ -28,3 +32,30 @@ def pointwise(x: jnp.ndarray, kernel: jnp.ndarray, precision=None) -> jnp.ndarra
   x2 = x.reshape(math.prod(lead), x.shape[-1])
   y = lax.dot_general(x2, kernel, (((1,), (0,)), ((), ())), precision=precision)
   return y.reshape(*lead, kernel.shape[-1])
+
+
+@jax.custom_vjp
+def onednn_pointwise(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """pointwise(x, kernel) with all three GEMMs in oneDNN; the kernel's
+  gradient summed and returned in float32, then cast to its dtype."""
+  return _onednn_pointwise_fwd(x, kernel)[0]
+
+
+def _rows(x):  # (..., C) -> (rows, C)
+  return x.reshape(-1, x.shape[-1])
+
+
+def _onednn_pointwise_fwd(x, kernel):
+  y = onednn.matmul(_rows(x), kernel.astype(x.dtype), x.dtype)
+  return y.reshape(*x.shape[:-1], kernel.shape[-1]), (x, kernel)
+
+
+def _onednn_pointwise_bwd(res, g):
+  x, kernel = res
+  g2 = _rows(g)
+  dx = onednn.matmul(g2, kernel.astype(x.dtype), x.dtype, trans_b=True)
+  dw = onednn.matmul(_rows(x), g2, jnp.float32, trans_a=True)
+  return dx.reshape(x.shape), dw.astype(kernel.dtype)
+
+
+onednn_pointwise.defvjp(_onednn_pointwise_fwd, _onednn_pointwise_bwd)

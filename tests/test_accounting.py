@@ -109,16 +109,17 @@ def test_xla_cross_check_on_a_network():
 
 
 @pytest.mark.slow
-def test_cost_analysis_counts_onednn_convs_as_xla_does():
+def test_cost_analysis_counts_onednn_convs_and_1x1s_as_xla_does():
   """XLA counts a custom call as -1 flop and byte; accounting.cost_entry
-  counts the oneDNN convolutions as XLA counts its own: equal totals."""
+  counts the oneDNN convolutions and GEMMs as XLA counts its own: equal
+  totals."""
   if not onednn.available():
     pytest.skip(f'oneDNN: {onednn.unavailable_reason()}')
   config = small_inception.get_config('module=reduced')
   config.model.width = 0.25
 
-  def costs(conv):
-    model = build_model(config.model, Ops(conv=conv))
+  def costs(impl):
+    model = build_model(config.model, Ops(conv=impl, pointwise=impl))
     x = jax.ShapeDtypeStruct((2, 28, 28, 3), jnp.float32)
     v = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
     loss = lambda v, x: model.apply(v, x).sum()

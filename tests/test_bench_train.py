@@ -180,10 +180,11 @@ def test_variant_config_sets_config_ops_and_refuses_bad_entries():
   assert (v.ops.conv, v.ops.pool, v.ops.norm) == ('im2col', 'xla',
                                                    'custom_vjp')
   assert v.model == config.model
-  v = bench_train.variant_config(config, 'im2col:slices:xla:bfloat16')
-  assert (v.ops.norm, v.model.dtype) == ('xla', 'bfloat16')
+  v = bench_train.variant_config(config, 'im2col:slices:xla:xla:bfloat16')
+  assert (v.ops.norm, v.ops.pointwise, v.model.dtype) == ('xla', 'xla',
+                                                           'bfloat16')
   assert config.model.dtype == 'float32'
-  for bad in ('xla', 'xla:xla:xla:bfloat16:x', 'xla::xla'):
+  for bad in ('xla', 'xla:xla:xla:xla:bfloat16:x', 'xla::xla'):
     with pytest.raises(ValueError, match='CONV:POOL'):
       bench_train.variant_config(config, bad)
   with pytest.raises(ValueError, match=r'ops\.norm'):

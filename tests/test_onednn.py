@@ -71,7 +71,7 @@ def test_bfloat16_follows_the_isa_onednn_dispatches(fresh_reason):
       ''', ONEDNN_MAX_CPU_ISA='AVX2')
   lines = capped.stdout.splitlines()
   assert lines[:2] == ['True False', "Ops(conv='im2col', pool='slices', "
-                       "norm='custom_vjp')"], capped.stderr
+                       "norm='custom_vjp', pointwise='xla')"], capped.stderr
   assert 'needs a CPU with bfloat16 instructions' in lines[2]
   # The run says once, in its log, that bfloat16 will be slow here.
   assert capped.stderr.count('slower than float32 here') == 1

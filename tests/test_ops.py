@@ -224,17 +224,17 @@ def test_choices_validate(key):
     assert repr(valid) in str(e.value)
   with pytest.raises(ValueError, match=f'ops.{key}='):
     Ops(**{key: 'auto'})  # Ops hold resolved choices only.
-  assert Ops() == Ops('xla', 'xla', 'xla')  # The reference.
+  assert Ops() == Ops('xla', 'xla', 'xla', 'xla')  # The reference.
 
 
 def test_resolve_auto_per_backend():
   fast = 'onednn' if onednn.available() else None
   assert ops.resolve(ops_config(), 'cpu') == Ops(
-      fast or 'im2col', fast or 'slices', 'custom_vjp')
+      fast or 'im2col', fast or 'slices', 'custom_vjp', fast or 'xla')
   # oneDNN computes bfloat16 where the CPU has bfloat16 instructions.
   fast = 'onednn' if onednn.supports('bfloat16') else None
   assert ops.resolve(ops_config('bfloat16'), 'cpu') == Ops(
-      fast or 'im2col', fast or 'slices', 'custom_vjp')
+      fast or 'im2col', fast or 'slices', 'custom_vjp', fast or 'xla')
   assert ops.resolve(ops_config(), 'gpu') == Ops('xla', 'xla', 'custom_vjp')
   assert ops.resolve(ops_config(), 'tpu') == Ops('xla', 'xla', 'xla')
   explicit = ops_config(conv='im2col', pool='xla', norm='xla')
@@ -262,6 +262,12 @@ IMPLS = [('im2col', 'slices'), pytest.param('onednn', 'onednn',
                                              marks=needs_onednn),
          ('im2col', 'xla'), ('xla', 'slices')]
 FULL_NETWORKS = ('googlenet', 'small_inception')  # Slow to compile: two pairs.
+
+
+def pointwise_impl(conv_impl: str) -> str:
+  """The 1x1s in oneDNN beside oneDNN convs, else XLA's GEMMs."""
+  return 'onednn' if conv_impl == 'onednn' else 'xla'
+
 # The reference: lax convs, flax pools and batch norms, differentiated by XLA.
 # The fast forms are compared with it under ops.norm='custom_vjp'.
 REF_OPTS = InceptionOptions()  # Default ops: XLA's.
@@ -299,7 +305,8 @@ def test_networks_equal_across_impls(name, conv_impl, pool_impl):
     pytest.skip('Whole networks: the all-fast pairs only (compile time).')
   build, shape = NETWORKS[name]
   ref = build(REF_OPTS)
-  fast = build(InceptionOptions(ops=Ops(conv_impl, pool_impl, 'custom_vjp')))
+  fast = build(InceptionOptions(ops=Ops(conv_impl, pool_impl, 'custom_vjp',
+                                        pointwise_impl(conv_impl))))
   x = normal(10, shape)
   pool = name.startswith('pool')
   kw = {} if pool else {'train': True}
@@ -395,7 +402,8 @@ def test_training_curve_unchanged_by_fast_paths():
   impls = [('im2col', 'slices')] + [('onednn', 'onednn')] * onednn.available()
   for conv_impl, pool_impl in impls:
     fast = loss_curve(InceptionOptions(
-        ops=Ops(conv_impl, pool_impl, 'custom_vjp')))
+        ops=Ops(conv_impl, pool_impl, 'custom_vjp',
+                pointwise_impl(conv_impl))))
     np.testing.assert_allclose(fast[:4], ref[:4], rtol=1e-5)
     fast_gap = np.abs(means(fast) - means(ref)) / ref[0]
     assert fast_gap.max() < max(3 * ctrl_gap.max(), 0.02), (

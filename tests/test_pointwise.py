@@ -1,7 +1,8 @@
 """The pointwise (1x1) core against XLA's own convolution.
 
 `PointwiseConv` writes a 1x1 convolution as a `lax.dot_general` over the
-channel axis. Here it is checked against `lax.conv_general_dilated` with the
+channel axis (impl 'xla'), or as oneDNN GEMMs (impl 'onednn'). Here both are
+checked against `lax.conv_general_dilated` with the
 same kernel reshaped to (1, 1, C, F) (NHWC / HWIO): outputs and gradients
 w.r.t. the input, the kernel and the bias, in float32 and bfloat16 compute.
 """
@@ -14,6 +15,7 @@ from jax import lax
 
 from models.layers import ConvBlock
 from models.pointwise import PointwiseConv, pointwise
+from ops import onednn
 
 DIMS = ('NHWC', 'HWIO', 'NHWC')
 HI = lax.Precision.HIGHEST
@@ -49,14 +51,22 @@ def assert_close(actual, expected, dtype):
 SHAPES = [((2, 5, 7, 3), 4), ((1, 8, 8, 16), 8), ((3, 1, 1, 5), 2)]
 
 
+@pytest.mark.parametrize('impl', [
+    'xla', pytest.param('onednn', marks=pytest.mark.skipif(
+        not onednn.available(), reason=f'oneDNN: {onednn.unavailable_reason()}'))])
 @pytest.mark.parametrize('use_bias', [True, False], ids=['bias', 'nobias'])
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16],
                          ids=['f32', 'bf16'])
 @pytest.mark.parametrize('shape,features', SHAPES,
                          ids=[f'{s}->{f}' for s, f in SHAPES])
-def test_pointwise_conv_matches_lax_conv(shape, features, dtype, use_bias):
+def test_pointwise_conv_matches_lax_conv(shape, features, dtype, use_bias,
+                                         impl):
   x, kernel, bias, cotangent = random_inputs(shape, features)
-  module = PointwiseConv(features, use_bias=use_bias, dtype=dtype)
+  module = PointwiseConv(features, use_bias=use_bias, dtype=dtype, impl=impl)
+  if impl == 'onednn' and not onednn.supports(dtype):  # bf16 without bf16 ISA.
+    with pytest.raises(ValueError, match='bfloat16 instructions'):
+      module.init(jax.random.PRNGKey(0), x)
+    return
   params = {'kernel': kernel, **({'bias': bias} if use_bias else {})}
   # The module's own init creates exactly these params, in float32.
   init = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)['params']

@@ -1,9 +1,9 @@
 """oneDNN's convolutions and max pools inside XLA:CPU programs, through jax.ffi.
 
-oneDNN's brgemm kernels run a kxk convolution and its two gradients, and a
-max pool and its gradient, faster than XLA:CPU's own code for them
-(benchmarks/bench_train.py; docs/performance.md). `onednn_conv.cc` beside
-this file wraps them as five FFI targets; this module builds it, registers
+oneDNN's brgemm kernels run a kxk convolution and its two gradients, a max
+pool and its gradient, and (in bfloat16) a 1x1's GEMMs faster than XLA:CPU's
+own code for them (benchmarks/bench_train.py; docs/performance.md).
+`onednn_conv.cc` beside this file wraps them as six FFI targets; this module builds it, registers
 the targets and calls them, and costs them for XLA's cost analysis.
 ops/conv.py and ops/pool.py put the calls together into differentiable ops.
 
@@ -45,7 +45,8 @@ _TARGETS = {'onednn_conv_fwd': 'OnednnConvFwd',
             'onednn_conv_bwd_data': 'OnednnConvBwdData',
             'onednn_conv_bwd_weights': 'OnednnConvBwdWeights',
             'onednn_max_pool_fwd': 'OnednnMaxPoolFwd',
-            'onednn_max_pool_bwd': 'OnednnMaxPoolBwd'}
+            'onednn_max_pool_bwd': 'OnednnMaxPoolBwd',
+            'onednn_matmul': 'OnednnMatmul'}
 
 
 def compile_command(output=LIBRARY) -> list[str]:
@@ -166,6 +167,19 @@ def call(target: str, results, *operands, stride: int, pads, **attrs):
       *operands, **{k: np.int64(v) for k, v in ints.items()})
 
 
+def matmul(a, b, out_dtype, trans_a=False, trans_b=False):
+  """op(a) @ op(b) -> (M, N) in out_dtype (float32 or a's dtype), op a
+  transpose where asked: a (M,K) or (K,M), b (K,N) or (N,K), float32 or
+  bfloat16, summed in float32."""
+  require(a.dtype)
+  m = a.shape[1] if trans_a else a.shape[0]
+  n = b.shape[0] if trans_b else b.shape[1]
+  return jax.ffi.ffi_call('onednn_matmul',
+                          jax.ShapeDtypeStruct((m, n), out_dtype),
+                          vmap_method='sequential')(
+                              a, b, trans_a=trans_a, trans_b=trans_b)
+
+
 _CUSTOM_CALL = re.compile(
     r'= (.*) custom-call\(.*custom_call_target="onednn_(\w+)", '
     r'operand_layout_constraints=\{(.*)\}, api_version.*'
@@ -182,8 +196,8 @@ def _valid_taps(size: int, k: int, stride: int, lo: int, out: int) -> int:
 
 def call_costs(hlo: str):
   """{'flops', 'bytes accessed'} of each oneDNN pass in compiled `hlo`, as
-  XLA would count them: a convolution's as XLA counts its own (taps that
-  fall on padding skipped), a max pool's forward as a reduce-window max
+  XLA would count them: a matmul's as 2*M*K*N, a convolution's as XLA
+  counts its own (taps that fall on padding skipped), a max pool's forward as a reduce-window max
   (k*k - 1 per output), its backward as one add per output."""
   for m in _CUSTOM_CALL.finditer(hlo):
     results, operands = _SHAPE.findall(m[1]), _SHAPE.findall(m[3])
@@ -193,7 +207,9 @@ def call_costs(hlo: str):
     nbytes = sum(_ITEMSIZE[t] * math.prod(s) for (t, _), s in
                  zip(results + operands, shapes))
     out, a = shapes[0], shapes[len(results)]
-    if m[2].startswith('max_pool'):
+    if m[2] == 'matmul':  # out (M,N), a (M,K) or (K,M).
+      flops = 2.0 * math.prod(out) * math.prod(a) / out[0]
+    elif m[2].startswith('max_pool'):
       fwd = m[2] == 'max_pool_fwd'
       flops = math.prod(out if fwd else a) * (attrs['window']**2 - 1 if fwd
                                               else 1)

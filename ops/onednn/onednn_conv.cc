@@ -363,6 +363,47 @@ ffi::Error MaxPoolBwd(Any dy, U8 ws, AnyOut dx, int64_t window,
   });
 }
 
+// -------------------------------------------------------------- matmul --
+
+// c = op(a) op(b), op a transpose where asked: a (M,K) or (K,M), b (K,N) or
+// (N,K), c (M,N), all row-major. c's type may differ from a's and b's
+// (float32 from bfloat16: a 1x1's weight gradient).
+struct MatmulPlan {
+  dnnl::primitive matmul;
+  memory::desc a, b, c, scratch;
+};
+
+MatmulPlan MakeMatmulPlan(int64_t m, int64_t k, int64_t n, bool ta, bool tb,
+                          dt in, dt out) {
+  memory::desc a({m, k}, in, ta ? tag::ba : tag::ab);
+  memory::desc b({k, n}, in, tb ? tag::ba : tag::ab);
+  memory::desc c({m, n}, out, tag::ab);
+  dnnl::matmul::primitive_desc pd(Engine(), a, b, c, UserScratchpad());
+  return {dnnl::matmul(pd), a, b, c, pd.scratchpad_desc()};
+}
+
+ffi::Error Matmul(Any a, Any b, AnyOut c, bool trans_a, bool trans_b) {
+  return Described([&] {
+    auto ad = a.dimensions(), cd = c->dimensions();
+    const int64_t m = cd[0], n = cd[1], k = trans_a ? ad[0] : ad[1];
+    const dt in = TypeOf(a), out = TypeOf(*c);
+    return Guarded("matmul", [&](dnnl::stream& stream) {
+      auto key = std::make_tuple(m, k, n, trans_a, trans_b,
+                                 static_cast<int>(in), static_cast<int>(out));
+      MatmulPlan& plan = Cached<MatmulPlan>(key, [&] {
+        return MakeMatmulPlan(m, k, n, trans_a, trans_b, in, out);
+      });
+      auto& eng = Engine();
+      memory am(plan.a, eng, a.untyped_data()), bm(plan.b, eng, b.untyped_data()),
+          cm(plan.c, eng, c->untyped_data());
+      plan.matmul.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm},
+                                   {DNNL_ARG_DST, cm},
+                                   {DNNL_ARG_SCRATCHPAD,
+                                    Scratchpad(plan.scratch)}});
+    });
+  });
+}
+
 }  // namespace
 
 // `binding` followed by the stride and the padding, a conv's and a pool's.
@@ -392,3 +433,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OnednnMaxPoolBwd, MaxPoolBwd,
     WindowAttrs(ffi::Ffi::Bind().Arg<Any>().Arg<U8>().Ret<Any>()
                     .Attr<int64_t>("window")));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    OnednnMatmul, Matmul,
+    ffi::Ffi::Bind().Arg<Any>().Arg<Any>().Ret<Any>()
+        .Attr<bool>("trans_a").Attr<bool>("trans_b"));

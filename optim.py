@@ -4,6 +4,7 @@ weight decay on the kernels only (not biases or batch-norm scales), and an
 optional global-norm clip."""
 
 import jax
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ('sgd', 'adamw')
@@ -32,6 +33,19 @@ def schedule_warning(config, schedule, steps_per_epoch: int,
           'train longer.')
 
 
+def step_schedule(lr: float, warmup: int, decay_steps: list[int]):
+  """`lr` times a linear warmup factor (0 to 1 over `warmup` steps) times
+  0.1 for each step of `decay_steps` reached. A decay applies from its step
+  on, counted from the start of training (optax.join_schedules would count
+  it from the end of the warmup), and scales a warmup it falls within."""
+
+  def schedule(step):
+    warm = jnp.minimum(1.0, step / warmup) if warmup > 0 else 1.0
+    drops = sum(jnp.asarray(step >= b, jnp.int32) for b in decay_steps)
+    return jnp.asarray(lr * warm * 0.1 ** drops, jnp.float32)
+  return schedule
+
+
 def make_optimizer(config, steps_per_epoch: int, total_steps: int):
   warmup = warmup_steps(config, steps_per_epoch)
   lr = config.learning_rate
@@ -44,10 +58,8 @@ def make_optimizer(config, steps_per_epoch: int, total_steps: int):
          optax.linear_schedule(lr, 0.0, max(total_steps - warmup, 1))],
         [warmup])
   else:
-    boundaries = {int(f * total_steps): 0.1 for f in config.step_epochs}
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup),
-         optax.piecewise_constant_schedule(lr, boundaries)], [warmup])
+    decays = [int(f * total_steps) for f in config.step_epochs]
+    schedule = step_schedule(lr, warmup, decays)
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
   if config.optimizer == 'sgd':
     opt = optax.chain(

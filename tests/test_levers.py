@@ -227,12 +227,34 @@ def test_onecycle_is_a_triangle_from_zero_to_peak_to_zero():
   assert float(no_warmup(0)) == pytest.approx(0.05)  # configs/test.py's lr.
 
 
+def test_step_schedule_decays_at_its_fractions_of_training():
+  # Issue 27: optax.join_schedules gave the decays step - warmup, so each
+  # one landed `warmup` steps late (at 61 and 86 here, not 50 and 75).
+  config = make_config(schedule='step', warmup_epochs=1.0, learning_rate=0.4,
+                       step_epochs=(0.5, 0.75))
+  config_checks.check_config(config)
+  _, schedule = optim.make_optimizer(config, steps_per_epoch=10,
+                                     total_steps=100)
+  values = {step: float(schedule(step))
+            for step in (0, 5, 10, 49, 50, 74, 75, 99)}
+  assert values == pytest.approx({0: 0.0, 5: 0.2, 10: 0.4, 49: 0.4,
+                                  50: 0.04, 74: 0.04, 75: 0.004, 99: 0.004},
+                                 rel=1e-6, abs=1e-9)
+  # A decay inside the warmup scales it: 20 warmup steps, a decay at 15.
+  _, overlap = optim.make_optimizer(
+      make_config(schedule='step', warmup_epochs=2.0, learning_rate=0.4,
+                  step_epochs=(0.5,)), steps_per_epoch=10, total_steps=30)
+  assert [float(overlap(s)) for s in (10, 14, 15, 20, 29)] == pytest.approx(
+      [0.2, 0.28, 0.03, 0.04, 0.04], rel=1e-6)
+
+
 @pytest.mark.parametrize('schedule', optim.SCHEDULES)
 def test_a_run_that_ends_in_its_warmup_is_warned(schedule):
   # Issue 25: configs/cifar_cpu.py (warmup_epochs=0.5) with
   # num_train_steps=150 climbed to 0.085 and never peaked nor decayed.
   config = load_config('configs/cifar_cpu.py')
   config.schedule = schedule
+  config.step_epochs = (1.0,)  # step: no decay, the warmup alone counts.
   per_epoch = input_pipeline.steps_per_epoch(45000, config.batch_size)
   warn = lambda steps: optim.schedule_warning(
       config, optim.make_optimizer(config, per_epoch, steps)[1], per_epoch,

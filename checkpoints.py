@@ -36,7 +36,7 @@ def fingerprint(model_config: dict, abstract_state: Any) -> dict:
 
 
 class Checkpoints:
-  """Saves when asked (train.py: every checkpoint_every_steps, at the end
+  """Saves when asked (train.py: every checkpoint interval, at the end
   and on a stop), keeping the last `keep`."""
 
   def __init__(self, workdir: str, keep: int, meta: dict):

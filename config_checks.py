@@ -1,6 +1,8 @@
 """Checks that turn a bad config into one clear error before any data is
 loaded or anything compiles: unknown choices, sizes that do not divide the
-devices, an image size the data or the network cannot take."""
+devices, an image size the data or the network cannot take. Also where the
+log, evaluation and checkpoint cadences, in steps or epochs, become steps
+(every_steps)."""
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +41,8 @@ def check_values(config: ml_collections.ConfigDict,
     fail(f'ema_decay={config.ema_decay} must be in [0, 1) (0 = off); e.g. '
          '--config.ema_decay=0.999.')
   check_batch_sizes(config)
+  for cadence in CADENCES:
+    _cadence(config, cadence)
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     fail('set num_epochs > 0 or num_train_steps > 0.')
   if config.data.source == 'synthetic':  # Its side is known before loading.
@@ -51,6 +55,41 @@ def check_values(config: ml_collections.ConfigDict,
   # Unknown model names, keys and choices raise here.
   model = build_model(config.model, op_impls)
   check_input_size(model, config)
+
+
+# How often training logs, evaluates and checkpoints: each as
+# <cadence>_every_steps or <cadence>_every_epochs, the one that is > 0.
+CADENCES = ('log', 'eval', 'checkpoint')
+
+
+def _cadence(config, cadence: str) -> tuple[str, float]:
+  """('steps', n) or ('epochs', x): the one of config's
+  <cadence>_every_steps and <cadence>_every_epochs that is set (> 0).
+  Raises one line naming the fix where both or neither are set."""
+  steps_key, epochs_key = f'{cadence}_every_steps', f'{cadence}_every_epochs'
+  steps, epochs = config[steps_key], config[epochs_key]
+  if steps < 0 or epochs < 0:
+    raise ValueError(f'Bad config: {steps_key}={steps} and {epochs_key}='
+                     f'{epochs} must be >= 0 (0 = unset).')
+  if steps > 0 and epochs > 0:
+    raise ValueError(
+        f'Bad config: {steps_key}={steps} and {epochs_key}={epochs} are both '
+        f'set; set one to 0: --config.{epochs_key}=0 to count in steps, '
+        f'--config.{steps_key}=0 to count in epochs.')
+  if steps == epochs == 0:
+    raise ValueError(f'Bad config: set {steps_key} or {epochs_key} > 0.')
+  return ('steps', steps) if steps > 0 else ('epochs', epochs)
+
+
+def every_steps(config, steps_per_epoch: int) -> dict[str, int]:
+  """{cadence: its interval in steps} for each of CADENCES; an interval in
+  epochs is rounded to the nearest step (at least 1)."""
+  out = {}
+  for cadence in CADENCES:
+    unit, every = _cadence(config, cadence)
+    out[cadence] = (int(every) if unit == 'steps'
+                    else max(1, round(every * steps_per_epoch)))
+  return out
 
 
 def check_batch_sizes(config: ml_collections.ConfigDict,

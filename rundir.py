@@ -225,9 +225,10 @@ def _describe(holder: str) -> str:
 # workers decode it, and how the ops are computed (same math: see ops/).
 # Everything else in config.json is part of the run's identity.
 BOOKKEEPING = (
-    'log_every_steps', 'eval_every_steps', 'eval_batch_size',
-    'target_accuracy',
-    'checkpoint_every_steps', 'keep_checkpoints', 'stop_after_steps',
+    'log_every_steps', 'log_every_epochs', 'eval_every_steps',
+    'eval_every_epochs', 'eval_batch_size', 'target_accuracy',
+    'checkpoint_every_steps', 'checkpoint_every_epochs', 'keep_checkpoints',
+    'stop_after_steps',
     'distributed', 'data.data_dir', 'data.cache_dir', 'data.num_workers',
     'ops.*', STATS_KEY)
 # data.source names the data: 'tfds' and 'synthetic' are data sets, a path is
@@ -297,7 +298,8 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 # dotted ('model.reduce_norm'). A knob added with a default that trains as
 # before, and listed here, keeps every earlier run valid and resumable (not
 # stale, its checkpoints compatible).
-ADDED_KEYS = {'ema_decay': 0.0, 'eval_flip': False}
+ADDED_KEYS = {'ema_decay': 0.0, 'eval_flip': False, 'log_every_epochs': 0.0,
+              'eval_every_epochs': 0.0, 'checkpoint_every_epochs': 0.0}
 
 
 def with_added_keys(config: dict) -> dict:

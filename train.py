@@ -459,6 +459,7 @@ def train_loop(config, runner: Runner, data: Data, state: TrainState,
   and checkpointing on schedule; stops early on a signal, a time slot's end
   (stop_after_steps) or a non-finite loss."""
   start = int(jax.device_get(state.step))
+  every = config_checks.every_steps(config, data.steps_per_epoch)
   step_fn, step_flops = None, None
   status, val_result, pending, done = 'ok', None, [], start
   with StopSignal() as stop:
@@ -482,10 +483,8 @@ def train_loop(config, runner: Runner, data: Data, state: TrainState,
       time_slot_over = 0 < config.stop_after_steps <= done - start
       if time_slot_over:
         stop.received = stop.received or f'stop_after_steps={done - start}'
-      stopping = stop.decide(time_slot_over or
-                             done % config.log_every_steps == 0)
-      if not (last or stopping or any(done % config[k] == 0 for k in (
-          'log_every_steps', 'checkpoint_every_steps', 'eval_every_steps'))):
+      stopping = stop.decide(time_slot_over or done % every['log'] == 0)
+      if not (last or stopping or any(done % n == 0 for n in every.values())):
         continue
       # Block here: every metric since the last flush must be finite.
       host = jax.device_get(pending)
@@ -495,7 +494,7 @@ def train_loop(config, runner: Runner, data: Data, state: TrainState,
         status = 'diverged'
         break
       _log_train(log, host, done, schedule(step), timer, data, config)
-      if last or done % config.eval_every_steps == 0:
+      if last or done % every['eval'] == 0:
         val_result = runner.evaluate(state, data.val)
         best = max(best, val_result['accuracy'])
         timer.evaluated(val_result['accuracy'], config.target_accuracy, done)
@@ -503,7 +502,7 @@ def train_loop(config, runner: Runner, data: Data, state: TrainState,
                    'val/loss': val_result['loss']})
         logging.info('step %d  val accuracy %.4f  loss %.4f', done,
                      val_result['accuracy'], val_result['loss'])
-      if last or stopping or done % config.checkpoint_every_steps == 0:
+      if last or stopping or done % every['checkpoint'] == 0:
         ckpt.save(done, state)
       log.flush()
       timer.start()

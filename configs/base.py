@@ -100,16 +100,21 @@ def get_config() -> ml_collections.ConfigDict:
   # steps once warm. 0 = off (and the checkpoints hold no average).
   config.ema_decay = 0.0
 
-  # Evaluation, checkpoints and logging (in steps).
+  # Evaluation, checkpoints and logging: each cadence in steps
+  # (*_every_steps) or in epochs (*_every_epochs, rounded to a step),
+  # whichever is > 0; the other is 0 (config_checks.every_steps).
   config.eval_every_steps = 1000
+  config.eval_every_epochs = 0.0
   config.target_accuracy = 0.0  # > 0: summary.json's time_to_target_s is the
                                 # wall time at the first evaluation reaching it.
   config.eval_batch_size = 500
   config.eval_flip = False     # Evaluate the mean logits of each image and
                                # its horizontal mirror (test-time flip).
   config.checkpoint_every_steps = 1000
+  config.checkpoint_every_epochs = 0.0
   config.keep_checkpoints = 3
   config.log_every_steps = 50
+  config.log_every_epochs = 0.0
   config.stop_after_steps = -1  # > 0: checkpoint and stop after this many
                                 # steps of this run (e.g. a job's time slot).
 

@@ -19,7 +19,7 @@ Args: module=naive|reduced, width=<float>, epochs=<float>.
 """
 
 from configs import small_inception
-from configs.common import parse_arg
+from configs.common import every_epochs, parse_arg
 
 
 def get_config(arg: str | None = None):
@@ -35,9 +35,7 @@ def get_config(arg: str | None = None):
   config.label_smoothing = 0.0
   config.eval_flip = True
   config.target_accuracy = 0.9
-  # Every 2 epochs of train[:90%] (351 steps each): a flip evaluation
-  # scores the 5,000 images twice, so evaluating every epoch would not fit.
-  config.eval_every_steps = 702
-  config.checkpoint_every_steps = 702
-  config.log_every_steps = 88
+  # A flip evaluation scores the validation images twice, so evaluating
+  # every epoch would not fit the budget.
+  every_epochs(config, eval=2.0, checkpoint=2.0, log=0.25)
   return config

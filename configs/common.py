@@ -48,6 +48,14 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(out)
 
 
+def every_epochs(config: ml_collections.ConfigDict, **epochs: float) -> None:
+  """Sets each cadence ('eval', 'checkpoint', 'log') given to every that
+  many epochs, and unsets its count in steps (only one may be set)."""
+  for cadence, every in epochs.items():
+    config[f'{cadence}_every_epochs'] = every
+    config[f'{cadence}_every_steps'] = 0
+
+
 def load_module(path: str):
   """Imports a config or sweep file by path (relative paths: repo root)."""
   full = path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)

@@ -3,6 +3,7 @@ valid knob values that configs/base.py and README.md list are the code's."""
 
 import ast
 import io
+import json
 import pathlib
 import re
 import tokenize
@@ -12,6 +13,7 @@ import pytest
 from configs import base, googlenet, small_inception
 from configs.common import load_config, parse_arg
 from models import GoogLeNet, SmallInception, build_model, inception
+import config_checks
 import ops
 import rundir
 
@@ -123,3 +125,56 @@ def test_readme_lists_each_knobs_valid_values():
   listed = {key: tuple(values.split('|')) for key, values in
             re.findall(r'`--config\.ops\.(\w+)`\s+=\s+`([\w|]+)`', text)}
   assert listed == {key: tuple(v) for key, v in KNOBS['ops'].items()}
+
+
+# --- Cadences in steps or epochs ---------------------------------------------
+
+
+def test_every_steps_resolves_epochs_to_the_nearest_step():
+  fast = load_config('configs/cifar_fast.py')
+  # 45,000 training images: 351 steps of 128 per epoch, 175 of 256.
+  assert config_checks.every_steps(fast, 351) == {
+      'log': 88, 'eval': 702, 'checkpoint': 702}  # 0.25 x 351 = 87.75.
+  assert config_checks.every_steps(fast, 175) == {
+      'log': 44, 'eval': 350, 'checkpoint': 350}  # 0.25 x 175 = 43.75.
+  fast.log_every_epochs = 0.001  # 0.35 of a step: at least 1.
+  assert config_checks.every_steps(fast, 351)['log'] == 1
+  # In steps, the epoch count does not matter.
+  assert config_checks.every_steps(base.get_config(), 7) == {
+      'log': 50, 'eval': 1000, 'checkpoint': 1000}
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'eval_every_epochs': 2.0},
+     'Bad config: eval_every_steps=3 and eval_every_epochs=2.0 are both set; '
+     'set one to 0: --config.eval_every_epochs=0 to count in steps, '
+     '--config.eval_every_steps=0 to count in epochs.'),
+    ({'log_every_steps': 0},
+     'Bad config: set log_every_steps or log_every_epochs > 0.'),
+    ({'checkpoint_every_epochs': -1.0},
+     'Bad config: checkpoint_every_steps=3 and checkpoint_every_epochs=-1.0 '
+     'must be >= 0 (0 = unset).'),
+])
+def test_a_cadence_set_both_ways_or_neither_is_refused(overrides, message):
+  config = load_config('configs/test.py')  # Every 3 steps; logs every step.
+  config.update_from_flattened_dict(overrides)
+  with pytest.raises(ValueError) as error:
+    config_checks.check_values(config)
+  assert str(error.value) == message
+
+
+def test_a_run_saved_with_step_cadences_resumes_under_epochs(tmp_path):
+  """cifar_fast's runs saved 702/702/88 steps and no *_every_epochs keys;
+  its cadences in epochs are bookkeeping, so those runs are not stale and
+  read back with the same intervals."""
+  today = load_config('configs/cifar_fast.py').to_dict()
+  saved = {k: v for k, v in today.items() if not k.endswith('_every_epochs')}
+  saved |= {'eval_every_steps': 702, 'checkpoint_every_steps': 702,
+            'log_every_steps': 88}
+  (tmp_path / rundir.CONFIG).write_text(json.dumps(saved))
+  assert rundir.saved_training_changes(str(tmp_path), today) == []
+  old = rundir.load_run_config(str(tmp_path))
+  assert config_checks.every_steps(old, 351) == {
+      'log': 88, 'eval': 702, 'checkpoint': 702}
+  assert rundir.saved_training_changes(
+      str(tmp_path), today | {'num_epochs': 3.0}) == ['num_epochs: 7.5 -> 3.0']

@@ -504,6 +504,21 @@ def test_changed_training_values_are_refused_before_anything_runs(
   assert snapshot(workdir) == before
 
 
+def test_cadences_in_epochs_become_steps(tmp_path):
+  # configs/test.py trains on 180 images (train[:90%] of 200): 22 steps of 8
+  # per epoch. 0.14 epochs: 3.08 steps -> 3; 0.09: 1.98 -> 2.
+  config = make_config(
+      eval_every_steps=0, eval_every_epochs=0.14, checkpoint_every_steps=0,
+      checkpoint_every_epochs=0.14, log_every_steps=0, log_every_epochs=0.09,
+      keep_checkpoints=5)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  metrics = read_metrics(workdir)
+  assert [m['step'] for m in metrics if 'val/accuracy' in m] == [3, 6]
+  assert checkpoint_steps(workdir) == [3, 6]
+  assert train_steps_logged(workdir) == [2, 3, 4, 6]  # Logs, and evals.
+
+
 def test_bookkeeping_changes_pass_the_workdir_check(tmp_path, monkeypatch):
   # A run of a data folder that has moved since, decoded into another cache
   # by more workers. (No folder is written: loading the data is stubbed.)

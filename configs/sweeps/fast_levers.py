@@ -18,7 +18,8 @@ whichever side of a lever the recipe has adopted:
   bfloat16           bf16 compute (params stay float32);
   batch256,lr=...    twice the batch at twice the peak rate (the linear
                      scaling rule), the same epochs in half the steps,
-                     evaluated as often per epoch.
+                     evaluated as often per epoch (the recipe's cadences
+                     are in epochs; size=cpu's are in steps).
 
 EMA decay: 0.99 averages over about the last 100 steps (0.3 of an epoch of
 352 steps). With the warm-up cap (1 + t) / (10 + t) it is reached after
@@ -37,12 +38,8 @@ BASELINE = 'baseline'
 
 def levers(recipe) -> list[dict]:
   """Each lever as the overrides that move `recipe` to its other side."""
-  # Twice the batch: half the steps per epoch, so the step-counted schedule
-  # of evaluations, checkpoints and logs is halved to stay per epoch.
   batch = {'batch_size': 2 * recipe.batch_size,
            'learning_rate': 2 * recipe.learning_rate}
-  batch |= {key: max(1, recipe[key] // 2) for key in (
-      'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps')}
   return [
       {'ema_decay': 0.99 if recipe.ema_decay == 0 else 0.0},
       {'eval_flip': not recipe.eval_flip},
@@ -55,7 +52,7 @@ def levers(recipe) -> list[dict]:
 
 
 def _name(overrides: dict) -> str:
-  if 'batch_size' in overrides:  # Name it by what it changes, not its bookkeeping.
+  if 'batch_size' in overrides:  # Shorter than name_of's key=value pairs.
     return (f'batch{overrides["batch_size"]},'
             f'lr={overrides["learning_rate"]:g}')
   return name_of(overrides)

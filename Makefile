@@ -27,8 +27,9 @@ $(ONEDNN_LIB): ops/onednn/onednn_conv.cc $(STAMP)
 
 # The main job: naive against reduced modules, 3 seeds each, on a 1.5-epoch
 # budget of the fast CPU recipe (configs/cifar_fast.py), then the report.
-# Data comes from TFDS; point it at a local copy with e.g.
-#   make main ARGS=--config.data.source=../shared/data/cifar10-train-jpeg.tar.gz
+# Data comes from TFDS; point it at a local copy (an image folder, .tar.gz
+# or .zip of <split>/<class>/*.jpg) with
+#   make main ARGS=--config.data.source=PATH/TO/cifar10
 RUNS ?= runs/main
 # Transparent huge pages for malloc: XLA:CPU allocates each step's buffers
 # afresh, and with 4 KiB pages it faults them in again every step (about 15% of

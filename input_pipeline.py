@@ -301,7 +301,7 @@ def _tfds_help(cfg: ml_collections.ConfigDict, data_dir_root,
       f', copy it into {manual_dir}/ (or set --config.data.data_dir to a TFDS '
       'data dir that holds it or the prepared dataset) and re-run; or\n'
       '  (b) use a local copy instead: '
-      '--config.data.source=../shared/data/cifar10-train-jpeg.tar.gz '
+      '--config.data.source=PATH/TO/cifar10 '
       '(an image folder or .tar.gz/.zip of <split>/<class>/*.jpg; with only '
       "a 'train' split, the default splits hold out train[90%:] for "
       'validation).')

@@ -1,7 +1,7 @@
 """The training loop that every ablation shares.
 
   python train.py --config=configs/cifar_cpu.py --workdir=/tmp/run \
-      --config.data.source=../shared/data/cifar10-train-jpeg.tar.gz
+      --config.data.source=PATH/TO/cifar10
 
 `train_and_evaluate(config, workdir)` is importable from notebooks and tests.
 Data parallel over every device (and host) through jax.sharding: a Mesh with

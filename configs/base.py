@@ -45,9 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
   # CIFAR-shaped, 10 classes, splits train and test, made in memory from the
   # synthetic_* keys; for smoke runs and tests) or a local
   # `<split>/<class>/*.{png,jpg,jpeg}` as a folder, .tar.gz/.tgz or .zip
-  # (decoded once, cached in `cache_dir`), e.g.
-  # ../shared/data/cifar10-train-jpeg.tar.gz (a folder named like a built-in
-  # source: ./synthetic). A split is a name with an optional percent slice:
+  # (decoded once, cached in `cache_dir`), e.g. PATH/TO/cifar10.tar.gz (a
+  # folder named like a built-in source: ./synthetic). A split is a name with an optional percent slice:
   # 'train', 'train[:90%]', 'train[90%:]' (= 'train[-10%:]'). Every source
   # loads the whole named split, then keeps the [start%, end%) range of every
   # class in stored order (local: by file name; TFDS: its record order; TFDS's

@@ -1,7 +1,7 @@
 """The small Inception net at width 0.25, 6 epochs: CIFAR-10 on 2 CPU cores.
 
   python train.py --config=configs/cifar_cpu.py --workdir=/tmp/cifar_cpu \
-      --config.data.source=../shared/data/cifar10-train-jpeg.tar.gz
+      --config.data.source=PATH/TO/cifar10
 
 Expected: about 78% validation accuracy, in about 2.5 minutes of training
 on this project's 2-core AVX-512 host with oneDNN, about 9 on its

@@ -6,7 +6,7 @@ host; summary.json records when it first reaches `target_accuracy` (0.9) as
 time_to_target_s.
 
   python train.py --config=configs/cifar_fast.py --workdir=DIR \
-      --config.data.source=../shared/data/cifar10-train-jpeg.tar.gz
+      --config.data.source=PATH/TO/cifar10
 
 Expected, on this project's 2-core AVX2-only CPU host with nothing else
 running: about 79-80% validation accuracy in 13.5-14.5 minutes of wall

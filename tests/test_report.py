@@ -405,7 +405,7 @@ def test_a_finished_seed_missing_from_sweep_json_still_counts(tmp_path):
 def test_the_report_states_budget_data_overrides_and_short_runs(tmp_path):
   # Issue 25: results.md did not say how long the runs trained, on what,
   # or with which sweep-wide flags.
-  source = '../shared/data/cifar10-train-jpeg.tar.gz'
+  source = 'PATH/TO/cifar10'
   flags = ['--config.num_train_steps=150', f'--config.data.source={source}']
   warning = 'warmup (175 steps: warmup_epochs=0.5) does not end before ...'
   runs, entries = {}, {}

@@ -1,6 +1,6 @@
 """End-to-end tests of train.py and eval.py.
 
-No downloads and no ../shared data: runs train on configs/test.py's default
+No downloads and no local data set: runs train on configs/test.py's default
 source, the built-in synthetic data (made in memory). The tests whose subject
 is a local source (eval.py on another folder, a moved data folder, a corrupt
 image) write tiny folders of 8x8 PNGs in tmp_path; one uses TFDS mock data.

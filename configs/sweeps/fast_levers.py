@@ -2,7 +2,7 @@
 
   python scripts/sweep.py --sweep=configs/sweeps/fast_levers.py --seeds=3 \
       --workdir=runs/levers --config.num_epochs=2 \
-      --config.data.source=../shared/data/cifar10-train-jpeg.tar.gz
+      --config.data.source=PATH/TO/cifar10
 
 A lever's effect may be a few tenths of a percent: run several seeds.
 

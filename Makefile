@@ -32,8 +32,9 @@ $(ONEDNN_LIB): ops/onednn/onednn_conv.cc $(STAMP)
 #   make main ARGS=--config.data.source=PATH/TO/cifar10
 RUNS ?= runs/main
 # Transparent huge pages for malloc: XLA:CPU allocates each step's buffers
-# afresh, and with 4 KiB pages it faults them in again every step (about 15% of
-# a small net's step time here). A no-op where the kernel has no THP.
+# afresh, and with 4 KiB pages it faults them in again every step (measured in
+# docs/performance.md, "Allocator, huge pages and vector width"). A no-op
+# where the kernel has no THP.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 ARGS ?=
 main: setup

@@ -1,6 +1,9 @@
 """Base config: every key, documented. Model configs import it and change a few.
 
   python train.py --config=configs/base.py --workdir=/tmp/run
+
+Reaches: as configs/googlenet.py (its defaults), not yet run here
+(docs/results.md, "Not yet run here").
 """
 
 import ml_collections

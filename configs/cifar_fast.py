@@ -1,18 +1,15 @@
 """The fast CIFAR-10 recipe on CPU: the small Inception net with 1x1
 reductions at width 0.25, batch 128, a one-cycle schedule, no label
 smoothing, flip test-time augmentation, 7.5 epochs with an evaluation every
-2 and at the end, sized to a 15-minute budget on this project's 2-core AVX2
-host; summary.json records when it first reaches `target_accuracy` (0.9) as
-time_to_target_s.
+2 and at the end, sized to a 15-minute budget on a 2-core CPU; summary.json
+records when it first reaches `target_accuracy` (0.9) as time_to_target_s.
 
   python train.py --config=configs/cifar_fast.py --workdir=DIR \
       --config.data.source=PATH/TO/cifar10
 
-Expected, on this project's 2-core AVX2-only CPU host with nothing else
-running: about 79-80% validation accuracy in 13.5-14.5 minutes of wall
-time, short of the 0.9 target; the dated record, each seed, the accuracy
-curve and what limits it are in docs/results.md, "cifar_fast". The main
-job trains it for 1.5 epochs, naive and reduced, 3 seeds each;
+Reaches: short of its 0.9 target on a 2-core CPU; the dated record, each
+seed, the accuracy curve and what limits it are in docs/results.md,
+"cifar_fast". The main job trains it for 1.5 epochs, naive and reduced;
 configs/sweeps/fast_levers.py measures each lever against it.
 
 Args: module=naive|reduced, width=<float>, epochs=<float>.

@@ -3,9 +3,8 @@
   python train.py --config=configs/googlenet.py:module=reduced,stem=cifar,width=0.5 --workdir=/tmp/gnet
   python scripts/model_table.py --config=configs/googlenet.py:stem=imagenet,module=reduced
 
-Expected: not yet measured. No run of it (30 epochs, sized for an
-accelerator) has finished on a machine of this project, so no accuracy or
-time is on record (docs/results.md, "Not yet run here").
+Reaches: not yet run here (30 epochs, sized for an accelerator):
+docs/results.md, "Not yet run here".
 
 Args: module=naive|reduced, stem=cifar|imagenet, width=<float>.
 """

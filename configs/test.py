@@ -5,8 +5,8 @@ steps: tests and smoke runs, no download.
   python train.py --config=configs/test.py --workdir=/tmp/smoke_folder \
       --config.data.source=path/to/tiny/folder
 
-Expected: a smoke run of about half a minute on 2 CPU cores (mostly
-compilation); its accuracy on random synthetic data means nothing.
+Reaches: nothing to read: a smoke run, mostly compilation, whose accuracy
+on random synthetic data means nothing.
 """
 
 from configs import googlenet

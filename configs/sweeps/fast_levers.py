@@ -4,7 +4,9 @@
       --workdir=runs/levers --config.num_epochs=2 \
       --config.data.source=PATH/TO/cifar10
 
-A lever's effect may be a few tenths of a percent: run several seeds.
+A lever's effect may be smaller than the spread between seeds: run
+several. Reaches: each lever's difference from the recipe, dated in
+docs/results.md, "The fast recipe's levers".
 
 Each run flips one setting of configs/cifar_fast.py (reduced modules) to its
 alternative, so the sweep reads each lever against the recipe as it stands,
@@ -21,10 +23,11 @@ whichever side of a lever the recipe has adopted:
                      evaluated as often per epoch (the recipe's cadences
                      are in epochs; size=cpu's are in steps).
 
-EMA decay: 0.99 averages over about the last 100 steps (0.3 of an epoch of
-352 steps). With the warm-up cap (1 + t) / (10 + t) it is reached after
-about 900 steps; 0.999 would barely be reached in a short run, so it would
-measure the warm-up, not the decay.
+EMA decay: 0.99 averages over about the last 1 / (1 - 0.99) = 100 steps
+(under a third of an epoch at batch 128). Under the warm-up cap
+(1 + t) / (10 + t) it is reached at step 890; 0.999 (step 8990) would
+barely be reached in a short run, so it would measure the warm-up, not the
+decay.
 
 size=fast (default) or cpu: the recipe the levers are applied to.
 """

@@ -3,7 +3,8 @@
   python scripts/sweep.py --sweep=configs/sweeps/five_by_five.py --workdir=runs/5x5
 
 GoogLeNet only (the small CPU net has no 5x5 branch); size=cpu narrows it
-to width 0.125 and 3 epochs.
+to width 0.125 and 3 epochs. Reaches: not yet run here (docs/results.md,
+"Not yet run here").
 """
 
 from configs.common import parse_arg

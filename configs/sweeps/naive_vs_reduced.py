@@ -2,6 +2,9 @@
 
   python scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py:size=cpu --workdir=runs/nvr
   python scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py --workdir=runs/nvr_full
+
+Reaches: what the reductions save and cost in accuracy; `make main` runs it
+at size=fast, dated in docs/results.md, "naive_vs_reduced".
 """
 
 from configs.common import parse_arg

@@ -1,6 +1,9 @@
 """ReLU against linear 1x1 reductions: is the "dual-purpose" ReLU worth it?
 
   python scripts/sweep.py --sweep=configs/sweeps/reduce_activation.py:size=cpu --workdir=runs/act
+
+Reaches: a short check only so far (docs/results.md, "reduce_activation");
+at full length, not yet run here.
 """
 
 from configs.common import parse_arg

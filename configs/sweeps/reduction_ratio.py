@@ -3,7 +3,8 @@
   python scripts/sweep.py --sweep=configs/sweeps/reduction_ratio.py:size=cpu --workdir=runs/ratio
 
 full: GoogLeNet's r3, r5 times `model.reduce_scale`; cpu: the small net's
-`model.reduce_ratio` (r3 = ratio * C_in, default 0.5) times the same factors.
+`model.reduce_ratio` (r3 = ratio * C_in) times the same factors. Reaches:
+not yet run here (docs/results.md, "Not yet run here").
 """
 
 from configs.common import parse_arg

@@ -13,10 +13,13 @@ ONEDNN_LIB := build/onednn_conv.so
 
 setup: $(STAMP) $(ONEDNN_LIB)
 
-$(STAMP): requirements.txt
+# The project itself installs in editable mode (pyproject.toml): its modules
+# import from anywhere, and the tools run as `python -m scripts.sweep`.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 # oneDNN convolutions and max pools for XLA:CPU (ops/onednn/). Optional:
@@ -38,9 +41,9 @@ RUNS ?= runs/main
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 ARGS ?=
 main: setup
-	$(PY) scripts/sweep.py --sweep=configs/sweeps/naive_vs_reduced.py:size=fast \
+	$(PY) -m scripts.sweep --sweep=configs/sweeps/naive_vs_reduced.py:size=fast \
 	    --seeds=3 --config.num_epochs=1.5 --workdir=$(RUNS) $(ARGS)
-	$(PY) scripts/report.py $(RUNS)
+	$(PY) -m scripts.report $(RUNS)
 
 # One pytest worker per core (pytest-xdist), each taking whole test files so
 # that a file's module-scoped fixtures (a trained run) are built once.

@@ -13,19 +13,14 @@ those figures.
 """
 
 import json
-import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from absl import app, flags
+import jax
+import numpy as np
 
-from absl import app, flags  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-import benchlib  # noqa: E402,F401  (defines --json)
-import input_pipeline  # noqa: E402
+from benchmarks import benchlib  # noqa: F401  (defines --json)
+import input_pipeline
 
 flags.DEFINE_string('source', None, 'Image folder or archive; default: '
                     'random data.')

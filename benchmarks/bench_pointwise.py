@@ -24,22 +24,18 @@ ratio is 16*256*256 / (256*64 + 16*64*256) = 64/17; wall_ratio is the
 measured direct / reduced time.
 """
 
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
 
-from absl import app, flags  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import linen as nn  # noqa: E402
-
-import benchlib  # noqa: E402
-from models.inception import InceptionOptions, ReducedConv  # noqa: E402
-from models.layers import ConvBlock  # noqa: E402
-from models.pointwise import PointwiseConv  # noqa: E402
+from benchmarks import benchlib
+from models.inception import InceptionOptions, ReducedConv
+from models.layers import ConvBlock
+from models.pointwise import PointwiseConv
 
 flags.DEFINE_integer('repeats', 15, 'Timed rounds per shape (median '
                      'reported).',

@@ -92,31 +92,27 @@ shows it).
 import collections
 import functools
 import os
-import pathlib
 import resource
 import sys
 import time
 from typing import Any
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
 
-from absl import app, flags  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import linen as nn  # noqa: E402
-
-import accounting  # noqa: E402
-import benchlib  # noqa: E402
-import ops  # noqa: E402
-import optim  # noqa: E402
-import train  # noqa: E402
-from configs.common import load_config  # noqa: E402
-from models import build_model  # noqa: E402
-from models.googlenet import WIDTHS  # noqa: E402
-from models.inception import scaled  # noqa: E402
-from models.small_inception import LAYOUT  # noqa: E402
+import accounting
+from benchmarks import benchlib
+import ops
+import optim
+import train
+from configs.common import load_config
+from models import build_model
+from models.googlenet import WIDTHS
+from models.inception import scaled
+from models.small_inception import LAYOUT
 
 flags.DEFINE_list('models', ['g025', 'g05', 'small', 'naive025', 'g10'],
                   'Subset of: g025, g05, g10, naive025, small.')

@@ -1,6 +1,6 @@
 """Small timing helpers shared by the benchmark scripts.
 
-  from benchmarks import benchlib   # or `import benchlib` from benchmarks/
+  from benchmarks import benchlib
   fns = {'a': benchlib.Bench(jax.jit(f), (x, k)), 'b': ...}
   times = benchlib.time_interleaved(fns, repeats=7, warmup=2)
   t = benchlib.median(times['a'])           # seconds

@@ -34,21 +34,16 @@ JSON object (bench_train.py's header, then per model the figures above,
 import collections
 import glob
 import os
-import pathlib
 import re
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from absl import app, flags
+import jax
 
-import bench_train  # noqa: E402  (also puts the repo root on sys.path)
-from absl import app, flags  # noqa: E402
-import jax  # noqa: E402
-
-import benchlib  # noqa: E402
-import ops  # noqa: E402
-from models import build_model  # noqa: E402
+from benchmarks import bench_train, benchlib
+import ops
+from models import build_model
 
 flags.DEFINE_integer('steps', 3, 'Traced steps (after 2 untraced ones).',
                      allow_override=True)  # bench_input.py's: timed batches.

@@ -32,15 +32,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import submitit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import rundir  # noqa: E402
+import rundir
 
 JOB = 'job.json'
 SLURM_DIR = 'slurm'  # submitit's folder in a run directory.

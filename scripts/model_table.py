@@ -7,16 +7,12 @@
 """
 
 import json
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from absl import app, flags
+from ml_collections import config_flags
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-import accounting  # noqa: E402
-from configs.common import parse_flags  # noqa: E402
+import accounting
+from configs.common import parse_flags
 
 config_flags.DEFINE_config_file('config', None, 'Model config file[:args].',
                                 lock_config=True)

@@ -72,12 +72,10 @@ import re
 import statistics
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-import rundir  # noqa: E402
-from scripts import plots, stats  # noqa: E402
+import rundir
+from scripts import plots, stats
 
 # allow_override: tests import this module next to benchmark scripts that
 # define a --json flag too.

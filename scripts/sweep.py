@@ -91,15 +91,14 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 XLA_CACHE = '.xla_cache'  # In the sweep's DIR: see run_env.
-sys.path.insert(0, str(REPO))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags, logging
 
-import rundir  # noqa: E402
-from configs.common import (  # noqa: E402
+import rundir
+from configs.common import (
     ConfigFlagError, load_module, parse_config_flags)
-from configs.sweeps.common import Run  # noqa: E402
-from scripts import launchers  # noqa: E402
+from configs.sweeps.common import Run
+from scripts import launchers
 
 # allow_override: tests import this module into the process that imports
 # train.py, which defines --workdir too.

@@ -8,8 +8,6 @@ against a hand count of a dense net's products; the timing arithmetic
 
 import collections
 import math
-import os
-import sys
 import types
 
 import jax
@@ -17,14 +15,10 @@ import jax.numpy as jnp
 import pytest
 from flax import linen as nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), 'benchmarks'))
-
-import accounting  # noqa: E402
-import bench_train  # noqa: E402
-import benchlib  # noqa: E402
-from configs.common import load_config  # noqa: E402
-from models import build_model  # noqa: E402
+import accounting
+from benchmarks import bench_train, benchlib
+from configs.common import load_config
+from models import build_model
 
 
 def _subjaxprs(params):

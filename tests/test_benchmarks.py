@@ -17,9 +17,8 @@ def test_the_benchmarks_import_into_one_process():
   # Flags of the same name (--json, --repeats, --steps, --split) must not
   # clash when tests import several tools; a fresh process, so no earlier
   # import hides a clash. profile_step imports bench_train.
-  code = ('import sys; sys.path[:0] = ["benchmarks", "."]\n'
-          'import bench_input, bench_pointwise, profile_step, bench_train\n'
-          'from benchmarks import benchlib\n'
+  code = ('from benchmarks import bench_input, bench_pointwise, '
+          'profile_step, bench_train, benchlib\n'
           'from scripts import report\n'
           'from absl import flags\n'
           'print(sorted(n for n in ("json", "repeats", "steps", "split") '

@@ -399,3 +399,15 @@ def test_check_data_of_local_and_synthetic_sources(tmp_path):
   with pytest.raises(input_pipeline.DataError,
                      match=r'^data\.synthetic_size=\(5, 5\): must be'):
     input_pipeline.check_data(cfg)
+
+
+@pytest.mark.parametrize('module, first_line', [
+    ('scripts.sweep', 'Runs every run of a sweep file, at one or more seeds'),
+    ('scripts.report', "Collects a sweep's runs into groups of seeds")])
+def test_the_tools_run_as_modules_from_any_folder(tmp_path, module,
+                                                  first_line):
+  # Issue 27: the project is installed (make setup: pip install -e .), so
+  # no script edits sys.path and `python -m` finds the tools anywhere.
+  run = subprocess.run([sys.executable, '-m', module, '--help'], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+  assert run.stdout.startswith(first_line), run.stderr[-2000:]

@@ -33,8 +33,7 @@ def test_profile_attributes_every_instruction_to_a_layer_kind():
 
 
 def test_busy_time_is_the_union_of_the_intervals():
-  sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
-  import profile_step  # pylint: disable=g-import-not-at-top
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
   # [0, 4) and [2, 6) overlap in [2, 4); [10, 11) and [11, 13) touch.
   assert profile_step.busy_ps([(2, 6), (10, 11), (0, 4), (11, 13)]) == 9
   assert profile_step.busy_ps([(0, 10), (2, 3)]) == 10  # Nested.
@@ -42,8 +41,7 @@ def test_busy_time_is_the_union_of_the_intervals():
 
 
 def test_classify_reads_the_pass_and_the_layer_kind():
-  sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
-  import profile_step  # pylint: disable=g-import-not-at-top
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
   step = 'jit(train_step)/jit(main)'
   assert profile_step.classify(
       f'{step}/jvp(GoogLeNet)/inception_3a/b3x3/conv/conv_general_dilated'

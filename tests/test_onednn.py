@@ -109,8 +109,8 @@ def test_missing_library_is_refused_with_the_fix(monkeypatch, tmp_path,
   monkeypatch.setattr(onednn, 'LIBRARY', tmp_path / 'onednn_conv.so')
   assert 'is not built' in onednn.unavailable_reason()
   auto = ops.resolve(ops_config(), 'cpu')  # auto falls back.
-  assert (auto.conv, auto.pool) == ('im2col', 'slices')
-  for key in ('conv', 'pool'):
+  assert (auto.conv, auto.pool, auto.pointwise) == ('im2col', 'slices', 'xla')
+  for key in ('conv', 'pool', 'pointwise'):
     with pytest.raises(ValueError,
                        match=r'not available.*python -m ops\.onednn\.build'):
       ops.resolve(ops_config(**{key: 'onednn'}))

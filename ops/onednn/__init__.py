@@ -3,9 +3,10 @@
 oneDNN's brgemm kernels run a kxk convolution and its two gradients, a max
 pool and its gradient, and (in bfloat16) a 1x1's GEMMs faster than XLA:CPU's
 own code for them (benchmarks/bench_train.py; docs/performance.md).
-`onednn_conv.cc` beside this file wraps them as six FFI targets; this module builds it, registers
-the targets and calls them, and costs them for XLA's cost analysis.
-ops/conv.py and ops/pool.py put the calls together into differentiable ops.
+`onednn_conv.cc` beside this file wraps them as six FFI targets; this module
+builds it, registers the targets and calls them, and costs them for XLA's
+cost analysis. ops/conv.py, ops/pool.py and ops/pointwise.py put the calls
+together into differentiable ops.
 
 They compute in float32, or in bfloat16 where the CPU has bfloat16
 instructions (`supports`), with float32 weight gradients.
@@ -135,21 +136,23 @@ def supports(dtype) -> bool:
 
 
 def require(dtype='float32') -> None:
-  """Raises a ValueError that says why the oneDNN ops (ops.conv or ops.pool
-  'onednn') can't run here, or can't compute in `dtype`."""
+  """Raises a ValueError that says why the oneDNN ops (ops.conv, ops.pool or
+  ops.pointwise 'onednn') can't run here, or can't compute in `dtype`."""
   reason = unavailable_reason()
   if reason:
-    raise ValueError("ops.conv / ops.pool 'onednn' is not available: "
-                     f"{reason}. 'auto' falls back by itself (convs to "
-                     "'im2col', pools to 'slices').")
+    raise ValueError("ops.conv / ops.pool / ops.pointwise 'onednn' is not "
+                     f"available: {reason}. 'auto' falls back by itself "
+                     "(convs to 'im2col', pools to 'slices', 1x1s to 'xla').")
   dtype = jnp.dtype(dtype)
   if dtype not in (jnp.float32, jnp.bfloat16):
-    raise ValueError("ops.conv / ops.pool 'onednn' computes in float32 or "
-                     f"bfloat16, not dtype={dtype.name!r}; use 'auto'.")
+    raise ValueError("ops.conv / ops.pool / ops.pointwise 'onednn' computes "
+                     f"in float32 or bfloat16, not dtype={dtype.name!r}; use "
+                     "'auto'.")
   if not supports(dtype):
-    raise ValueError("ops.conv / ops.pool 'onednn' in bfloat16 needs a CPU "
-                     'with bfloat16 instructions (AVX512_BF16 or AMX); this '
-                     "one has none. Use 'auto', or model.dtype=float32.")
+    raise ValueError("ops.conv / ops.pool / ops.pointwise 'onednn' in "
+                     'bfloat16 needs a CPU with bfloat16 instructions '
+                     "(AVX512_BF16 or AMX); this one has none. Use 'auto', "
+                     'or model.dtype=float32.')
 
 
 def call(target: str, results, *operands, stride: int, pads, **attrs):

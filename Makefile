@@ -22,9 +22,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# oneDNN convolutions and max pools for XLA:CPU (ops/onednn/). Optional:
-# without a compiler or oneDNN, ops 'auto' falls back to the im2col convs and
-# shifted-slice pools.
+# oneDNN convolutions, max pools and 1x1 GEMMs for XLA:CPU (ops/onednn/).
+# Optional: without a compiler or oneDNN, ops 'auto' falls back to the im2col
+# convs, shifted-slice pools and XLA's GEMMs.
 $(ONEDNN_LIB): ops/onednn/onednn_conv.cc $(STAMP)
 	$(PY) -m ops.onednn.build --optional
 

@@ -5,8 +5,8 @@ Without Slurm (or root) these tests skip, saying why; with CI=true they fail.
 Two sweeps share the cluster and the asserts (the `runs` fixture). One has
 three runs of configs/test.py (6 steps; one Inception module, to compile
 fast): `a`; `b`, the same config, preempted mid-way by Slurm's preemption
-signal (as before a time limit), which requeues itself; `bad`, whose width
-train.py refuses. The test freezes b's train.py after step 1 until the
+signal (as before a time limit), which requeues itself; `bad`, whose data
+train.py cannot read. The test freezes b's train.py after step 1 until the
 signal is handled, so that it lands mid-way however fast the steps. The
 other sweep runs `a`'s config as one job of 2 tasks, 2 JAX processes. The
 tests read the run directories, --status and scripts/report.py.
@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -38,7 +39,13 @@ CONFIG = 'configs/test.py'
 STEPS = 6  # configs/test.py: num_train_steps; checkpoints every 3.
 TIMEOUT_S = 400  # For every job of the module to end.
 SMALL = '--config.model.num_modules=1'
-RUNS = [('a', CONFIG), ('b', CONFIG), ('bad', CONFIG, {'model.width': 0.0})]
+# A data source that exists (the sweep's checks pass) but that train.py
+# cannot read: the run fails at its start, inside its job. The `runs`
+# fixture writes it.
+NOT_AN_ARCHIVE = os.path.join(tempfile.gettempdir(),
+                              'pointwise-test-slurm-not-an-archive.tar.gz')
+RUNS = [('a', CONFIG), ('b', CONFIG),
+        ('bad', CONFIG, {'data.source': NOT_AN_ARCHIVE})]
 
 
 @pytest.fixture(scope='session')
@@ -157,6 +164,7 @@ def runs(cluster, tmp_path_factory):
   submitting, 'jobs': {run: first job id}}."""
   root = tmp_path_factory.mktemp('sweeps')
   one, two = root / 'one', root / 'two'
+  pathlib.Path(NOT_AN_ARCHIVE).write_text('not an archive\n')
   submitted = finished(submit(cluster, write_sweep(root / 'three.py', RUNS),
                               one))
   second = submit(cluster, write_sweep(root / 'a.py', RUNS[:1]), two,
@@ -209,7 +217,7 @@ def test_status_and_report_after_the_jobs_end(cluster, runs):
   # The failure reached --status as one line and did not stop a or b.
   *bad, error = after['bad']
   assert bad == ['failed', '-', '-', runs['jobs']['bad']]
-  assert re.fullmatch(r'error: .*width=0\.0.*', error)  # train.py's last line.
+  assert re.fullmatch(r'error: .*not-an-archive.*', error)  # train.py's last line.
   report = subprocess.run([sys.executable, 'scripts/report.py',
                            str(runs['one'])], cwd=REPO, capture_output=True,
                           text=True, timeout=120)

@@ -17,9 +17,10 @@ resumes under another.
 On CPU 'auto' is oneDNN where its library is built and runs the compute
 dtype natively (float32 always; bfloat16 where the CPU has bfloat16
 instructions), else im2col convs, shifted-slice pools and XLA's GEMMs;
-elsewhere XLA's own ops (cuDNN and the TPU compiler handle those well). The hand-written batch-norm backward is
-'auto' on CPU and GPU, flax's on TPU. `compiler_options(config)` gives the
-XLA options of the jitted steps (`config.ops.cpu_vector_width`).
+elsewhere XLA's own ops (cuDNN and the TPU compiler handle those well). The
+hand-written batch-norm backward is 'auto' on CPU and GPU, flax's on TPU.
+`compiler_options(config)` gives the XLA options of the jitted steps
+(`config.ops.cpu_vector_width`).
 """
 
 import dataclasses

@@ -17,7 +17,7 @@ from flax import linen as nn
 from jax import lax
 
 from ops import onednn
-from ops.windows import like, out_shape, pad_spatial, shift, spatial_pads
+from ops.windows import out_shape, pad_spatial, shift, spatial_pads
 
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -181,11 +181,10 @@ def onednn_conv(x, kernel, stride=1, padding='SAME'):
 
 
 def _onednn_conv_fwd(x, kernel, stride, padding):
-  onednn.require(x.dtype)
   k, f = kernel.shape[0], kernel.shape[-1]
   pads = spatial_pads(x.shape, k, stride, padding)
   out = out_shape(x.shape, k, stride, pads, f)
-  y = onednn.call('onednn_conv_fwd', like(out, x.dtype), x,
+  y = onednn.call('onednn_conv_fwd', jax.ShapeDtypeStruct(out, x.dtype), x,
                   kernel.astype(x.dtype), stride=stride, pads=pads)
   return y, (x, kernel)
 
@@ -196,10 +195,12 @@ def _onednn_conv_bwd(stride, padding, res, g):
   x, kernel = res
   pads = spatial_pads(x.shape, kernel.shape[0], stride, padding)
   kw = dict(stride=stride, pads=pads)
-  dx = onednn.call('onednn_conv_bwd_data', like(x.shape, x.dtype), g,
+  dx = onednn.call('onednn_conv_bwd_data',
+                   jax.ShapeDtypeStruct(x.shape, x.dtype), g,
                    kernel.astype(x.dtype), **kw)
-  dw = onednn.call('onednn_conv_bwd_weights', like(kernel.shape, jnp.float32),
-                   x, g, **kw)
+  dw = onednn.call('onednn_conv_bwd_weights',
+                   jax.ShapeDtypeStruct(kernel.shape, jnp.float32), x, g,
+                   **kw)
   return dx, dw.astype(kernel.dtype)
 
 

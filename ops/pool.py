@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ops import onednn
-from ops.windows import (like, out_shape, pad_axis, pad_spatial, shift,
+from ops.windows import (out_shape, pad_axis, pad_spatial, shift,
                          spatial_pads, taps)
 
 
@@ -33,7 +33,8 @@ def _onednn_max_pool_fwd(x, window, stride, padding):
   pads = spatial_pads(x.shape, window, stride, padding)
   out = out_shape(x.shape, window, stride, pads, x.shape[-1])
   y, where = onednn.call('onednn_max_pool_fwd',
-                         (like(out, x.dtype), like(out, jnp.uint8)),
+                         (jax.ShapeDtypeStruct(out, x.dtype),
+                          jax.ShapeDtypeStruct(out, jnp.uint8)),
                          x, window=window, stride=stride, pads=pads)
   return y, (where, x.shape)
 
@@ -41,7 +42,8 @@ def _onednn_max_pool_fwd(x, window, stride, padding):
 def _onednn_max_pool_bwd(window, stride, padding, res, g):
   where, shape = res
   pads = spatial_pads(shape, window, stride, padding)
-  return (onednn.call('onednn_max_pool_bwd', like(shape, g.dtype), g, where,
+  return (onednn.call('onednn_max_pool_bwd',
+                      jax.ShapeDtypeStruct(shape, g.dtype), g, where,
                       window=window, stride=stride, pads=pads),)
 
 

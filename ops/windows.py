@@ -4,7 +4,6 @@ Spatial padding as lax computes it, and the strided slices ("taps") that pick
 one position of every window. Arrays are (N, H, W, C).
 """
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -62,11 +61,6 @@ def spatial_pads(shape, window, stride, padding):
   if padding == 'VALID':
     return (0, 0), (0, 0)
   return tuple(same_pads(n, window, stride) for n in shape[1:3])
-
-
-def like(shape, dtype):
-  """A result of `shape` and `dtype` for an FFI call."""
-  return jax.ShapeDtypeStruct(shape, dtype)
 
 
 def out_shape(shape, window, stride, pads, features):

@@ -162,25 +162,29 @@ def call(target: str, results, *operands, stride: int, pads, **attrs):
   pads: ((top, bottom), (left, right)) spatial padding of the input; attrs:
   further integer attributes (a pool's window).
   """
-  require(operands[0].dtype)
   (top, bottom), (left, right) = pads
   ints = dict(stride=stride, pad_top=top, pad_bottom=bottom, pad_left=left,
               pad_right=right, **attrs)
-  return jax.ffi.ffi_call(target, results, vmap_method='sequential')(
-      *operands, **{k: np.int64(v) for k, v in ints.items()})
+  return _ffi_call(target, results, operands,
+                   {k: np.int64(v) for k, v in ints.items()})
 
 
 def matmul(a, b, out_dtype, trans_a=False, trans_b=False):
   """op(a) @ op(b) -> (M, N) in out_dtype (float32 or a's dtype), op a
   transpose where asked: a (M,K) or (K,M), b (K,N) or (N,K), float32 or
   bfloat16, summed in float32."""
-  require(a.dtype)
   m = a.shape[1] if trans_a else a.shape[0]
   n = b.shape[0] if trans_b else b.shape[1]
-  return jax.ffi.ffi_call('onednn_matmul',
-                          jax.ShapeDtypeStruct((m, n), out_dtype),
-                          vmap_method='sequential')(
-                              a, b, trans_a=trans_a, trans_b=trans_b)
+  return _ffi_call('onednn_matmul', jax.ShapeDtypeStruct((m, n), out_dtype),
+                   (a, b), dict(trans_a=trans_a, trans_b=trans_b))
+
+
+def _ffi_call(target: str, results, operands, attrs: dict):
+  """The call of `target`, once require() has passed for its operands'
+  dtype."""
+  require(operands[0].dtype)
+  return jax.ffi.ffi_call(target, results, vmap_method='sequential')(
+      *operands, **attrs)
 
 
 _CUSTOM_CALL = re.compile(
@@ -200,8 +204,9 @@ def _valid_taps(size: int, k: int, stride: int, lo: int, out: int) -> int:
 def call_costs(hlo: str):
   """{'flops', 'bytes accessed'} of each oneDNN pass in compiled `hlo`, as
   XLA would count them: a matmul's as 2*M*K*N, a convolution's as XLA
-  counts its own (taps that fall on padding skipped), a max pool's forward as a reduce-window max
-  (k*k - 1 per output), its backward as one add per output."""
+  counts its own (taps that fall on padding skipped), a max pool's forward
+  as a reduce-window max (k*k - 1 per output), its backward as one add per
+  output."""
   for m in _CUSTOM_CALL.finditer(hlo):
     results, operands = _SHAPE.findall(m[1]), _SHAPE.findall(m[3])
     attrs = {k: int(v) for k, v in re.findall(r'(\w+) = (-?\d+)', m[4])}

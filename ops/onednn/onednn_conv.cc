@@ -394,7 +394,8 @@ ffi::Error Matmul(Any a, Any b, AnyOut c, bool trans_a, bool trans_b) {
         return MakeMatmulPlan(m, k, n, trans_a, trans_b, in, out);
       });
       auto& eng = Engine();
-      memory am(plan.a, eng, a.untyped_data()), bm(plan.b, eng, b.untyped_data()),
+      memory am(plan.a, eng, a.untyped_data()),
+          bm(plan.b, eng, b.untyped_data()),
           cm(plan.c, eng, c->untyped_data());
       plan.matmul.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm},
                                    {DNNL_ARG_DST, cm},

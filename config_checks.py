@@ -40,6 +40,7 @@ def check_values(config: ml_collections.ConfigDict,
   if not 0 <= config.ema_decay < 1:
     fail(f'ema_decay={config.ema_decay} must be in [0, 1) (0 = off); e.g. '
          '--config.ema_decay=0.999.')
+  _check_recipe(config, fail)
   check_batch_sizes(config)
   for cadence in CADENCES:
     _cadence(config, cadence)
@@ -55,6 +56,32 @@ def check_values(config: ml_collections.ConfigDict,
   # Unknown model names, keys and choices raise here.
   model = build_model(config.model, op_impls)
   check_input_size(model, config)
+  if config.whiten and not getattr(model, 'has_whitening_stem', False):
+    fail(f'whiten=True needs a model with a whitening stem (air_inception); '
+         f'{config.model.name!r} has none. Set --config.whiten=False.')
+
+
+def _check_recipe(config: ml_collections.ConfigDict, fail) -> None:
+  """The airbench levers' values (configs/base.py documents each)."""
+  if config.bias_lr_scale <= 0:
+    fail(f'bias_lr_scale={config.bias_lr_scale} must be > 0 (1 = off).')
+  for key in ('lr_start_factor', 'lr_end_factor'):
+    if not 0 <= config[key] <= 1:
+      fail(f'{key}={config[key]} must be in [0, 1] (a fraction of the peak).')
+  if config.optimizer == 'sgd_decoupled' and not (
+      config.learning_rate > 0 and 0 <= config.momentum < 1):
+    fail(f'optimizer=sgd_decoupled needs learning_rate > 0 and momentum in '
+         f'[0, 1); got {config.learning_rate} and {config.momentum}.')
+  if config.lookahead_every < 0 or not 0 <= config.lookahead_decay < 1:
+    fail(f'lookahead_every={config.lookahead_every} must be >= 0 (0 = off) '
+         f'and lookahead_decay={config.lookahead_decay} in [0, 1).')
+  if config.lookahead_every > 0 and config.ema_decay > 0:
+    fail('lookahead_every and ema_decay are both set; the lookahead already '
+         'averages the weights: set --config.ema_decay=0 or '
+         '--config.lookahead_every=0.')
+  if config.whiten_bias_epochs < 0 or config.eval_translate < 0:
+    fail(f'whiten_bias_epochs={config.whiten_bias_epochs} and eval_translate='
+         f'{config.eval_translate} must be >= 0.')
 
 
 # How often training logs, evaluates and checkpoints: each as

@@ -723,6 +723,32 @@ def batch_indices(num_examples: int, batch_size: int, step: int, seed: int, *,
   return permutation[start:start + per_process]
 
 
+def alternating_flips(indices: np.ndarray, step: int, num_examples: int,
+                      batch_size: int, seed: int) -> np.ndarray:
+  """Which of the examples `indices`, drawn at `step`, to mirror under
+  airbench's alternating flip: a random half of the set (fixed by `seed`)
+  in even epochs and the other half in odd ones, so that every example is
+  seen both ways every two epochs (random flips repeat or miss some).
+
+  Returns:
+    (len(indices),) bool.
+  """
+  epoch = step // steps_per_epoch(num_examples, batch_size)
+  return _first_flips(num_examples, seed)[indices] ^ bool(epoch % 2)
+
+
+@functools.lru_cache(maxsize=4)
+def _first_flips(num_examples: int, seed: int) -> np.ndarray:
+  flips = np.random.default_rng([seed, 0x1F119]).random(num_examples) < 0.5
+  flips.flags.writeable = False
+  return flips
+
+
+def mirror(images: np.ndarray, flips: np.ndarray) -> np.ndarray:
+  """(B,H,W,C) images with those where `flips` mirrored left-right."""
+  return np.where(flips[:, None, None, None], images[:, :, ::-1], images)
+
+
 def eval_batches(num_examples: int,
                  batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields (indices, valid) of shape (batch_size,) covering every example once.

@@ -1,13 +1,15 @@
 """The optimizer and learning-rate schedule that config.optimizer,
 config.schedule and their knobs name: SGD with Nesterov momentum or AdamW,
 weight decay on the kernels only (not biases or batch-norm scales), and an
-optional global-norm clip."""
+optional global-norm clip; or airbench's SGD ('sgd_decoupled', below).
+Around any of them: a learning-rate scale for the batch-norm biases
+(config.bias_lr_scale) and the frozen whitening stem (config.whiten)."""
 
 import jax
 import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = ('sgd', 'adamw')
+OPTIMIZERS = ('sgd', 'sgd_decoupled', 'adamw')
 SCHEDULES = ('cosine', 'step', 'onecycle')
 
 
@@ -46,28 +48,101 @@ def step_schedule(lr: float, warmup: int, decay_steps: list[int]):
   return schedule
 
 
-def make_optimizer(config, steps_per_epoch: int, total_steps: int):
+def decoupled_sgd(lr: float, weight_decay: float, momentum: float,
+                  batch_size: int) -> tuple[float, float]:
+  """airbench's hyperparameters as (learning rate, weight-decay coefficient)
+  of Nesterov SGD on the batch's mean loss.
+
+  `lr` and `weight_decay` are per 1024 examples and decoupled from the
+  momentum: with constant gradients the step per example is the same
+  whatever the batch size and momentum (Nesterov momentum m multiplies a
+  step by 1 + 1 / (1 - m) in the steady state), and the decay per step is
+  `weight_decay` whatever `lr` (airbench/utils.py, `train`).
+  """
+  kilostep = 1024 * (1 + 1 / (1 - momentum))
+  return lr * batch_size / kilostep, weight_decay / lr
+
+
+def make_schedule(config, steps_per_epoch: int, total_steps: int):
   warmup = warmup_steps(config, steps_per_epoch)
   lr = config.learning_rate
+  if config.optimizer == 'sgd_decoupled':
+    lr = decoupled_sgd(lr, config.weight_decay, config.momentum,
+                       config.batch_size)[0]
   if config.schedule == 'cosine':
-    schedule = optax.warmup_cosine_decay_schedule(
+    return optax.warmup_cosine_decay_schedule(
         0.0, lr, warmup, max(total_steps, warmup + 1))
-  elif config.schedule == 'onecycle':  # A triangle: 0 -> lr -> 0 at the end.
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup),
-         optax.linear_schedule(lr, 0.0, max(total_steps - warmup, 1))],
+  if config.schedule == 'onecycle':  # lr_start_factor -> 1 -> lr_end_factor.
+    return optax.join_schedules(
+        [optax.linear_schedule(config.lr_start_factor * lr, lr, warmup),
+         optax.linear_schedule(lr, config.lr_end_factor * lr,
+                               max(total_steps - warmup, 1))],
         [warmup])
-  else:
-    decays = [int(f * total_steps) for f in config.step_epochs]
-    schedule = step_schedule(lr, warmup, decays)
+  decays = [int(f * total_steps) for f in config.step_epochs]
+  return step_schedule(lr, warmup, decays)
+
+
+def is_norm_bias(path) -> bool:
+  """A batch norm's bias (ConvBlock names its norm 'bn')."""
+  keys = [getattr(k, 'key', None) for k in path]
+  return keys[-2:] == ['bn', 'bias']
+
+
+def is_stem(path) -> bool:
+  """A param of the whitening stem (models/air_inception.py's 'whiten')."""
+  return getattr(path[0], 'key', None) == 'whiten'
+
+
+def scale_norm_biases(factor: float) -> optax.GradientTransformation:
+  """Multiplies the batch-norm biases' gradients by `factor`: their
+  learning rate times `factor`, their weight decay per step unchanged."""
+  def scale(updates):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, u: u * factor if is_norm_bias(path) else u, updates)
+  return optax.stateless(lambda updates, params=None: scale(updates))
+
+
+def freeze_stem(bias_steps: int) -> optax.GradientTransformation:
+  """Zeroes the whitening stem's updates: its kernel's always, its bias's
+  from step `bias_steps` on (airbench trains the bias for a few epochs)."""
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    bias_on = state.count < bias_steps
+
+    def mask(path, u):
+      if not is_stem(path):
+        return u
+      keep = bias_on if getattr(path[-1], 'key', None) == 'bias' else False
+      return jnp.where(keep, u, jnp.zeros_like(u))
+    return (jax.tree_util.tree_map_with_path(mask, updates),
+            optax.ScaleByScheduleState(count=state.count + 1))
+  return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(config, steps_per_epoch: int, total_steps: int):
+  schedule = make_schedule(config, steps_per_epoch, total_steps)
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
   if config.optimizer == 'sgd':
     opt = optax.chain(
         optax.add_decayed_weights(config.weight_decay, decay_mask),
         optax.sgd(schedule, config.momentum, nesterov=True))
+  elif config.optimizer == 'sgd_decoupled':  # airbench: decays every param.
+    _, decay = decoupled_sgd(config.learning_rate, config.weight_decay,
+                             config.momentum, config.batch_size)
+    opt = optax.chain(optax.add_decayed_weights(decay),
+                      optax.sgd(schedule, config.momentum, nesterov=True))
   else:
     opt = optax.adamw(schedule, weight_decay=config.weight_decay,
                       mask=decay_mask)
+  if config.bias_lr_scale != 1.0:
+    opt = optax.chain(scale_norm_biases(config.bias_lr_scale), opt)
   if config.grad_clip_norm > 0:
     opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
+  if config.whiten:
+    opt = optax.chain(opt, freeze_stem(
+        round(config.whiten_bias_epochs * steps_per_epoch)))
   return opt, schedule

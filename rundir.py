@@ -298,7 +298,12 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 # dotted ('model.reduce_norm'). A knob added with a default that trains as
 # before, and listed here, keeps every earlier run valid and resumable (not
 # stale, its checkpoints compatible).
-ADDED_KEYS = {'ema_decay': 0.0, 'eval_flip': False, 'log_every_epochs': 0.0,
+ADDED_KEYS = {'model.act': 'relu', 'model.norm_scale': True, 'data.alternate_flip': False,
+              'bias_lr_scale': 1.0, 'lr_start_factor': 0.0,
+              'lr_end_factor': 0.0, 'lookahead_every': 0,
+              'lookahead_decay': 0.95**5, 'whiten': False,
+              'whiten_bias_epochs': 3.0, 'eval_translate': 0,
+              'ema_decay': 0.0, 'eval_flip': False, 'log_every_epochs': 0.0,
               'eval_every_epochs': 0.0, 'checkpoint_every_epochs': 0.0}
 
 

@@ -21,11 +21,13 @@ def get_config() -> ml_collections.ConfigDict:
       width=1.0,               # Global width multiplier (> 0).
       dropout=0.0,             # Before the dense head.
       module='reduced',        # naive | reduced.
-      reduce_act='relu',       # After the 1x1 reductions: relu | linear.
+      act='relu',              # After every other conv: relu | gelu.
+      reduce_act='relu',       # After the 1x1 reductions: relu | gelu | linear.
       branch3='standard',      # standard | separable (depthwise 3x3 + 1x1).
       branch5='5x5',           # 5x5 | 3x3x2 (two 3x3s) | separable.
       pool='max',              # Pool branch: max | avg | none.
       norm='batch',            # batch | none.
+      norm_scale=True,         # Batch norm learns a scale (False: 1).
       use_bias=False,          # Conv bias.
       fuse_pointwise=True,     # 1x1 siblings reading one input: one GEMM.
       dtype='float32',         # Compute dtype: float32 | bfloat16.
@@ -68,6 +70,9 @@ def get_config() -> ml_collections.ConfigDict:
       random_crop=True,        # Random crop after reflect padding.
       crop_padding=4,
       flip=True,               # Random horizontal flip.
+      alternate_flip=False,    # flip: mirror a fixed random half of the
+                               # images in even epochs, the other half in odd
+                               # ones (input_pipeline.alternating_flips).
       normalize=True,          # Per-channel mean / std of the train split.
       # source='synthetic' only. Examples of (train, test): a tenth of
       # CIFAR-10's, so that a smoke run loads its data in a fraction of a
@@ -84,15 +89,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 128      # Global; must divide by the device count.
   config.num_epochs = 30.0
   config.num_train_steps = -1  # > 0 overrides num_epochs.
-  config.optimizer = 'sgd'     # sgd (Nesterov momentum) | adamw.
-  config.learning_rate = 0.1   # Peak, for a batch of 128; not rescaled.
+  # sgd (Nesterov momentum) | adamw | sgd_decoupled: airbench's Nesterov
+  # SGD, whose learning_rate and weight_decay are per 1024 examples and
+  # decoupled from the momentum and batch size (optim.decoupled_sgd).
+  config.optimizer = 'sgd'
+  config.learning_rate = 0.1   # Peak; sgd and adamw: not rescaled by batch.
   config.momentum = 0.9
   config.weight_decay = 5e-4
+  config.bias_lr_scale = 1.0   # Batch-norm biases' learning rate x this.
   config.label_smoothing = 0.0
   config.schedule = 'cosine'   # cosine | step | onecycle.
-  # cosine and step warm up linearly from 0 to learning_rate; onecycle then
-  # decays linearly to 0 at the last step (a triangle).
+  # cosine and step warm up linearly from 0 to learning_rate; onecycle
+  # warms up from lr_start_factor x learning_rate, then decays linearly to
+  # lr_end_factor x learning_rate at the last step.
   config.warmup_epochs = 1.0
+  config.lr_start_factor = 0.0
+  config.lr_end_factor = 0.0
   config.step_epochs = (0.5, 0.75)  # step: fractions of training, lr x0.1 each.
   config.grad_clip_norm = 0.0  # 0 = off.
   # > 0: keep an exponential moving average of the params and batch stats,
@@ -101,6 +113,17 @@ def get_config() -> ml_collections.ConfigDict:
   # starts at the init and averages over about the last 1 / (1 - ema_decay)
   # steps once warm. 0 = off (and the checkpoints hold no average).
   config.ema_decay = 0.0
+  # > 0: lookahead (airbench): every this many steps the slow weights (params
+  # and batch stats) move towards the live ones by 1 - d, with
+  # d = lookahead_decay * (step / total_steps)**3, and the live ones are
+  # reset to them; the last step ends on the slow weights. 0 = off.
+  config.lookahead_every = 0
+  config.lookahead_decay = 0.95**5
+  # A frozen 2x2 whitening stem (models with one: air_inception): its kernel
+  # from the training images' patch covariance (whitening.py), its bias
+  # trained for the first whiten_bias_epochs.
+  config.whiten = False
+  config.whiten_bias_epochs = 3.0
 
   # Evaluation, checkpoints and logging: each cadence in steps
   # (*_every_steps) or in epochs (*_every_epochs, rounded to a step),
@@ -112,6 +135,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 500
   config.eval_flip = False     # Evaluate the mean logits of each image and
                                # its horizontal mirror (test-time flip).
+  config.eval_translate = 0    # > 0 (with eval_flip): also average in the
+                               # flip-averaged logits of the image shifted by
+                               # this many pixels both ways (airbench's TTA).
   config.checkpoint_every_steps = 1000
   config.checkpoint_every_epochs = 0.0
   config.keep_checkpoints = 3

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from flax import linen as nn
 
+from models.air_inception import AirInception
 from models.googlenet import GoogLeNet
 from models.inception import InceptionModule, InceptionOptions, ReducedConv
 from models.layers import ConvBlock, Pool
@@ -20,6 +21,7 @@ from models.small_inception import SmallInception
 from ops import Ops
 
 MODELS: dict[str, type[nn.Module]] = {
+    'air_inception': AirInception,
     'googlenet': GoogLeNet,
     'small_inception': SmallInception,
 }
@@ -52,6 +54,6 @@ def build_model(model_config: Mapping[str, Any], ops: Ops = Ops()
   return cls(opts=opts, **cfg)
 
 
-__all__ = ['MODELS', 'build_model', 'ConvBlock', 'GoogLeNet', 'InceptionModule',
+__all__ = ['MODELS', 'AirInception', 'build_model', 'ConvBlock', 'GoogLeNet', 'InceptionModule',
            'InceptionOptions', 'Pool', 'PointwiseConv', 'ReducedConv',
            'SmallInception']

@@ -21,6 +21,7 @@ from ops import Ops
 
 CHOICES = {
     'module': ('naive', 'reduced'),
+    'act': ('relu', 'gelu'),                     # After every other conv.
     'reduce_act': tuple(ACTIVATIONS),            # After the 1x1 reductions.
     'branch3': ('standard', 'separable'),        # The 3x3 branch.
     'branch5': ('5x5', '3x3x2', 'separable'),    # The 5x5 branch.
@@ -35,11 +36,13 @@ class InceptionOptions:
   """Ablation knobs shared by every module of a network, and the `ops`
   that compute its layers (not a knob: same params and math either way)."""
   module: str = 'reduced'
+  act: str = 'relu'
   reduce_act: str = 'relu'
   branch3: str = 'standard'
   branch5: str = '5x5'
   pool: str = 'max'
   norm: str = 'batch'
+  norm_scale: bool = True      # Batch norm with a learned scale (else 1).
   use_bias: bool = False
   fuse_pointwise: bool = True  # 1x1 siblings that read x as one GEMM.
   dtype: str = 'float32'      # Compute dtype; params stay float32.
@@ -54,8 +57,10 @@ class InceptionOptions:
     return jnp.dtype(self.dtype)
 
   def conv(self, features: int, kernel: int = 1, **kw) -> ConvBlock:
-    """A ConvBlock with this network's norm, bias and dtype."""
-    return ConvBlock(features, kernel, norm=self.norm, use_bias=self.use_bias,
+    """A ConvBlock with this network's norm, bias, activation and dtype."""
+    kw = {'act': self.act} | kw
+    return ConvBlock(features, kernel, norm=self.norm,
+                     norm_scale=self.norm_scale, use_bias=self.use_bias,
                      dtype=self.compute_dtype, ops=self.ops, **kw)
 
   def pool_layer(self, kind: str, window: int = 3, stride: int = 1,
@@ -115,7 +120,7 @@ class InceptionModule(nn.Module):
                          'reduction width for each present branch.')
 
     # The 1x1 convs that read x: name -> (width, activation).
-    heads = {'b1x1': (self.c1, 'relu')}
+    heads = {'b1x1': (self.c1, o.act)}
     if reduced:
       heads['b3x3_reduce'] = (self.r3 if self.c3 else 0, o.reduce_act)
       heads['b5x5_reduce'] = (self.r5 if self.c5 else 0, o.reduce_act)

@@ -16,7 +16,8 @@ from models.pointwise import PointwiseConv
 from ops import Ops
 
 NORMS = ('batch', 'none')
-ACTIVATIONS: dict[str, Callable] = {'relu': nn.relu, 'linear': lambda x: x}
+ACTIVATIONS: dict[str, Callable] = {'relu': nn.relu, 'gelu': nn.gelu,
+                                     'linear': lambda x: x}
 POOLS = ('max', 'avg')
 
 
@@ -47,6 +48,7 @@ class ConvBlock(nn.Module):
   padding: str = 'SAME'
   separable: bool = False
   norm: str = 'batch'
+  norm_scale: bool = True  # A learned batch-norm scale (else 1).
   act: str = 'relu'
   use_bias: bool = False
   dtype: Any = jnp.float32
@@ -87,6 +89,7 @@ class ConvBlock(nn.Module):
                                 dtype=self.dtype, name='conv')(x)
     if self.norm == 'batch':
       y = self.ops.norm_layer(train, momentum=0.9, epsilon=1e-5,
+                              use_scale=self.norm_scale,
                               dtype=self.dtype, name='bn')(y)
     return ACTIVATIONS[self.act](y)
 

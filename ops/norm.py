@@ -70,17 +70,20 @@ class BatchNorm(nn.Module):
 
   use_running_average=True normalizes with the running averages; False with
   the batch's statistics, and (outside init) updates the running averages:
-  avg <- momentum * avg + (1 - momentum) * batch value.
+  avg <- momentum * avg + (1 - momentum) * batch value. use_scale=False:
+  no 'scale' param (a scale of 1), as nn.BatchNorm.
   """
   use_running_average: bool = False
   momentum: float = 0.99
   epsilon: float = 1e-5
   dtype: Any = None  # Output dtype; None keeps the input's.
+  use_scale: bool = True
 
   @nn.compact
   def __call__(self, x):  # (..., C) -> (..., C)
     features = (x.shape[-1],)
-    scale = self.param('scale', nn.initializers.ones, features, jnp.float32)
+    scale = (self.param('scale', nn.initializers.ones, features, jnp.float32)
+             if self.use_scale else jnp.ones(features, jnp.float32))
     bias = self.param('bias', nn.initializers.zeros, features, jnp.float32)
     avg_mean = self.variable('batch_stats', 'mean', jnp.zeros, features,
                              jnp.float32)

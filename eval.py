@@ -25,10 +25,10 @@ import checkpoints
 import config_checks
 import input_pipeline
 import rundir
-import train
+import trainer
 from configs.common import parse_flags
 
-# --workdir is train.py's flag (defining it again raises DuplicateFlagError).
+flags.DEFINE_string('workdir', None, 'The run directory (train.py --workdir).')
 flags.DEFINE_string('split', None, "Split to evaluate; default: the run's "
                     'eval_split.')
 flags.DEFINE_string('data', None, 'Override config.data.source.')
@@ -50,7 +50,7 @@ def evaluate(workdir: str, split: str | None = None,
   examples = input_pipeline.load_split(config.data, split)
   config_checks.check_image_fits(config.image_size, min(examples.images.shape[1:3]),
                          f'the {split!r} images of {config.data.source}')
-  runner, state = train.restore_for_eval(config, workdir)
+  runner, state = trainer.restore_for_eval(config, workdir)
   result = runner.evaluate(state, examples)
   result |= {'step': int(jax.device_get(state.step)),
              'source': config.data.source}
@@ -62,7 +62,7 @@ def evaluate(workdir: str, split: str | None = None,
 
 def main(argv):
   del argv
-  train.quiet_orbax()  # As train.py: orbax's INFO lines off the console.
+  trainer.quiet_orbax()  # As train.py: orbax's INFO lines off the console.
   try:
     r = evaluate(FLAGS.workdir, FLAGS.split, FLAGS.data)
   except (ValueError, input_pipeline.DataError) as e:

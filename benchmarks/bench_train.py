@@ -3,13 +3,13 @@
   python benchmarks/bench_train.py                       # every model, a table
   python benchmarks/bench_train.py --json --models=g025,small --repeats=7
 
-The step is train.py's `train_step` (augmentation included: reflect-pad,
+The step is trainer.py's `train_step` (augmentation included: reflect-pad,
 random crop, flip, normalise; forward, softmax cross-entropy, backward,
 optax weight decay + Nesterov SGD-momentum, batch-norm statistics), jitted
 with the state donated, on a random uint8 batch of --batch (128) images,
 in float32.
 
---config=FILE[:ARGS] (train.py's flag, with --config.KEY=VALUE overrides)
+--config=FILE[:ARGS] (as train.py's, with --config.KEY=VALUE overrides)
 times that one config instead, at its batch_size unless --batch is given
 and in its model.dtype (the base program stays float32). Models
 (--models picks a subset):
@@ -102,18 +102,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from ml_collections import config_flags
 
 import accounting
 from benchmarks import benchlib
 import ops
 import optim
-import train
+import trainer
 from configs.common import load_config
 from models import build_model
 from models.googlenet import WIDTHS
 from models.inception import scaled
 from models.small_inception import LAYOUT
 
+config_flags.DEFINE_config_file('config', None, 'Config file[:args] to time '
+                                'instead of --models.', lock_config=True)
 flags.DEFINE_list('models', ['g025', 'g05', 'small', 'naive025', 'g10'],
                   'Subset of: g025, g05, g10, naive025, small.')
 flags.DEFINE_integer('repeats', 5, 'Timed rounds (median reported); width '
@@ -262,15 +265,15 @@ class Stepper:
     tx, _ = optim.make_optimizer(config, 100, 1000)
     # Compiled as train.py compiles it (unoptimised on CPU): it runs once.
     self.state = jax.jit(
-        functools.partial(train.init_state, model, config, tx),
-        compiler_options=train.INIT_COMPILER_OPTIONS.get(
+        functools.partial(trainer.init_state, model, config, tx),
+        compiler_options=trainer.INIT_COMPILER_OPTIONS.get(
             jax.default_backend()))()
     rng = np.random.default_rng(0)
     self.images = jnp.asarray(rng.integers(0, 256, (batch, size, size, 3),
                                            np.uint8))
     self.labels = jnp.asarray(rng.integers(0, 10, (batch,), np.int32))
     self.seed_key = jax.random.PRNGKey(config.seed)
-    step = jax.jit(functools.partial(train.train_step, model=model,
+    step = jax.jit(functools.partial(trainer.train_step, model=model,
                                      config=config, stats=STATS),
                    donate_argnums=(0,),
                    compiler_options=ops.compiler_options(config))
@@ -300,10 +303,10 @@ def model_flops(config, batch: int) -> float:
   pools, flax's batch norm)."""
   ref = config.copy_and_resolve_references()
   model = build_model(ref.model)  # Default ops: XLA's.
-  step = jax.jit(functools.partial(train.train_step, model=model, config=ref,
+  step = jax.jit(functools.partial(trainer.train_step, model=model, config=ref,
                                    stats=STATS))
   tx, _ = optim.make_optimizer(ref, 100, 1000)
-  abstract = jax.eval_shape(functools.partial(train.init_state, model, ref, tx))
+  abstract = jax.eval_shape(functools.partial(trainer.init_state, model, ref, tx))
   images = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.uint8)
   labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
   key = jax.random.PRNGKey(0)

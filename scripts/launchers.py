@@ -204,7 +204,7 @@ class TrainJob(submitit.helpers.Checkpointable):
   calls checkpoint() on the first task: it forwards SIGTERM to train.py,
   which saves a checkpoint and exits, and requeues this job, which resumes
   from that checkpoint. The other tasks' train.py processes stop at the
-  same step (train.StopSignal agrees across processes). A crash is recorded
+  same step (trainer.StopSignal agrees across processes). A crash is recorded
   in summary.json as the local launcher records it, and fails the job."""
 
   def __init__(self, cmd: list[str], run_dir: str, stop_timeout_s: int = 60):

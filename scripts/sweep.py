@@ -355,7 +355,7 @@ def record_sweep(workdir: str, previous: dict | None, spec: str,
 def run_env(run_dir: str) -> dict[str, str]:
   """A local run's environment: JAX's persistent compilation cache in the
   sweep's folder, unless one is set. The seeds of a design run the same
-  programs (train.train_step takes the seed as an argument), so only the
+  programs (trainer.train_step takes the seed as an argument), so only the
   first compiles them. One cache per host: XLA:CPU compiles for the host's
   CPU, which JAX's cache keys do not name."""
   cache = os.path.join(os.path.dirname(run_dir), XLA_CACHE,

@@ -1,8 +1,8 @@
-"""train.py's entry point, plus a dump of the final in-memory train state.
+"""train.py's command, plus a dump of the final in-memory train state.
 
   python tests/distributed_worker.py --dump=DIR <train.py flags>
 
-Runs exactly what `python train.py` runs (the same flags, including
+Runs train.py itself as `__main__` (the same flags and parser, including
 --distributed), then writes DIR/state_<process index>.npz: every leaf of the
 state that the last checkpoint save received (params, batch_stats, opt_state),
 as this process holds it, keyed 'params/...', 'batch_stats/...', 'opt_state/...'.
@@ -10,16 +10,17 @@ tests/test_train.py compares these across processes and device counts.
 """
 
 import os
+import runpy
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-from absl import app, flags  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
 import jax
 import numpy as np
 
 import checkpoints
-import train
 
 flags.DEFINE_string('dump', None, 'Folder for state_<process index>.npz.')
 
@@ -69,14 +70,18 @@ def _same_cache_keys_on_every_process():
     cache_key._hash_accelerator_config = cache_key._hash_devices
 
 
-def main(argv):
-  if flags.FLAGS.distributed:
+def main():
+  if '--distributed' in sys.argv:
     _same_cache_keys_on_every_process()
   _capture_saves()
-  train.main(argv)
+  try:  # train.py's app.run parses the flags, --dump too, and exits.
+    runpy.run_path(os.path.join(ROOT, 'train.py'), run_name='__main__')
+  except SystemExit as e:
+    if e.code not in (None, 0):
+      raise
   dump(flags.FLAGS.dump)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir', 'dump'])
-  app.run(main)
+  flags.mark_flags_as_required(['dump'])
+  main()

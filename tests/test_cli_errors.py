@@ -24,7 +24,7 @@ import eval as eval_tool
 import config_checks
 import input_pipeline
 import rundir
-import train
+import trainer
 from configs import common
 from configs import small_inception
 from configs import test as test_config
@@ -51,7 +51,7 @@ def fail_if_reached(monkeypatch, what):
   def reached(*args, **kwargs):
     raise AssertionError(what)
   for name in ('load_data', 'Runner'):
-    monkeypatch.setattr(train, name, reached)
+    monkeypatch.setattr(trainer, name, reached)
 
 
 # --- --config flags ----------------------------------------------------------
@@ -167,7 +167,7 @@ def test_image_size_zero_is_refused_before_anything_runs(tmp_path,
                                                          monkeypatch):
   fail_if_reached(monkeypatch, 'got past the config check')
   with pytest.raises(ValueError) as error:
-    train.train_and_evaluate(make_config(image_size=0), str(tmp_path / 'run'))
+    trainer.train_and_evaluate(make_config(image_size=0), str(tmp_path / 'run'))
   assert str(error.value) == (
       'Bad config: image_size=0 is too small for googlenet: its layers need '
       'inputs of at least 1x1; set --config.image_size >= 1 (and <= the '
@@ -201,13 +201,13 @@ def test_image_size_larger_than_the_synthetic_images():
 def test_image_size_larger_than_a_folders_images_before_compiling(
     tmp_path, monkeypatch):
   make_folder(tmp_path / 'images', {'train': 10}, size=8)
-  monkeypatch.setattr(train, 'Runner', lambda *args: pytest.fail('compiles'))
+  monkeypatch.setattr(trainer, 'Runner', lambda *args: pytest.fail('compiles'))
   config = make_config(image_size=12, **{
       'data.source': str(tmp_path / 'images'),
       'data.cache_dir': str(tmp_path / 'cache')})
   with pytest.raises(ValueError, match=re.escape(
       "image_size=12 is larger than the 'train[:90%]' images (8x8)")):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
 # --- Workdir lock ------------------------------------------------------------
@@ -247,7 +247,7 @@ def test_a_held_workdir_is_refused_and_freed_when_its_holder_is_killed(
   workdir = tmp_path / 'run'
   fail_if_reached(monkeypatch, 'got past the lock')
   with pytest.raises(rundir.WorkdirInUseError) as error:
-    train.train_and_evaluate(make_config(), str(workdir))
+    trainer.train_and_evaluate(make_config(), str(workdir))
   assert re.fullmatch(holder_message(workdir, holder.pid), str(error.value))
   assert os.listdir(workdir) == [rundir.LOCK]
 
@@ -263,26 +263,26 @@ def test_a_held_workdir_is_refused_and_freed_when_its_holder_is_killed(
 def test_every_process_raises_when_process_0_cannot_lock(tmp_path, holder,
                                                          monkeypatch):
   workdir = tmp_path / 'run'
-  monkeypatch.setattr(train.jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(trainer.jax, 'process_count', lambda: 2)
   gathered = []  # What each process reports: [process 0's, process 1's].
-  monkeypatch.setattr(train.multihost_utils, 'process_allgather',
+  monkeypatch.setattr(trainer.multihost_utils, 'process_allgather',
                       lambda x: np.array(gathered))
   # Process 0 meets the holder.
   gathered[:] = [1, 0]
   with pytest.raises(rundir.WorkdirInUseError) as error:
-    with train.hold_workdir(str(workdir)):
+    with trainer.hold_workdir(str(workdir)):
       pytest.fail('entered')
   assert re.fullmatch(holder_message(workdir, holder.pid), str(error.value))
   # Process 1 learns it from the gather; it takes no lock itself.
-  monkeypatch.setattr(train.jax, 'process_index', lambda: 1)
+  monkeypatch.setattr(trainer.jax, 'process_index', lambda: 1)
   other = tmp_path / 'other'
   with pytest.raises(rundir.WorkdirInUseError, match=re.escape(
       f'{other} is in use by another training (found by process 0: see its '
       'log); nothing was changed.')):
-    with train.hold_workdir(str(other)):
+    with trainer.hold_workdir(str(other)):
       pytest.fail('entered')
   gathered[:] = [0, 0]
-  with train.hold_workdir(str(other)):
+  with trainer.hold_workdir(str(other)):
     pass
   assert not other.exists()
 

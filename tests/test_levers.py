@@ -21,7 +21,7 @@ import config_checks
 import input_pipeline
 import ops
 import optim
-import train
+import trainer
 from configs import test as test_config
 from configs.common import load_config
 from models import build_model
@@ -52,7 +52,7 @@ def batch(config, seed=0):
 def fresh_state(config):
   model = model_of(config)
   tx, _ = optim.make_optimizer(config, 10, 100)
-  return model, jax.jit(functools.partial(train.init_state, model, config,
+  return model, jax.jit(functools.partial(trainer.init_state, model, config,
                                           tx))()
 
 
@@ -67,7 +67,7 @@ def weights(state):
 
 
 class LegacyState(train_state.TrainState):
-  """train.TrainState as it was before the EMA: what old checkpoints hold."""
+  """trainer.TrainState as it was before the EMA: what old checkpoints hold."""
   batch_stats: object
 
 
@@ -85,7 +85,7 @@ def ema_run():
   model, state = fresh_state(config)
   images, labels = batch(config)
   key = jax.random.PRNGKey(config.seed)
-  lowered = jitted(train.train_step, model, config).lower(state, images,
+  lowered = jitted(trainer.train_step, model, config).lower(state, images,
                                                           labels, key)
   step = lowered.compile()
   history, metrics = [weights(state)], []
@@ -115,12 +115,12 @@ def test_evaluation_uses_the_ema_weights(ema_run):
   config, model, state = ema_run.config, ema_run.model, ema_run.state
   images, labels = batch(config, seed=1)
   mask = np.ones(len(labels), np.float32)
-  as_plain_state = lambda variables: train.TrainState.create(
+  as_plain_state = lambda variables: trainer.TrainState.create(
       apply_fn=None, tx=optax.identity(), **variables)
-  evaluated = jitted(train.eval_step, model, config)(state, images, labels,
+  evaluated = jitted(trainer.eval_step, model, config)(state, images, labels,
                                                      mask)
   # The same eval step on plain states (no EMA) of either set of weights.
-  plain = jitted(train.eval_step, model, make_config(
+  plain = jitted(trainer.eval_step, model, make_config(
       **{'model.dtype': 'bfloat16'}))
   of_ema = plain(as_plain_state(state.ema), images, labels, mask)
   of_live = plain(as_plain_state(weights(state)), images, labels, mask)
@@ -138,9 +138,9 @@ def test_without_ema_the_checkpoint_format_is_unchanged(tmp_path):
   config = make_config()
   model = model_of(config)
   tx, _ = optim.make_optimizer(config, 10, 100)
-  abstract = jax.eval_shape(functools.partial(train.init_state, model,
+  abstract = jax.eval_shape(functools.partial(trainer.init_state, model,
                                               config, tx))
-  assert type(abstract) is train.TrainState
+  assert type(abstract) is trainer.TrainState
   rng = np.random.default_rng(0)
   filled = jax.tree.map(lambda s: np.asarray(rng.standard_normal(s.shape),
                                              s.dtype), abstract)
@@ -153,7 +153,7 @@ def test_without_ema_the_checkpoint_format_is_unchanged(tmp_path):
   ckpt = checkpoints.Checkpoints(str(tmp_path / 'old'), 2, {})
   ckpt.save(1, legacy)
   ckpt.close()
-  runner = train.Runner(config, STATS)
+  runner = trainer.Runner(config, STATS)
   ckpt = checkpoints.Checkpoints(str(tmp_path / 'old'), 2, {})
   restored = ckpt.restore_latest(runner.sharded(abstract))
   ckpt.close()
@@ -161,7 +161,7 @@ def test_without_ema_the_checkpoint_format_is_unchanged(tmp_path):
   assert_trees_close(restored.opt_state, legacy.opt_state, rtol=0, atol=0)
 
   ema_config = make_config(ema_decay=0.9)
-  ema_abstract = train.Runner(ema_config, STATS).abstract_state(tx)
+  ema_abstract = trainer.Runner(ema_config, STATS).abstract_state(tx)
   with_ema = jax.tree.map(lambda s: np.asarray(rng.standard_normal(s.shape),
                                                s.dtype), ema_abstract)
   ckpt = checkpoints.Checkpoints(str(tmp_path / 'ema'), 2, {})
@@ -190,10 +190,10 @@ def test_eval_flip_scores_the_mean_logits_of_image_and_mirror():
   size = config.image_size
   variables = random_variables(model, jnp.zeros((1, size, size, 3)),
                                train=False)
-  state = train.TrainState.create(apply_fn=None, tx=optax.identity(),
+  state = trainer.TrainState.create(apply_fn=None, tx=optax.identity(),
                                   **variables)
   mask = np.ones(len(labels), np.float32)
-  flipped = jitted(train.eval_step, model, config)(state, images, labels,
+  flipped = jitted(trainer.eval_step, model, config)(state, images, labels,
                                                    mask)
 
   apply = jax.jit(functools.partial(model.apply, train=False))
@@ -291,6 +291,6 @@ def test_bfloat16_computes_in_bf16_and_keeps_float32_weights(ema_run):
   assert np.isfinite(losses).all() and losses[-1] < losses[0]  # It learns.
   size = ema_run.config.image_size
   logits = jax.eval_shape(
-      functools.partial(train.eval_logits, model=ema_run.model, flip=True),
+      functools.partial(trainer.eval_logits, model=ema_run.model, flip=True),
       state.ema, jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
   assert logits.dtype == float32

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -45,10 +46,12 @@ def test_other_processes_write_nothing(tmp_path):
   assert not list(tmp_path.iterdir())
 
 
-def test_entry_points_start_without_tensorflow():
+@pytest.mark.parametrize('entry_point', ['train', 'eval'])
+def test_entry_points_start_without_tensorflow(entry_point):
   """TensorFlow (seconds to import, start-up lines on stderr, a second oneDNN
-  in the process) loads only where a TFDS source is used."""
-  code = ('import sys, train, eval, input_pipeline, metric_log; '
+  in the process) loads only where a TFDS source is used. One process each:
+  both tools define --workdir."""
+  code = (f'import sys, {entry_point}, trainer, input_pipeline, metric_log; '
           'print("tensorflow" in sys.modules)')
   done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, text=True,
                         capture_output=True, check=True, timeout=120)

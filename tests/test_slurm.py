@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 import rundir
-import train
+import trainer
 from tests.conftest import CACHE_DIR
 from tests.slurm_cluster import ClusterUnavailable, SlurmCluster
 
@@ -186,7 +186,7 @@ def runs(cluster, tmp_path_factory):
 @functools.cache
 def final_state(workdir) -> dict:
   """The run's last checkpoint: {'params/...': array, ...}."""
-  _, state = train.restore_for_eval(rundir.load_run_config(str(workdir)),
+  _, state = trainer.restore_for_eval(rundir.load_run_config(str(workdir)),
                                     str(workdir))
   out = {}
   for name in ('params', 'batch_stats', 'opt_state'):

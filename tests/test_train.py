@@ -33,7 +33,7 @@ import input_pipeline
 import ops
 import optim
 import rundir
-import train
+import trainer
 from configs import test as test_config
 from tests.conftest import CACHE_DIR
 from tests.helpers import CLASSES, make_folder
@@ -125,7 +125,7 @@ def flat_state(state) -> dict:
 
 def restored(workdir) -> dict:
   """The latest checkpoint of `workdir`, as eval.py restores it."""
-  _, state = train.restore_for_eval(rundir.load_run_config(workdir), workdir)
+  _, state = trainer.restore_for_eval(rundir.load_run_config(workdir), workdir)
   return flat_state(state)
 
 
@@ -168,7 +168,7 @@ def free_port() -> int:
 def run6(tmp_path_factory):
   """(workdir, summary) of configs/test.py trained for 6 steps in one go."""
   workdir = tmp_path_factory.mktemp('run6') / 'workdir'
-  summary = train.train_and_evaluate(make_config(), str(workdir))
+  summary = trainer.train_and_evaluate(make_config(), str(workdir))
   return workdir, summary
 
 
@@ -182,18 +182,18 @@ def copy_run(run6, tmp_path):
 def test_time_to_target_is_the_wall_time_of_the_first_evaluation_reaching_it(
     monkeypatch):
   clock = [100.0]
-  monkeypatch.setattr(train.time, 'perf_counter', lambda: clock[0])
-  timer = train.Timer({'wall_seconds': 50.0}, started=100.0)  # Resumed.
+  monkeypatch.setattr(trainer.time, 'perf_counter', lambda: clock[0])
+  timer = trainer.Timer({'wall_seconds': 50.0}, started=100.0)  # Resumed.
   for now, accuracy in [(130.0, 0.85), (160.0, 0.91), (200.0, 0.95)]:
     clock[0] = now
     timer.evaluated(accuracy, target=0.9, step=int(now))
   assert timer.time_to_target == 50.0 + 60.0  # At 160 s, not 200 s.
   assert timer.wall_seconds == 50.0 + 100.0
   # A later session keeps the first time; a target of 0 records none.
-  later = train.Timer({'time_to_target_s': 110.0}, started=200.0)
+  later = trainer.Timer({'time_to_target_s': 110.0}, started=200.0)
   later.evaluated(0.99, target=0.9, step=1)
   assert later.time_to_target == 110.0
-  off = train.Timer({}, started=0.0)
+  off = trainer.Timer({}, started=0.0)
   off.evaluated(1.0, target=0.0, step=1)
   assert off.time_to_target is None
 
@@ -250,7 +250,7 @@ def test_run_writes_summary_metrics_config_events_and_checkpoints(run6):
 
   # The validation split: the last 10% of every class, scored by the last
   # checkpoint as the end of training measured.
-  runner, state = train.restore_for_eval(config, str(workdir))
+  runner, state = trainer.restore_for_eval(config, str(workdir))
   val = runner.evaluate(state, input_pipeline.load_split(
       config.data, config.data.eval_split))
   check_eval_result(val, SYNTHETIC_CLASSES, VAL_PER_CLASS)
@@ -352,7 +352,7 @@ def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
                           'data.data_dir': str(tmp_path / 'tfds'),
                           'data.crop_padding': 4})
   with tfds.testing.mock_data(num_examples=20):  # 32x32 random "CIFAR-10".
-    summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+    summary = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert summary['status'] == 'ok' and summary['steps'] == 2
   assert summary['val_split'] == 'train[90%:]'
   assert 0 <= summary['test_accuracy'] <= 1  # Mock data has a test split.
@@ -366,14 +366,14 @@ def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_stop_and_resume_is_bitwise_identical_to_one_go(run6, tmp_path):
   workdir = tmp_path / 'resumed'
-  first = train.train_and_evaluate(make_config(stop_after_steps=3),
+  first = trainer.train_and_evaluate(make_config(stop_after_steps=3),
                                    str(workdir))
   assert first['status'] == 'interrupted' and first['steps'] == 3
   assert 'test_accuracy' not in first  # Only a finished run is tested.
   assert checkpoint_steps(workdir) == [3]
   assert read_json(workdir / 'summary.json')['status'] == 'interrupted'
 
-  second = train.train_and_evaluate(make_config(stop_after_steps=-1),
+  second = trainer.train_and_evaluate(make_config(stop_after_steps=-1),
                                     str(workdir))
   assert second['status'] == 'ok' and second['steps'] == STEPS
   assert train_steps_logged(workdir) == list(range(1, STEPS + 1))  # No repeats.
@@ -389,7 +389,7 @@ def test_stop_and_resume_is_bitwise_identical_to_one_go(run6, tmp_path):
 def test_throughput_leaves_out_the_compile(tmp_path):
   """The first logging window holds XLA's compile of the step; the images
   per second are of the steps alone, and the compile has its own field."""
-  summary = train.train_and_evaluate(
+  summary = trainer.train_and_evaluate(
       make_config(log_every_steps=3), str(tmp_path / 'run'))
   steps_seconds = summary['train_seconds'] - summary['compile_seconds']
   assert 0 < summary['compile_seconds'] < summary['train_seconds']
@@ -404,11 +404,11 @@ def test_checkpoint_resumes_under_other_ops(tmp_path):
   xla = {'ops.conv': 'xla', 'ops.pool': 'xla', 'ops.norm': 'xla'}
   cpu = {'ops.conv': 'im2col', 'ops.pool': 'slices', 'ops.norm': 'custom_vjp'}
   workdir, control = tmp_path / 'run', tmp_path / 'control'
-  train.train_and_evaluate(make_config(stop_after_steps=3, **xla), str(workdir))
+  trainer.train_and_evaluate(make_config(stop_after_steps=3, **xla), str(workdir))
   shutil.copytree(workdir, control)
   # The control takes step 4 from the same checkpoint under XLA's ops.
-  train.train_and_evaluate(make_config(stop_after_steps=1, **xla), str(control))
-  summary = train.train_and_evaluate(make_config(**cpu), str(workdir))
+  trainer.train_and_evaluate(make_config(stop_after_steps=1, **xla), str(control))
+  summary = trainer.train_and_evaluate(make_config(**cpu), str(workdir))
   assert summary['status'] == 'ok' and summary['steps'] == STEPS
   assert train_steps_logged(workdir) == list(range(1, STEPS + 1))
   loss_at = lambda w, step: next(m['train/loss'] for m in read_metrics(w)
@@ -479,7 +479,7 @@ def fail_past_the_workdir_check(monkeypatch):
   """Makes loading data, building the runner or jitting raise."""
   def reached(*args, **kwargs):
     raise AssertionError('got past the workdir check')
-  for module, name in ((train, 'load_data'), (train, 'Runner'), (jax, 'jit')):
+  for module, name in ((trainer, 'load_data'), (trainer, 'Runner'), (jax, 'jit')):
     monkeypatch.setattr(module, name, reached)
 
 
@@ -491,8 +491,8 @@ def test_changed_training_values_are_refused_before_anything_runs(
   fail_past_the_workdir_check(monkeypatch)
   config = make_config(learning_rate=0.3, log_every_steps=2,
                        **{'model.width': 0.125, 'data.synthetic_seed': 1})
-  with pytest.raises(train.ConfigMismatchError) as error:
-    train.train_and_evaluate(config, str(workdir))
+  with pytest.raises(trainer.ConfigMismatchError) as error:
+    trainer.train_and_evaluate(config, str(workdir))
   assert str(error.value).splitlines() == [
       f'{workdir} holds a run trained with other values; these keys differ '
       '(saved -> now):',
@@ -512,7 +512,7 @@ def test_cadences_in_epochs_become_steps(tmp_path):
       checkpoint_every_epochs=0.14, log_every_steps=0, log_every_epochs=0.09,
       keep_checkpoints=5)
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   metrics = read_metrics(workdir)
   assert [m['step'] for m in metrics if 'val/accuracy' in m] == [3, 6]
   assert checkpoint_steps(workdir) == [3, 6]
@@ -531,14 +531,14 @@ def test_bookkeeping_changes_pass_the_workdir_check(tmp_path, monkeypatch):
       **local_source(tmp_path / 'moved_images', tmp_path / 'other_cache'),
       **{'ops.conv': 'xla', 'data.num_workers': 2})
   with pytest.raises(AssertionError, match='got past the workdir check'):
-    train.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
 
 
 @pytest.mark.slow
 def test_a_run_that_ends_in_its_warmup_says_so(tmp_path, caplog):
   # 22 steps per epoch: warmup_epochs=0.5 is 11 steps, past the last of 6.
   caplog.set_level(logging.INFO)
-  summary = train.train_and_evaluate(
+  summary = trainer.train_and_evaluate(
       make_config(warmup_epochs=0.5, eval_every_steps=6), str(tmp_path))
   warning = ('warmup (11 steps: warmup_epochs=0.5) does not end before the '
              'last step (of 6): the learning rate reaches 0.02273 of its peak '
@@ -571,12 +571,12 @@ def test_a_run_saved_before_an_added_knob_resumes(run6, tmp_path,
   workdir = copy_run(run6, tmp_path)
   strip_model_key(workdir, 'fuse_pointwise')
   shutil.rmtree(workdir / 'checkpoints' / str(STEPS))  # Resume from step 3.
-  with pytest.raises(train.ConfigMismatchError,
+  with pytest.raises(trainer.ConfigMismatchError,
                      match="model.fuse_pointwise: '<absent>' -> True"):
-    train.train_and_evaluate(make_config(), str(workdir))
+    trainer.train_and_evaluate(make_config(), str(workdir))
   monkeypatch.setitem(rundir.ADDED_KEYS, 'model.fuse_pointwise', True)
   caplog.set_level(logging.INFO)
-  summary = train.train_and_evaluate(make_config(), str(workdir))
+  summary = trainer.train_and_evaluate(make_config(), str(workdir))
   assert 'Resuming from step 3 ' in caplog.text
   assert summary['steps'] == STEPS
   assert_states_equal(restored(workdir), restored(run6[0]))
@@ -615,7 +615,7 @@ def test_bookkeeping_changes_resume_a_finished_run(run6, tmp_path, caplog):
   make_folder(moved, {'train': 10})
   metrics = (workdir / rundir.METRICS).read_bytes()
   caplog.set_level(logging.INFO)
-  summary = train.train_and_evaluate(make_config(
+  summary = trainer.train_and_evaluate(make_config(
       log_every_steps=2, stop_after_steps=1, **{'ops.conv': 'xla'},
       **local_source(moved, tmp_path / 'cache')), str(workdir))
   assert f'Resuming from step {STEPS} ' in caplog.text
@@ -655,7 +655,7 @@ SHARDED = r'''
 import json, sys
 import jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-import config_checks, input_pipeline, optim, rundir, train
+import config_checks, input_pipeline, optim, rundir, trainer
 from configs import test as test_config
 
 run6, out = sys.argv[1:]
@@ -672,7 +672,7 @@ def flat(tree, prefix):
           for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 for n in (1, 4):
-  runner = train.Runner(config, stats)
+  runner = trainer.Runner(config, stats)
   runner.mesh = Mesh(np.asarray(jax.devices()[:n]), ('data',))
   runner.batch_sharding = NamedSharding(runner.mesh, P('data'))
   runner.replicated = NamedSharding(runner.mesh, P())
@@ -689,7 +689,7 @@ for n in (1, 4):
     arrays |= flat(jax.device_get(getattr(state, name)), name + '/')
   np.savez(f'{out}/step_{n}.npz', **arrays)
 
-runner, state = train.restore_for_eval(rundir.load_run_config(run6), run6)
+runner, state = trainer.restore_for_eval(rundir.load_run_config(run6), run6)
 assert len(runner.mesh.devices.flat) == 4
 result = runner.evaluate(state, input_pipeline.load_split(config.data, 'test'))
 config.batch_size = 6
@@ -728,7 +728,7 @@ def test_sharded_step_matches_single_device(run6, tmp_path):
 
   result = read_json(tmp_path / 'result.json')
   config = rundir.load_run_config(str(run6[0]))
-  runner, state = train.restore_for_eval(config, str(run6[0]))
+  runner, state = trainer.restore_for_eval(config, str(run6[0]))
   here = runner.evaluate(state, input_pipeline.load_split(config.data, 'test'))
   assert result['eval']['confusion_matrix'] == here['confusion_matrix']
   assert result['eval']['accuracy'] == here['accuracy']
@@ -808,7 +808,7 @@ def test_unknown_model_name(tmp_path):
   config = make_config(**{'model.name': 'resnet'})
   with pytest.raises(ValueError, match=r"Unknown model 'resnet'; registered "
                      r'models: googlenet, small_inception'):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()  # Raised before writing anything.
   proc = subprocess.run(
       [sys.executable, *train_cli(tmp_path / 'run',
@@ -824,7 +824,7 @@ def test_bad_width(tmp_path):
   config = make_config(**{'model.width': 0.0})
   with pytest.raises(ValueError, match=r'width=0\.0: the multiplier must be '
                      r'> 0'):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
 def test_batch_size_not_divisible_by_device_count(tmp_path, monkeypatch):
@@ -833,7 +833,7 @@ def test_batch_size_not_divisible_by_device_count(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match=r'batch_size=6 must be a positive '
                      r'multiple of the device count \(4\); e\.g\. '
                      r'--config\.batch_size=4'):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
 def test_corrupt_image_names_the_file(tmp_path):
@@ -843,7 +843,7 @@ def test_corrupt_image_names_the_file(tmp_path):
   config = make_config(**local_source(source, tmp_path / 'cache'))
   with pytest.raises(input_pipeline.DataError,
                      match=r"'train/dog/0003\.png'.*remove or replace"):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
 def test_missing_split_lists_the_splits_present(tmp_path):
@@ -851,7 +851,7 @@ def test_missing_split_lists_the_splits_present(tmp_path):
   with pytest.raises(input_pipeline.MissingSplitError,
                      match=r"The 'synthetic' source has no split 'valid'; "
                      r"it has \['test', 'train'\]"):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
 @pytest.mark.slow
@@ -865,7 +865,7 @@ def test_mismatched_checkpoint_is_refused_and_left_unchanged(run6, tmp_path):
   with pytest.raises(checkpoints.CheckpointMismatchError,
                      match=r'latest: step 6\) of a different model.*'
                      r"'width': \(0\.0625, 0\.125\).*Nothing was overwritten"):
-    train.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
   assert snapshot(workdir) == before
 
 
@@ -883,7 +883,7 @@ def test_nan_diverges_and_keeps_the_last_finite_checkpoint(run6, tmp_path):
   rundir.write_json_atomic(workdir / rundir.CONFIG, config.to_dict() | {
       rundir.STATS_KEY: saved[rundir.STATS_KEY]})
   with pytest.raises(FloatingPointError, match='Training diverged'):
-    train.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
   summary = read_json(workdir / 'summary.json')
   assert summary['status'] == 'diverged' and summary['steps'] == 7
   assert checkpoint_steps(workdir) == [3, 6]
@@ -899,7 +899,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(run6, tmp_path,
   workdir = copy_run(run6, tmp_path)
   shutil.rmtree(workdir / 'checkpoints' / '6' / 'state')
   caplog.set_level(logging.INFO)
-  summary = train.train_and_evaluate(make_config(), str(workdir))
+  summary = trainer.train_and_evaluate(make_config(), str(workdir))
   assert re.search(r'Checkpoint at step 6 .* failed to restore .*falling '
                    r'back to the previous one', caplog.text)
   assert 'Resuming from step 3 ' in caplog.text
@@ -915,7 +915,7 @@ def test_bad_cpu_vector_width(tmp_path):
   config = make_config(**{'ops.cpu_vector_width': '128'})
   with pytest.raises(ValueError, match=r"ops.cpu_vector_width='128' is not "
                      r"valid; choose one of 'auto', '256', '512'"):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
 
 
@@ -933,7 +933,7 @@ def test_cpu_vector_width_changes_speed_not_results():
   results = []
   for width in ('256', '512'):
     config.ops.cpu_vector_width = width
-    runner = train.Runner(config, stats)
+    runner = trainer.Runner(config, stats)
     tx, _ = optim.make_optimizer(config, 10, 100)
     state = runner.create_state(tx)
     losses = []
@@ -956,7 +956,7 @@ def test_every_seed_runs_one_program_and_the_seed_still_counts():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (8, 32, 32, 3), np.uint8)
   labels = rng.integers(0, 10, (8,), np.int32)
-  runners = [train.Runner(make_config(seed=s), stats) for s in (0, 1)]
+  runners = [trainer.Runner(make_config(seed=s), stats) for s in (0, 1)]
   tx, _ = optim.make_optimizer(make_config(), 10, 100)
   x, y = runners[0].to_global(images), runners[0].to_global(labels)
   programs, losses = [], []

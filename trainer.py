@@ -39,6 +39,7 @@ import metric_log
 import ops
 import optim
 import rundir
+import whitening
 from models import build_model
 
 class _QuietOrbax(logging.logging.Filter):
@@ -65,6 +66,12 @@ class EmaTrainState(TrainState):
   evaluation uses. A class of its own so that without EMA the state, and so
   the checkpoints, keep the tree they had before EMA existed."""
   ema: Any
+
+
+class LookaheadTrainState(TrainState):
+  """A TrainState that also keeps lookahead's slow weights
+  (config.lookahead_every > 0), {'params': ..., 'batch_stats': ...}."""
+  slow: Any
 
 
 def any_process(flag: bool) -> bool:
@@ -123,10 +130,11 @@ def cross_entropy(logits, labels, smoothing: float = 0.0):
 
 
 def train_step(state: TrainState, images, labels, seed_key, *, model, config,
-               stats):
+               stats, total_steps: int = 0):
   """One SGD step; augmentation runs here, keyed on (seed, step). The seed
   comes in as an argument, not a constant, so every seed of a config runs
-  the same program (one entry in a persistent compilation cache)."""
+  the same program (one entry in a persistent compilation cache).
+  `total_steps`: the run's length, which lookahead's schedule follows."""
   rng = jax.random.fold_in(seed_key, state.step)
   aug_rng, dropout_rng = jax.random.split(rng)
   x = input_pipeline.augment_batch(aug_rng, images, **augment_args(config, stats))
@@ -140,9 +148,9 @@ def train_step(state: TrainState, images, labels, seed_key, *, model, config,
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  state = update_ema(
-      state.apply_gradients(grads=grads, batch_stats=batch_stats),
-      ema_decay_at(config.ema_decay, state.step))
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  state = update_ema(state, ema_decay_at(config.ema_decay, state.step - 1))
+  state = update_lookahead(state, config, total_steps)
   metrics = {'loss': loss, 'accuracy': jnp.mean(logits.argmax(-1) == labels),
              'grad_norm': optax.global_norm(grads),
              'param_norm': optax.global_norm(state.params)}  # After the step.
@@ -166,6 +174,26 @@ def update_ema(state: TrainState, decay) -> TrainState:
                                                     1.0 - decay))
 
 
+def update_lookahead(state: TrainState, config, total_steps: int
+                     ) -> TrainState:
+  """airbench's lookahead, after the state's `step`-th update (if it keeps
+  slow weights): every config.lookahead_every steps the slow weights move
+  towards the live ones by 1 - d, d = lookahead_decay * (step / total)**3
+  (little early, more as training ends), and the live weights restart from
+  them; the last step ends on the slow weights."""
+  if not isinstance(state, LookaheadTrainState):
+    return state
+  t = state.step
+  decay = config.lookahead_decay * (t / total_steps) ** 3
+  sync = t % config.lookahead_every == 0
+  live = {'params': state.params, 'batch_stats': state.batch_stats}
+  slow = jax.tree.map(lambda s, w: jnp.where(sync, s + (1 - decay) * (w - s), s),
+                      state.slow, live)
+  reset = sync | (t >= total_steps)
+  live = jax.tree.map(lambda s, w: jnp.where(reset, s, w), slow, live)
+  return state.replace(slow=slow, **live)
+
+
 def eval_variables(state: TrainState) -> dict:
   """The weights evaluation uses: the EMA's where the state keeps one."""
   if isinstance(state, EmaTrainState):
@@ -173,13 +201,24 @@ def eval_variables(state: TrainState) -> dict:
   return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
-def eval_logits(variables: dict, x, *, model, flip: bool):
+def eval_logits(variables: dict, x, *, model, flip: bool, translate: int = 0):
   """The model's eval-mode logits of `x`; with flip, the mean of those of
-  `x` and of its horizontal mirror (flip test-time augmentation)."""
-  logits = model.apply(variables, x, train=False)
-  if flip:
-    mirrored = model.apply(variables, jnp.flip(x, axis=2), train=False)
-    logits = (logits + mirrored) / 2
+  `x` and of its horizontal mirror (flip test-time augmentation). With
+  translate = p > 0, airbench's: half that, half the mean of the same for
+  `x` shifted by p pixels down-right and up-left (reflect padding)."""
+  def views(x):
+    logits = model.apply(variables, x, train=False)
+    if flip:
+      mirrored = model.apply(variables, jnp.flip(x, axis=2), train=False)
+      logits = (logits + mirrored) / 2
+    return logits
+  logits = views(x)
+  if translate:
+    p, (h, w) = translate, x.shape[1:3]
+    padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
+    shifted = (views(padded[:, :h, :w]) +
+               views(padded[:, 2 * p:2 * p + h, 2 * p:2 * p + w]))
+    logits = logits / 2 + shifted / 4
   return logits
 
 
@@ -188,7 +227,7 @@ def eval_step(state: TrainState, images, labels, mask, *, model, config, stats):
   x = input_pipeline.preprocess_eval(
       images, image_size=config.image_size, **normalization(config, stats))
   logits = eval_logits(eval_variables(state), x, model=model,
-                       flip=config.eval_flip)
+                       flip=config.eval_flip, translate=config.eval_translate)
   num_classes = logits.shape[-1]
   pred = logits.argmax(-1)
   confusion = jnp.einsum('bi,bj->ij', jax.nn.one_hot(labels, num_classes) *
@@ -203,23 +242,48 @@ def normalization(config, stats) -> dict:
 
 
 def augment_args(config, stats) -> dict:
+  # An alternating flip is applied to the batch before the step.
+  flip = config.data.flip and not config.data.alternate_flip
   return dict(image_size=config.image_size,
-              crop_padding=config.data.crop_padding, flip=config.data.flip,
+              crop_padding=config.data.crop_padding, flip=flip,
               random_crop=config.data.random_crop, **normalization(config, stats))
 
 
-def init_state(model, config, tx) -> TrainState:
+def init_state(model, config, tx, stem_kernel=None) -> TrainState:
   """Fresh params (seeded by config.seed), batch stats and optimizer state;
-  with config.ema_decay > 0 an EmaTrainState whose EMA starts at them."""
+  with config.ema_decay > 0 an EmaTrainState whose EMA starts at them, with
+  config.lookahead_every > 0 a LookaheadTrainState whose slow weights do.
+  `stem_kernel`: the whitening stem's kernel (config.whiten)."""
   size = config.image_size
   variables = model.init(jax.random.PRNGKey(config.seed),
                          jnp.zeros((1, size, size, 3), jnp.float32))
-  weights = {'params': variables['params'],
+  params = variables['params']
+  if stem_kernel is not None:
+    params = whitening.set_stem(params, stem_kernel)
+  weights = {'params': params,
              'batch_stats': variables.get('batch_stats', {})}
   if config.ema_decay > 0:
     return EmaTrainState.create(apply_fn=model.apply, tx=tx, ema=weights,
                                 **weights)
+  if config.lookahead_every > 0:
+    return LookaheadTrainState.create(apply_fn=model.apply, tx=tx,
+                                      slow=weights, **weights)
   return TrainState.create(apply_fn=model.apply, tx=tx, **weights)
+
+
+def stem_kernel(config, train: input_pipeline.Split, stats):
+  """The whitening stem's kernel from an evenly spaced sample of the
+  training images, normalized as the step normalizes them; None unless
+  config.whiten."""
+  if not config.whiten:
+    return None
+  images = train.images
+  sample = images[::max(1, len(images) // whitening.NUM_IMAGES)]
+  sample = sample[:whitening.NUM_IMAGES].astype(np.float32) / 255
+  mean, std = normalization(config, stats).values()
+  if mean is not None:
+    sample = (sample - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+  return whitening.whitening_kernel(sample)
 
 
 # XLA options for compiling the initial state, per backend.
@@ -229,7 +293,7 @@ INIT_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 0}}
 class Runner:
   """Model, mesh, jitted steps and data placement for one config."""
 
-  def __init__(self, config, stats):
+  def __init__(self, config, stats, total_steps: int = 0):
     self.config = config
     self.model = build_model(config.model, ops.resolve(config))
     self.mesh = Mesh(np.asarray(jax.devices()), ('data',))
@@ -238,7 +302,8 @@ class Runner:
     self.seed_key = jax.random.PRNGKey(config.seed)  # train_step's argument.
     kw = dict(model=self.model, config=config, stats=stats)
     options = ops.compiler_options(config)
-    self.train_step = jax.jit(functools.partial(train_step, **kw),
+    self.train_step = jax.jit(functools.partial(train_step, **kw,
+                                                total_steps=total_steps),
                               donate_argnums=(0,), compiler_options=options)
     self.eval_step = jax.jit(functools.partial(eval_step, **kw),
                              compiler_options=options)
@@ -250,19 +315,19 @@ class Runner:
   def abstract_state(self, tx) -> TrainState:
     return jax.eval_shape(functools.partial(self.init_state, tx))
 
-  def init_state(self, tx) -> TrainState:
-    return init_state(self.model, self.config, tx)
+  def init_state(self, tx, stem_kernel=None) -> TrainState:
+    return init_state(self.model, self.config, tx, stem_kernel)
 
   def sharded(self, abstract: TrainState) -> TrainState:
     """Restore targets: every array replicated over the mesh."""
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(
         s.shape, s.dtype, sharding=self.replicated), abstract)
 
-  def create_state(self, tx) -> TrainState:
+  def create_state(self, tx, stem_kernel=None) -> TrainState:
     """The initial state, compiled unoptimised where XLA allows: it runs
     once, and optimising its many small RNG programs costs far more compile
     time than it saves (the values agree to float rounding)."""
-    return jax.jit(functools.partial(self.init_state, tx),
+    return jax.jit(functools.partial(self.init_state, tx, stem_kernel),
                    out_shardings=self.replicated,
                    compiler_options=INIT_COMPILER_OPTIONS.get(
                        jax.default_backend()))()
@@ -365,7 +430,8 @@ def load_data(config) -> Data:
 
 
 def restore_or_create(config, workdir: str, runner: Runner, tx,
-                      stats) -> tuple[checkpoints.Checkpoints, TrainState, dict]:
+                      data: 'Data'
+                      ) -> tuple[checkpoints.Checkpoints, TrainState, dict]:
   """The checkpoints, the state to start from (the latest checkpoint that
   restores, else a fresh one) and the summary of the run so far ({} when it
   starts afresh). A workdir of another model is refused before anything is
@@ -380,10 +446,11 @@ def restore_or_create(config, workdir: str, runner: Runner, tx,
   # bookkeeping keys only, so what training used stays recorded.
   if jax.process_index() == 0:
     rundir.write_json_atomic(os.path.join(workdir, rundir.CONFIG),
-                             config.to_dict() | {rundir.STATS_KEY: stats})
+                             config.to_dict() | {rundir.STATS_KEY: data.stats})
   state = ckpt.restore_latest(runner.sharded(abstract))
   if state is None:
-    return ckpt, runner.create_state(tx), {}
+    kernel = stem_kernel(config, data.train, data.stats)
+    return ckpt, runner.create_state(tx, kernel), {}
   logging.info('Resuming from step %d in %s.', int(jax.device_get(state.step)),
                ckpt.directory)
   path = os.path.join(workdir, rundir.SUMMARY)
@@ -466,7 +533,11 @@ def train_loop(config, runner: Runner, data: Data, state: TrainState,
           len(data.train.labels), config.batch_size, step, config.seed,
           process_index=jax.process_index(),
           process_count=jax.process_count())
-      images, labels = (runner.to_global(data.train.images[idx]),
+      images = data.train.images[idx]
+      if config.data.flip and config.data.alternate_flip:
+        images = input_pipeline.mirror(images, input_pipeline.alternating_flips(
+            idx, step, len(data.train.labels), config.batch_size, config.seed))
+      images, labels = (runner.to_global(images),
                         runner.to_global(data.train.labels[idx]))
       if step_fn is None:  # Compile once; read XLA's cost of the step.
         t0 = time.perf_counter()
@@ -599,14 +670,14 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
     if split is not None:
       config_checks.check_image_fits(config.image_size, min(split.images.shape[1:3]),
                        f'the {split.name!r} images')
-  runner = Runner(config, data.stats)
+  runner = Runner(config, data.stats, data.total_steps)
   tx, schedule = optim.make_optimizer(config, data.steps_per_epoch, data.total_steps)
   short = optim.schedule_warning(config, schedule, data.steps_per_epoch,
                                  data.total_steps)
   if short:
     logging.warning('Short schedule: %s', short)
   ckpt, state, previous = restore_or_create(config, workdir, runner, tx,
-                                            data.stats)
+                                            data)
   costs = accounting.summarize(config)['total']
   resumed = int(jax.device_get(state.step)) > 0
   log = metric_log.MetricLog(

@@ -259,3 +259,93 @@ def test_batch_norm_without_scale_matches_flax_and_has_no_scale_param():
   model = build_model(air_config(block='conv', widths=(64, 128, 128),
                                  norm_scale=False).model)
   assert param_count(model) == 569_656 - 2 * 64 - 4 * 128
+
+
+# --- The trainer's parts: lookahead, translate TTA, the stem's init ----------
+
+import functools  # noqa: E402
+
+import trainer  # noqa: E402
+from configs import test as test_config  # noqa: E402
+from tests.helpers import assert_trees_close  # noqa: E402
+
+STATS = ((0.5, 0.4, 0.3), (0.25, 0.2, 0.3))
+
+
+def tiny(**overrides):
+  config = test_config.get_config()
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def steps_of(config, total, batch_seed=0):
+  """(jitted step, fresh state, batch) of configs/test.py's network."""
+  runner = trainer.Runner(config, STATS, total)
+  tx, _ = optim.make_optimizer(config, 10, total)
+  rng = np.random.default_rng(batch_seed)
+  images = rng.integers(0, 256, (config.batch_size, 8, 8, 3), np.uint8)
+  labels = rng.integers(0, 10, (config.batch_size,), np.int32)
+  return runner.train_step, runner.create_state(tx), images, labels, runner
+
+
+def live(state):
+  return jax.device_get({'params': state.params,
+                         'batch_stats': state.batch_stats})
+
+
+def test_lookahead_follows_airbenchs_recurrence():
+  """Five steps with lookahead every 2 against the plain step with the
+  recurrence applied by hand in numpy between steps: slow += (1 - d)
+  (live - slow) and live = slow at steps 2 and 4, d = 0.5 (t / 5)^3, and
+  live = slow after the last step."""
+  total, every, base_decay = 5, 2, 0.5
+  config = tiny(lookahead_every=every, lookahead_decay=base_decay,
+                learning_rate=0.3)
+  step, state, images, labels, runner = steps_of(config, total)
+  plain_step, plain, *_ = steps_of(tiny(learning_rate=0.3), total)
+  key = runner.seed_key
+  slow = live(plain)
+  for t in range(1, total + 1):
+    state, _ = step(state, images, labels, key)
+    plain, _ = plain_step(plain, images, labels, key)
+    weights = live(plain)
+    if t % every == 0:
+      d = base_decay * (t / total) ** 3
+      slow = jax.tree.map(lambda s, w: s + (1 - d) * (w - s), slow, weights)
+    if t % every == 0 or t == total:
+      weights = slow
+      plain = plain.replace(params=weights['params'],
+                            batch_stats=weights['batch_stats'])
+    assert_trees_close(live(state), weights, rtol=1e-5, atol=1e-6)
+  assert_trees_close(live(state), slow, rtol=1e-5, atol=1e-6)
+
+
+def test_translate_tta_averages_airbenchs_six_views():
+  config = tiny()
+  model = build_model(config.model)
+  x = np.random.default_rng(0).normal(size=(3, 8, 8, 3)).astype(np.float32)
+  variables = model.init(jax.random.PRNGKey(0), jnp.asarray(x))
+  apply = lambda v: np.asarray(model.apply(variables, jnp.asarray(v)))
+  mirror = lambda v: (apply(v) + apply(v[:, :, ::-1])) / 2
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
+  expected = (mirror(x) / 2 + mirror(padded[:, :8, :8]) / 4 +
+              mirror(padded[:, 2:, 2:]) / 4)
+  got = trainer.eval_logits(variables, jnp.asarray(x), model=model, flip=True,
+                            translate=1)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_whitened_run_starts_from_the_datas_kernel():
+  config = air_config(widths=(8, 8, 8))
+  config.whiten = True
+  config.data.source = 'synthetic'
+  config.data.synthetic_size = (60, 10)
+  train = input_pipeline.load_split(config.data, 'train')
+  kernel = trainer.stem_kernel(config, train, STATS)
+  images = (train.images.astype(np.float32) / 255 - STATS[0]) / STATS[1]
+  # Float rounding of the normalization, amplified by 1 / sqrt(eigenvalue).
+  np.testing.assert_allclose(kernel, whitening.whitening_kernel(images),
+                             rtol=1e-3, atol=1e-3)
+  runner = trainer.Runner(config, STATS, 10)
+  state = runner.create_state(optim.make_optimizer(config, 1, 10)[0], kernel)
+  np.testing.assert_allclose(state.params['whiten']['conv']['kernel'], kernel)

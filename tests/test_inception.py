@@ -385,16 +385,16 @@ def test_unknown_knob_raises_listing_valid_values(knob):
 
 
 def test_knob_lists():
-  assert set(CHOICES) == {'module', 'reduce_act', 'branch3', 'branch5', 'pool',
-                          'norm', 'dtype'}
-  assert CHOICES['reduce_act'] == ('relu', 'linear')
+  assert set(CHOICES) == {'module', 'act', 'reduce_act', 'branch3', 'branch5',
+                          'pool', 'norm', 'dtype'}
+  assert CHOICES['reduce_act'] == ('relu', 'gelu', 'linear')
   assert InceptionOptions(dtype='bfloat16').compute_dtype == jnp.bfloat16
 
 
 def test_layer_level_knobs_raise():
   x = jnp.zeros((1, 4, 4, 3))
   for block, match in [(ConvBlock(2, norm='no_such_norm'), "'batch', 'none'"),
-                       (ConvBlock(2, act='no_such_act'), "'relu', 'linear'"),
+                       (ConvBlock(2, act='no_such_act'), "'relu', 'gelu', 'linear'"),
                        (Pool('no_such_pool'), "'max', 'avg'")]:
     with pytest.raises(ValueError, match=match):
       jax.eval_shape(block.init, KEY, x)

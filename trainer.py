@@ -39,7 +39,6 @@ import metric_log
 import ops
 import optim
 import rundir
-from models import build_model
 
 class _QuietOrbax(logging.logging.Filter):
   """Keeps orbax's per-save INFO chatter off the console."""
@@ -227,11 +226,12 @@ INIT_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 0}}
 
 
 class Runner:
-  """Model, mesh, jitted steps and data placement for one config."""
+  """Model, mesh, jitted steps and data placement for one config. `model`:
+  the config's network, as config_checks.check_config returns it."""
 
-  def __init__(self, config, stats):
+  def __init__(self, config, stats, model):
     self.config = config
-    self.model = build_model(config.model, ops.resolve(config))
+    self.model = model
     self.mesh = Mesh(np.asarray(jax.devices()), ('data',))
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
     self.replicated = NamedSharding(self.mesh, P())
@@ -354,7 +354,7 @@ def load_data(config) -> Data:
         f'The data has {train.num_classes} classes but the model '
         f'{config.model.num_classes}; set --config.model.num_classes='
         f'{train.num_classes}.')
-  # Python floats: np.float32 would reach config.json as strings.
+  # Python floats: np.float32 would reach data_stats.json as strings.
   stats = tuple(tuple(map(float, s))
                 for s in input_pipeline.dataset_stats(train))
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train.labels),
@@ -379,8 +379,9 @@ def restore_or_create(config, workdir: str, runner: Runner, tx,
   # check_workdir_config passed: a saved config.json differs from this one in
   # bookkeeping keys only, so what training used stays recorded.
   if jax.process_index() == 0:
+    rundir.write_data_stats(workdir, stats)
     rundir.write_json_atomic(os.path.join(workdir, rundir.CONFIG),
-                             config.to_dict() | {rundir.STATS_KEY: stats})
+                             config.to_dict())
   state = ckpt.restore_latest(runner.sharded(abstract))
   if state is None:
     return ckpt, runner.create_state(tx), {}
@@ -582,16 +583,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   written or compiled.
   """
   started = time.perf_counter()
-  config_checks.check_config(config)
+  model = config_checks.check_config(config)
   with hold_workdir(workdir):
     # Under the lock: a run that ended a moment ago wrote its config.json.
     check_workdir_config(config, workdir)
-    return _train_and_evaluate(config, workdir, started)
+    return _train_and_evaluate(config, workdir, started, model)
 
 
-def _train_and_evaluate(config, workdir: str, started: float) -> dict:
+def _train_and_evaluate(config, workdir: str, started: float, model) -> dict:
   """train_and_evaluate, once the config and workdir are checked and the
-  workdir is this run's."""
+  workdir is this run's; `model` is the network check_config built."""
   quiet_orbax()
   os.makedirs(workdir, exist_ok=True)  # Process 0's lock made it; others'.
   data = load_data(config)
@@ -599,7 +600,7 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
     if split is not None:
       config_checks.check_image_fits(config.image_size, min(split.images.shape[1:3]),
                        f'the {split.name!r} images')
-  runner = Runner(config, data.stats)
+  runner = Runner(config, data.stats, model)
   tx, schedule = optim.make_optimizer(config, data.steps_per_epoch, data.total_steps)
   short = optim.schedule_warning(config, schedule, data.steps_per_epoch,
                                  data.total_steps)
@@ -607,7 +608,7 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
     logging.warning('Short schedule: %s', short)
   ckpt, state, previous = restore_or_create(config, workdir, runner, tx,
                                             data.stats)
-  costs = accounting.summarize(config)['total']
+  costs = accounting.summarize(config, model=model)['total']
   resumed = int(jax.device_get(state.step)) > 0
   log = metric_log.MetricLog(
       workdir, None if resumed else rundir.flatten(config.to_dict(),
@@ -633,10 +634,13 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
   return summary
 
 
-def restore_for_eval(config, workdir: str) -> tuple[Runner, TrainState]:
-  """A Runner and the latest restorable checkpoint of a finished run."""
-  stats = tuple(tuple(map(float, s)) for s in config[rundir.STATS_KEY])
-  runner = Runner(config, stats)
+def restore_for_eval(config, workdir: str,
+                     model=None) -> tuple[Runner, TrainState]:
+  """A Runner and the latest restorable checkpoint of a finished run, with
+  the run's data stats (rundir.read_data_stats). model: the network
+  config_checks.check_config returned for config; None checks and builds."""
+  stats = rundir.read_data_stats(workdir)
+  runner = Runner(config, stats, model or config_checks.check_config(config))
   abstract = runner.abstract_state(optim.make_optimizer(config, 1, 1)[0])
   ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, {})
   state = ckpt.restore_latest(runner.sharded(abstract))

@@ -398,7 +398,7 @@ def make_run_dir(path, status, **changes):
     for parent in parents:
       node = node[parent]
     node[leaf] = value
-  saved = json.dumps(config.to_dict() | {rundir.STATS_KEY: [[0.5] * 3] * 2})
+  saved = json.dumps(config.to_dict())
   path.mkdir(parents=True)
   (path / 'config.json').write_text(saved)
   (path / 'summary.json').write_text(json.dumps({'status': status}))

@@ -12,7 +12,8 @@ seed, the accuracy curve and what limits it are in docs/results.md,
 "cifar_fast". The main job trains it for 1.5 epochs, naive and reduced;
 configs/sweeps/fast_levers.py measures each lever against it.
 
-Args: module=naive|reduced, width=<float>, epochs=<float>.
+Args: module=<models.inception.CHOICES['module']>, width=<float>,
+  epochs=<float>.
 """
 
 from configs import small_inception

@@ -6,7 +6,8 @@
 Reaches: not yet run here (30 epochs, sized for an accelerator):
 docs/results.md, "Not yet run here".
 
-Args: module=naive|reduced, stem=cifar|imagenet, width=<float>.
+Args: module=<models.inception.CHOICES['module']>,
+  stem=<models.googlenet.STEMS>, width=<float>.
 """
 
 from configs import base

@@ -7,7 +7,7 @@ Reaches: not yet run here at this full width (30 epochs, sized for an
 accelerator); its width-0.25 versions, configs/cifar_cpu.py and
 configs/cifar_fast.py, are on record in docs/results.md.
 
-Args: module=naive|reduced, bn=True|False.
+Args: module=<models.inception.CHOICES['module']>, bn=True|False.
 """
 
 from configs import base

@@ -143,14 +143,18 @@ def input_shape(config) -> tuple[int, int, int]:
   return (config.image_size, config.image_size, 3)
 
 
-def summarize(config, with_xla: bool = True) -> dict:
+def summarize(config, with_xla: bool = True,
+              model: nn.Module | None = None) -> dict:
   """The accounting of a config as plain JSON-able data.
 
   {'layers': [row, ...], 'groups': {name: {params, macs}},
    'total': {'params', 'macs', 'xla_flops'}}; MACs and FLOPs per image.
+  model: config's network where the caller has built it (a training run);
+  None builds it with the ops this host resolves to.
   """
-  from models import build_model  # Local: keeps this module model-agnostic.
-  model = build_model(config.model, ops.resolve(config))
+  if model is None:
+    from models import build_model  # Local: keeps this module model-agnostic.
+    model = build_model(config.model, ops.resolve(config))
   acc = account(model, input_shape(config))
   total = {'params': acc.params, 'macs': acc.macs}
   if with_xla:

@@ -7,6 +7,7 @@ log, evaluation and checkpoint cadences, in steps or epochs, become steps
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax import linen as nn
 
 import ops
 import optim
@@ -14,23 +15,26 @@ from models import build_model
 from models.layers import check_choice
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
+def check_config(config: ml_collections.ConfigDict) -> nn.Module:
   """Clear errors for bad configs, raised before any data or compilation:
   check_values with the ops this host resolves to (an op it cannot run
-  raises here), and the batch sizes against this process's devices."""
-  check_values(config, ops.resolve(config))
+  raises here), and the batch sizes against this process's devices.
+  Returns the network it checked, built with those ops: the run's model."""
+  model = check_values(config, ops.resolve(config))
   check_batch_sizes(config, jax.device_count())
   ops.compiler_options(config)
+  return model
 
 
 def check_values(config: ml_collections.ConfigDict,
-                 op_impls: ops.Ops | None = None) -> None:
+                 op_impls: ops.Ops | None = None) -> nn.Module:
   """The checks of check_config that hold on any host, without starting
   JAX's backend (scripts/sweep.py runs them before launching, in a process
   that must not hold an accelerator): unknown choices and keys, values out
   of range, an image size the data or the network cannot take. op_impls:
   the ops to build the network with; None checks the op names only and
-  builds it with XLA's reference ops (the same shapes under every choice)."""
+  builds it with XLA's reference ops (the same shapes under every choice).
+  Returns the network built."""
   def fail(msg):
     raise ValueError(f'Bad config: {msg}')
   if config.optimizer not in optim.OPTIMIZERS:
@@ -60,6 +64,7 @@ def check_values(config: ml_collections.ConfigDict,
     fail(f'whiten=True needs a model with a whitening stem (air_inception); '
          f'{config.model.name!r} has none. Set --config.whiten=False.')
 
+  return model
 
 def _check_recipe(config: ml_collections.ConfigDict, fail) -> None:
   """The airbench levers' values (configs/base.py documents each)."""

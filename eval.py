@@ -2,7 +2,8 @@
 
   python eval.py --workdir=/tmp/run [--split=test] [--data=path/to/folder]
 
-Restores with the run's own saved config (DIR/config.json), on any device
+Restores with the run's own saved config (DIR/config.json) and data stats
+(DIR/data_stats.json, or for an older run its config.json), on any device
 count, and writes DIR/eval_<split>.json (rundir.eval_file: a slice as
 _<start>-<end>, 'train[90%:]' -> eval_train_90-100.json): accuracy, loss,
 num_examples, per-class accuracy and the confusion matrix; prints one line
@@ -46,11 +47,11 @@ def evaluate(workdir: str, split: str | None = None,
   if data:
     config.data.source = data
   split = split or config.data.eval_split
-  config_checks.check_config(config)
+  model = config_checks.check_config(config)
   examples = input_pipeline.load_split(config.data, split)
   config_checks.check_image_fits(config.image_size, min(examples.images.shape[1:3]),
                          f'the {split!r} images of {config.data.source}')
-  runner, state = trainer.restore_for_eval(config, workdir)
+  runner, state = trainer.restore_for_eval(config, workdir, model)
   result = runner.evaluate(state, examples)
   result |= {'step': int(jax.device_get(state.step)),
              'source': config.data.source}

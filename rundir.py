@@ -1,7 +1,9 @@
 """What a run directory holds: the files train.py writes and the tools read.
 
-  DIR/config.json        the run's config, plus STATS_KEY: the train split's
-                         per-channel mean and std, so eval.py normalises alike.
+  DIR/config.json        the run's config (load_run_config reads it back).
+  DIR/data_stats.json    DATA_STATS: the train split's per-channel mean and
+                         std, {'mean': [r, g, b], 'std': [r, g, b]}, so that
+                         eval.py normalises alike (read_data_stats).
   DIR/summary.json       SUMMARY_KEYS: what was trained, its costs, accuracy
                          and 'status' ('ok', 'interrupted', 'diverged'; the
                          sweep tool writes 'failed' for a run that crashed).
@@ -46,7 +48,9 @@ SUMMARY = 'summary.json'
 METRICS = 'metrics.jsonl'
 EVAL_PREFIX = 'eval_'
 SWEEP = 'sweep.json'
-STATS_KEY = 'data_stats'  # In config.json: the train split's (mean, std).
+DATA_STATS = 'data_stats.json'  # The train split's per-channel mean, std.
+# Where runs saved before DATA_STATS kept the data stats: a key of config.json.
+LEGACY_STATS_KEY = 'data_stats'
 LOCK = 'train.lock'  # Held by the training that writes the run (workdir_lock).
 # train.py's exit status when another process holds the workdir: the run is
 # not this process's to record (a sweep must not mark it failed).
@@ -230,7 +234,7 @@ BOOKKEEPING = (
     'checkpoint_every_steps', 'checkpoint_every_epochs', 'keep_checkpoints',
     'stop_after_steps',
     'distributed', 'data.data_dir', 'data.cache_dir', 'data.num_workers',
-    'ops.*', STATS_KEY)
+    'ops.*')
 # data.source names the data: 'tfds' and 'synthetic' are data sets, a path is
 # a copy of one, free to move. Keys that only one source reads count only
 # where a run uses that source (so a key added for one source does not make
@@ -281,16 +285,54 @@ def saved_training_changes(workdir: str, current: dict) -> list[str]:
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """A run's saved config; its normalisation stats under STATS_KEY."""
+  """A run's saved config, as today's code reads it (saved_config)."""
+  return ml_collections.ConfigDict(saved_config(_read_config_json(workdir)))
+
+
+def _read_config_json(workdir: str) -> dict:
   path = os.path.join(workdir, CONFIG)
   if not os.path.exists(path):
     raise ValueError(f'{path} not found: is {workdir!r} a train.py workdir?')
   try:
-    saved = read_json(path)
+    return read_json(path)
   except json.JSONDecodeError as e:
     raise ValueError(f'{path} is not valid JSON ({e}): restore it, or move '
                      f'{workdir!r} aside and start afresh.') from None
-  return ml_collections.ConfigDict(with_added_keys(_moved_to_ops(saved)))
+
+
+def saved_config(saved: dict) -> dict:
+  """A config as an older run saved it, as today's code reads it: op choices
+  under `ops`, each ADDED_KEYS key it lacks set, and the data stats that
+  config.json once carried (LEGACY_STATS_KEY) left out: they are not config.
+  Changes `saved` in place; returns it."""
+  saved.pop(LEGACY_STATS_KEY, None)
+  return with_added_keys(_moved_to_ops(saved))
+
+
+def write_data_stats(workdir: str, stats) -> None:
+  """DIR/DATA_STATS from stats = (mean, std), each per channel."""
+  mean, std = stats
+  write_json_atomic(os.path.join(workdir, DATA_STATS),
+                    {'mean': [float(v) for v in mean],
+                     'std': [float(v) for v in std]})
+
+
+def read_data_stats(workdir: str) -> tuple[tuple[float, ...], ...]:
+  """(mean, std) of the run's train split, per channel, from DIR/DATA_STATS;
+  for a run saved before that file, from its config.json."""
+  path = os.path.join(workdir, DATA_STATS)
+  if os.path.exists(path):
+    stats = read_json(path)
+    mean, std = stats['mean'], stats['std']
+  else:
+    legacy = _read_config_json(workdir).get(LEGACY_STATS_KEY)
+    if legacy is None:
+      raise ValueError(
+          f'{workdir} has no {DATA_STATS} (nor data stats in its {CONFIG}): '
+          'rerun its train.py command to write it (a finished run takes no '
+          'step).')
+    mean, std = legacy
+  return tuple(map(float, mean)), tuple(map(float, std))
 
 
 # Keys added after runs were saved, with the value that trains as those runs

@@ -7,8 +7,8 @@
 configs/base.py; --distributed (or config.distributed) calls
 jax.distributed.initialize() for multi-host runs. Errors end the process
 with one line, `error: ...`; a workdir that another training holds exits
-with rundir.IN_USE_EXIT_CODE. Defines the flags, and nothing else imports
-it: code imports trainer (trainer.train_and_evaluate).
+with rundir.IN_USE_EXIT_CODE. This file holds the flags and main only:
+code imports trainer instead (trainer.train_and_evaluate).
 """
 
 import sys

@@ -40,7 +40,6 @@ import ops
 import optim
 import rundir
 import whitening
-from models import build_model
 
 class _QuietOrbax(logging.logging.Filter):
   """Keeps orbax's per-save INFO chatter off the console."""
@@ -291,11 +290,12 @@ INIT_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 0}}
 
 
 class Runner:
-  """Model, mesh, jitted steps and data placement for one config."""
+  """Model, mesh, jitted steps and data placement for one config. `model`:
+  the config's network, as config_checks.check_config returns it."""
 
-  def __init__(self, config, stats, total_steps: int = 0):
+  def __init__(self, config, stats, model, total_steps: int = 0):
     self.config = config
-    self.model = build_model(config.model, ops.resolve(config))
+    self.model = model
     self.mesh = Mesh(np.asarray(jax.devices()), ('data',))
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
     self.replicated = NamedSharding(self.mesh, P())
@@ -419,7 +419,7 @@ def load_data(config) -> Data:
         f'The data has {train.num_classes} classes but the model '
         f'{config.model.num_classes}; set --config.model.num_classes='
         f'{train.num_classes}.')
-  # Python floats: np.float32 would reach config.json as strings.
+  # Python floats: np.float32 would reach data_stats.json as strings.
   stats = tuple(tuple(map(float, s))
                 for s in input_pipeline.dataset_stats(train))
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train.labels),
@@ -445,8 +445,9 @@ def restore_or_create(config, workdir: str, runner: Runner, tx,
   # check_workdir_config passed: a saved config.json differs from this one in
   # bookkeeping keys only, so what training used stays recorded.
   if jax.process_index() == 0:
+    rundir.write_data_stats(workdir, data.stats)
     rundir.write_json_atomic(os.path.join(workdir, rundir.CONFIG),
-                             config.to_dict() | {rundir.STATS_KEY: data.stats})
+                             config.to_dict())
   state = ckpt.restore_latest(runner.sharded(abstract))
   if state is None:
     kernel = stem_kernel(config, data.train, data.stats)
@@ -653,16 +654,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   written or compiled.
   """
   started = time.perf_counter()
-  config_checks.check_config(config)
+  model = config_checks.check_config(config)
   with hold_workdir(workdir):
     # Under the lock: a run that ended a moment ago wrote its config.json.
     check_workdir_config(config, workdir)
-    return _train_and_evaluate(config, workdir, started)
+    return _train_and_evaluate(config, workdir, started, model)
 
 
-def _train_and_evaluate(config, workdir: str, started: float) -> dict:
+def _train_and_evaluate(config, workdir: str, started: float, model) -> dict:
   """train_and_evaluate, once the config and workdir are checked and the
-  workdir is this run's."""
+  workdir is this run's; `model` is the network check_config built."""
   quiet_orbax()
   os.makedirs(workdir, exist_ok=True)  # Process 0's lock made it; others'.
   data = load_data(config)
@@ -670,7 +671,7 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
     if split is not None:
       config_checks.check_image_fits(config.image_size, min(split.images.shape[1:3]),
                        f'the {split.name!r} images')
-  runner = Runner(config, data.stats, data.total_steps)
+  runner = Runner(config, data.stats, model, data.total_steps)
   tx, schedule = optim.make_optimizer(config, data.steps_per_epoch, data.total_steps)
   short = optim.schedule_warning(config, schedule, data.steps_per_epoch,
                                  data.total_steps)
@@ -678,7 +679,7 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
     logging.warning('Short schedule: %s', short)
   ckpt, state, previous = restore_or_create(config, workdir, runner, tx,
                                             data)
-  costs = accounting.summarize(config)['total']
+  costs = accounting.summarize(config, model=model)['total']
   resumed = int(jax.device_get(state.step)) > 0
   log = metric_log.MetricLog(
       workdir, None if resumed else rundir.flatten(config.to_dict(),
@@ -704,10 +705,13 @@ def _train_and_evaluate(config, workdir: str, started: float) -> dict:
   return summary
 
 
-def restore_for_eval(config, workdir: str) -> tuple[Runner, TrainState]:
-  """A Runner and the latest restorable checkpoint of a finished run."""
-  stats = tuple(tuple(map(float, s)) for s in config[rundir.STATS_KEY])
-  runner = Runner(config, stats)
+def restore_for_eval(config, workdir: str,
+                     model=None) -> tuple[Runner, TrainState]:
+  """A Runner and the latest restorable checkpoint of a finished run, with
+  the run's data stats (rundir.read_data_stats). model: the network
+  config_checks.check_config returned for config; None checks and builds."""
+  stats = rundir.read_data_stats(workdir)
+  runner = Runner(config, stats, model or config_checks.check_config(config))
   abstract = runner.abstract_state(optim.make_optimizer(config, 1, 1)[0])
   ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, {})
   state = ckpt.restore_latest(runner.sharded(abstract))

@@ -113,7 +113,7 @@ from configs.common import load_config
 from models import build_model
 from models.googlenet import WIDTHS
 from models.inception import scaled
-from models.small_inception import LAYOUT
+from models.small_inception import LAYOUT, SmallInception
 
 config_flags.DEFINE_config_file('config', None, 'Config file[:args] to time '
                                 'instead of --models.', lock_config=True)
@@ -224,7 +224,7 @@ class BaseSmallInception(nn.Module):
   norm: bool = True
   num_classes: int = 10
   naive: bool = True
-  reduce_ratio: float = 0.5
+  reduce_ratio: float = SmallInception.reduce_ratio
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -15,32 +15,35 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Model: `name` picks the network from models.MODELS; every other key is a
   # field of that network or an Inception knob (models.InceptionOptions).
+  # Each knob's valid values are models.inception.CHOICES (a config with
+  # another is refused, naming them).
   config.model = ml_collections.ConfigDict(dict(
       name='googlenet',
       num_classes=10,
       width=1.0,               # Global width multiplier (> 0).
       dropout=0.0,             # Before the dense head.
-      module='reduced',        # naive | reduced.
-      act='relu',              # After every other conv: relu | gelu.
-      reduce_act='relu',       # After the 1x1 reductions: relu | gelu | linear.
-      branch3='standard',      # standard | separable (depthwise 3x3 + 1x1).
-      branch5='5x5',           # 5x5 | 3x3x2 (two 3x3s) | separable.
-      pool='max',              # Pool branch: max | avg | none.
-      norm='batch',            # batch | none.
-      norm_scale=True,         # Batch norm learns a scale (False: 1).
+      module='reduced',        # The module design (Fig. 2a naive, 2b reduced).
+      act='relu',              # After every other conv.
+      reduce_act='relu',       # After the 1x1 reductions (relu: dual-purpose).
+      branch3='standard',      # The 3x3 branch's conv (or depthwise + 1x1).
+      branch5='5x5',           # The 5x5 branch's conv(s).
+      pool='max',              # The pool branch's pool, if any.
+      norm='batch',            # After each conv.
+      norm_scale=True,         # Batch norm learns a scale (else 1).
       use_bias=False,          # Conv bias.
       fuse_pointwise=True,     # 1x1 siblings reading one input: one GEMM.
-      dtype='float32',         # Compute dtype: float32 | bfloat16.
+      dtype='float32',         # Compute dtype; params stay float32.
   ))
-  # How convs, pools, batch norms and 1x1s are computed (ops/; ops.resolve decides
-  # 'auto' per backend). Same params and math whichever is chosen: not part
+  # How convs, pools, batch norms and 1x1s are computed (ops/; ops.resolve
+  # decides 'auto' per backend); the valid values are ops.CHOICES and
+  # ops.CPU_VECTOR_WIDTHS. Same params and math whichever is chosen: not part
   # of the model, so a checkpoint resumes under any of them.
   config.ops = ml_collections.ConfigDict(dict(
-      conv='auto',             # auto | xla | im2col | onednn.
-      pool='auto',             # auto | xla | slices | onednn (max pools).
-      norm='auto',             # auto | xla | custom_vjp (batch-norm backward).
-      pointwise='auto',        # auto | xla | onednn (the 1x1s' GEMMs).
-      cpu_vector_width='auto', # XLA:CPU loops: auto (512 with AVX-512) | 256 | 512.
+      conv='auto',             # Dense kxk convolutions.
+      pool='auto',             # Pools (oneDNN: max pools).
+      norm='auto',             # The batch norms' backward.
+      pointwise='auto',        # The 1x1s' GEMMs.
+      cpu_vector_width='auto', # XLA:CPU's loops (auto: 512 with AVX-512).
   ))
   config.image_size = 32       # Network input is image_size x image_size x 3.
 

@@ -7,7 +7,8 @@ Reaches: a trained small net in minutes of CPU time, for sweeps on a CPU
 (naive_vs_reduced:size=cpu); accuracy and time per host, dated, in
 docs/results.md, "naive_vs_reduced at 6 epochs".
 
-Args: module=naive|reduced, width=<float> (as configs/small_inception.py).
+Args: module=<models.inception.CHOICES['module']>, width=<float> (as
+configs/small_inception.py).
 """
 
 from configs import small_inception

@@ -6,11 +6,13 @@
 Reaches: not yet run here (30 epochs, sized for an accelerator):
 docs/results.md, "Not yet run here".
 
-Args: module=naive|reduced, stem=cifar|imagenet, width=<float>.
+Args: module=<models.inception.CHOICES['module']>,
+  stem=<models.googlenet.STEMS>, width=<float>.
 """
 
 from configs import base
 from configs.common import parse_arg
+from models.googlenet import GoogLeNet
 
 
 def get_config(arg: str | None = None):
@@ -20,7 +22,8 @@ def get_config(arg: str | None = None):
   config.model.module = arg.module
   config.model.stem = arg.stem
   config.model.width = arg.width
-  config.model.reduce_scale = 1.0  # Multiplies the paper's r3 and r5.
+  # Multiplies the paper's r3 and r5; the network's default.
+  config.model.reduce_scale = GoogLeNet.reduce_scale
   if arg.stem == 'imagenet':
     config.image_size = 224
     config.model.num_classes = 1000

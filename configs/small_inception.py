@@ -7,11 +7,12 @@ Reaches: not yet run here at this full width (30 epochs, sized for an
 accelerator); its width-0.25 versions, configs/cifar_cpu.py and
 configs/cifar_fast.py, are on record in docs/results.md.
 
-Args: module=naive|reduced, bn=True|False.
+Args: module=<models.inception.CHOICES['module']>, bn=True|False.
 """
 
 from configs import base
 from configs.common import parse_arg
+from models.small_inception import SmallInception
 
 
 def get_config(arg: str | None = None):
@@ -22,7 +23,8 @@ def get_config(arg: str | None = None):
   config.model.norm = 'batch' if arg.bn else 'none'
   config.model.use_bias = not arg.bn
   config.model.pool = 'none'        # Zhang's modules have no pool branch.
-  config.model.reduce_ratio = 0.5   # module=reduced: r3 = 0.5 * C_in.
+  # module=reduced: r3 = reduce_ratio * C_in; the network's default.
+  config.model.reduce_ratio = SmallInception.reduce_ratio
   config.image_size = 28            # Random 28x28 crops of 32x32 images.
   config.data.crop_padding = 0
   return config

@@ -16,16 +16,20 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 from flax import linen as nn
 
-from models.layers import ACTIVATIONS, NORMS, ConvBlock, Pool, check_choice
+from models.layers import (ACTIVATIONS, NORMS, POOLS, ConvBlock, Pool,
+                           check_choice)
 from ops import Ops
 
+# The valid values of each knob: the one list of them. configs/base.py and
+# the README point here; a config with another value is refused, naming
+# these.
 CHOICES = {
     'module': ('naive', 'reduced'),
     'act': ('relu', 'gelu'),                     # After every other conv.
     'reduce_act': tuple(ACTIVATIONS),            # After the 1x1 reductions.
     'branch3': ('standard', 'separable'),        # The 3x3 branch.
     'branch5': ('5x5', '3x3x2', 'separable'),    # The 5x5 branch.
-    'pool': ('max', 'avg', 'none'),              # The pool branch.
+    'pool': (*POOLS, 'none'),                    # The pool branch.
     'norm': NORMS,
     'dtype': ('float32', 'bfloat16'),
 }

@@ -28,7 +28,7 @@ class PointwiseConv(nn.Module):
   precision: Any = None
   kernel_init: Any = default_kernel_init
   bias_init: Any = nn.initializers.zeros_init()
-  impl: str = 'xla'  # How the GEMM is computed: xla | onednn (ops.Ops).
+  impl: str = 'xla'  # How the GEMM is computed: ops.Ops.pointwise.
 
   def layer_type(self, in_shape) -> str:
     return 'conv1x1' if len(in_shape) > 2 else 'dense'

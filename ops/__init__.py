@@ -7,12 +7,12 @@ the same params and math as flax's, so a checkpoint written under one
 resumes under another.
 
 `resolve(config)` is the one place where 'auto' is decided, from
-`config.ops` (see configs/base.py), the compute dtype and the backend:
-
-  conv       auto | xla (nn.Conv) | im2col (ops/conv.py) | onednn (ops/onednn)
-  pool       auto | xla (nn.max_pool) | slices (ops/pool.py) | onednn (max)
-  norm       auto | xla (nn.BatchNorm) | custom_vjp (ops/norm.py)
-  pointwise  auto | xla (lax.dot_general) | onednn (the 1x1s' GEMMs)
+`config.ops` (see configs/base.py), the compute dtype and the backend.
+CHOICES holds each op kind's implementations (and CPU_VECTOR_WIDTHS the
+vector widths): 'xla' is flax's own layer (nn.Conv, nn.max_pool,
+nn.BatchNorm, lax.dot_general), 'im2col' ops/conv.py, 'slices'
+ops/pool.py, 'custom_vjp' ops/norm.py's batch-norm backward and 'onednn'
+the kernels of ops/onednn (max pools and the 1x1s' GEMMs among them).
 
 On CPU 'auto' is oneDNN where its library is built and runs the compute
 dtype natively (float32 always; bfloat16 where the CPU has bfloat16
@@ -35,6 +35,8 @@ from flax import linen as nn
 from ops import conv as conv_ops, cpu, norm as norm_ops, onednn
 from ops import pool as pool_ops
 
+# The valid values of each config.ops key, 'auto' first: the one list of
+# them (configs/base.py and the README point here).
 CHOICES = {
     'conv': ('auto', 'xla', 'im2col', 'onednn'),
     'pool': ('auto', 'xla', 'slices', 'onednn'),

@@ -100,43 +100,34 @@ from configs.common import (
 from configs.sweeps.common import Run
 from scripts import launchers
 
-# allow_override: tests import this module into the process that imports
-# train.py, which defines --workdir too.
-flags.DEFINE_string('sweep', None, 'Sweep file[:args].', allow_override=True)
+flags.DEFINE_string('sweep', None, 'Sweep file[:args].')
+# allow_override: eval.py defines --workdir too, and tests import both tools
+# into one process.
 flags.DEFINE_string('workdir', None, 'Directory holding one folder per run '
                     'and seed.', allow_override=True)
 flags.DEFINE_integer('seeds', None, "Seeds per run (default: the sweep "
-                     "file's SEEDS, else 1).", lower_bound=1,
-                     allow_override=True)
-flags.DEFINE_integer('parallel', 1, 'Runs at once (at most the core count).',
-                     allow_override=True)
-flags.DEFINE_bool('dry_run', False, 'Print the train.py commands and exit.',
-                  allow_override=True)
+                     "file's SEEDS, else 1).", lower_bound=1)
+flags.DEFINE_integer('parallel', 1, 'Runs at once (at most the core count).')
+flags.DEFINE_bool('dry_run', False, 'Print the train.py commands and exit.')
 flags.DEFINE_bool('rerun_stale', False, 'Move stale run directories aside '
-                  '(<dir>.stale-<time>) and train them afresh.',
-                  allow_override=True)
+                  '(<dir>.stale-<time>) and train them afresh.')
 flags.DEFINE_bool('status', False, "Print each run's state (--workdir only) "
-                  'and exit.', allow_override=True)
+                  'and exit.')
 flags.DEFINE_enum('launcher', 'local', launchers.LAUNCHERS, 'Where runs '
-                  'train: here, or one Slurm job each (submitit).',
-                  allow_override=True)
+                  'train: here, or one Slurm job each (submitit).')
 # The Slurm launcher's resources, for each run's job.
-flags.DEFINE_string('partition', None, 'Slurm partition.', allow_override=True)
+flags.DEFINE_string('partition', None, 'Slurm partition.')
 flags.DEFINE_integer('time_limit_min', launchers.SlurmResources.time_limit_min,
                      "Each job's time limit, in minutes; a run that needs "
-                     'longer is requeued from its checkpoint.', lower_bound=1,
-                     allow_override=True)
-flags.DEFINE_integer('cpus_per_task', None, 'CPUs per task.', lower_bound=1,
-                     allow_override=True)
-flags.DEFINE_integer('gpus_per_node', 0, 'GPUs per node.', lower_bound=0,
-                     allow_override=True)
-flags.DEFINE_integer('nodes', 1, 'Nodes per run.', lower_bound=1,
-                     allow_override=True)
+                     'longer is requeued from its checkpoint.', lower_bound=1)
+flags.DEFINE_integer('cpus_per_task', None, 'CPUs per task.', lower_bound=1)
+flags.DEFINE_integer('gpus_per_node', 0, 'GPUs per node.', lower_bound=0)
+flags.DEFINE_integer('nodes', 1, 'Nodes per run.', lower_bound=1)
 flags.DEFINE_integer('tasks_per_node', 1, 'Tasks (JAX processes) per node.',
-                     lower_bound=1, allow_override=True)
+                     lower_bound=1)
 flags.DEFINE_multi_string('sbatch', [], 'More sbatch options, key=value or '
                           'key, one a flag: --sbatch=account=me '
-                          '--sbatch=exclusive.', allow_override=True)
+                          '--sbatch=exclusive.')
 SLURM_FLAGS = ('partition', 'time_limit_min', 'cpus_per_task',
                'gpus_per_node', 'nodes', 'tasks_per_node', 'sbatch')
 FLAGS = flags.FLAGS

@@ -280,7 +280,7 @@ def tiny(**overrides):
 
 def steps_of(config, total, batch_seed=0):
   """(jitted step, fresh state, batch) of configs/test.py's network."""
-  runner = trainer.Runner(config, STATS, total)
+  runner = trainer.Runner(config, STATS, build_model(config.model), total)
   tx, _ = optim.make_optimizer(config, 10, total)
   rng = np.random.default_rng(batch_seed)
   images = rng.integers(0, 256, (config.batch_size, 8, 8, 3), np.uint8)
@@ -346,6 +346,6 @@ def test_a_whitened_run_starts_from_the_datas_kernel():
   # Float rounding of the normalization, amplified by 1 / sqrt(eigenvalue).
   np.testing.assert_allclose(kernel, whitening.whitening_kernel(images),
                              rtol=1e-3, atol=1e-3)
-  runner = trainer.Runner(config, STATS, 10)
+  runner = trainer.Runner(config, STATS, build_model(config.model), 10)
   state = runner.create_state(optim.make_optimizer(config, 1, 10)[0], kernel)
   np.testing.assert_allclose(state.params['whiten']['conv']['kernel'], kernel)

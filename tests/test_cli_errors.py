@@ -306,8 +306,7 @@ def test_eval_refuses_a_workdir_without_checkpoints_and_creates_nothing(
     tmp_path):
   workdir = tmp_path / 'run'
   workdir.mkdir()
-  rundir.write_json_atomic(workdir / rundir.CONFIG, make_config().to_dict() | {
-      rundir.STATS_KEY: [[0.5] * 3, [0.25] * 3]})
+  rundir.write_json_atomic(workdir / rundir.CONFIG, make_config().to_dict())
   with pytest.raises(ValueError) as error:
     eval_tool.evaluate(str(workdir))
   assert str(error.value) == (

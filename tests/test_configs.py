@@ -1,12 +1,8 @@
-"""Config files: ':arg' parsing, clear errors, every config builds, and the
-valid knob values that configs/base.py and README.md list are the code's."""
+"""Config files: ':arg' parsing, clear errors, every config builds, and
+every knob value the code lists (its one list) is accepted, others refused."""
 
-import ast
-import io
 import json
 import pathlib
-import re
-import tokenize
 
 import pytest
 
@@ -17,7 +13,7 @@ import config_checks
 import ops
 import rundir
 
-README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
+REPO = pathlib.Path(__file__).resolve().parents[1]
 # The valid values of each knob, as the code checks them.
 KNOBS = {
     'model': inception.CHOICES,
@@ -55,7 +51,7 @@ def test_configs_build_their_model(get_config, arg, cls):
       assert getattr(model, key, getattr(model.opts, key, None)) == value
 
 
-SHIPPED = sorted(p.name for p in (README.parent / 'configs').glob('*.py')
+SHIPPED = sorted(p.name for p in (REPO / 'configs').glob('*.py')
                  if p.stem not in ('__init__', 'common'))
 
 
@@ -74,57 +70,31 @@ def test_base_config_keys_are_all_model_fields():
   build_model(base.get_config().model)  # Raises on any unknown key.
 
 
-def base_config_comments(block: str) -> dict[str, str]:
-  """{key: its end-of-line comment} of `config.<block> = ...(dict(...))` in
-  configs/base.py."""
-  source = pathlib.Path(base.__file__).read_text()
-  comments = {token.start[0]: token.string for token in
-              tokenize.generate_tokens(io.StringIO(source).readline)
-              if token.type == tokenize.COMMENT}
-  for node in ast.walk(ast.parse(source)):
-    if (isinstance(node, ast.Assign) and
-        ast.unparse(node.targets[0]) == f'config.{block}'):
-      keywords = node.value.args[0].keywords  # ConfigDict(dict(key=...)).
-      return {k.arg: comments.get(k.value.lineno, '') for k in keywords}
-  raise AssertionError(f'configs/base.py has no config.{block} = ...')
+# Every valid value of every knob, as (block, key, value).
+KNOB_VALUES = [(block, key, value) for block, knobs in KNOBS.items()
+               for key, values in knobs.items() for value in values]
 
 
-def listed_values(comment: str) -> tuple[str, ...]:
-  """'# Pool branch: max | avg | none.' -> ('max', 'avg', 'none'): the first
-  word of each '|'-separated choice after the last ': '."""
-  choices = comment.lstrip('# ').split(': ')[-1].split('|')
-  return tuple(re.match(r'\s*(\w+)', c).group(1) for c in choices)
+@pytest.mark.parametrize('block,key,value', KNOB_VALUES)
+def test_every_listed_knob_value_is_accepted_and_builds(block, key, value):
+  config = load_config('configs/test.py')
+  config[block][key] = value
+  model = config_checks.check_values(config)  # Builds and traces the net.
+  if block == 'model':
+    assert getattr(model.opts, key) == value
 
 
-def test_listed_values_parses_the_comment_styles():
-  assert listed_values('# naive | reduced.') == ('naive', 'reduced')
-  assert listed_values('# XLA:CPU loops: auto (512 with AVX-512) | 256 | 512.'
-                       ) == ('auto', '256', '512')
-
-
-@pytest.mark.parametrize('block', sorted(KNOBS))
-def test_base_config_comments_list_each_knobs_valid_values(block):
-  comments = base_config_comments(block)
-  for key, valid in KNOBS[block].items():
-    assert listed_values(comments[key]) == tuple(valid), (
-        f'configs/base.py config.{block}.{key}: the comment {comments[key]!r} '
-        f'should list {" | ".join(valid)}.')
-
-
-def test_readme_lists_each_knobs_valid_values():
-  text = README.read_text()
-  # The model knob table: rows '| `key` | `value`, `value` (note) |'.
-  table = text.split('The ablation knobs, `--config.model.<key>`:')[1]
-  rows = re.findall(r'^\| `(\w+)` \| (.*) \|$', table.split('\n\n')[1],
-                    re.MULTILINE)
-  listed = {key: tuple(re.findall(r'`([^`]+)`', values))
-            for key, values in rows}
-  for key, valid in KNOBS['model'].items():
-    assert listed.get(key) == tuple(valid), f'README knob table row {key!r}'
-  # The ops paragraph: '`--config.ops.<key>` = `a|b|c`'.
-  listed = {key: tuple(values.split('|')) for key, values in
-            re.findall(r'`--config\.ops\.(\w+)`\s+=\s+`([\w|]+)`', text)}
-  assert listed == {key: tuple(v) for key, v in KNOBS['ops'].items()}
+@pytest.mark.parametrize('block,key', sorted(
+    (block, key) for block, knobs in KNOBS.items() for key in knobs))
+def test_a_knob_value_not_listed_is_refused_naming_the_listed(block, key):
+  config = load_config('configs/test.py')
+  config[block][key] = 'bogus'
+  with pytest.raises(ValueError) as error:
+    config_checks.check_values(config)
+  name = key if block == 'model' else f'{block}.{key}'
+  assert str(error.value) == (
+      f"{name}='bogus' is not valid; choose one of "
+      f'{", ".join(repr(v) for v in KNOBS[block][key])}.')
 
 
 # --- Cadences in steps or epochs ---------------------------------------------

@@ -153,7 +153,7 @@ def test_without_ema_the_checkpoint_format_is_unchanged(tmp_path):
   ckpt = checkpoints.Checkpoints(str(tmp_path / 'old'), 2, {})
   ckpt.save(1, legacy)
   ckpt.close()
-  runner = trainer.Runner(config, STATS)
+  runner = trainer.Runner(config, STATS, model)
   ckpt = checkpoints.Checkpoints(str(tmp_path / 'old'), 2, {})
   restored = ckpt.restore_latest(runner.sharded(abstract))
   ckpt.close()
@@ -161,7 +161,8 @@ def test_without_ema_the_checkpoint_format_is_unchanged(tmp_path):
   assert_trees_close(restored.opt_state, legacy.opt_state, rtol=0, atol=0)
 
   ema_config = make_config(ema_decay=0.9)
-  ema_abstract = trainer.Runner(ema_config, STATS).abstract_state(tx)
+  ema_abstract = trainer.Runner(ema_config, STATS,
+                                model_of(ema_config)).abstract_state(tx)
   with_ema = jax.tree.map(lambda s: np.asarray(rng.standard_normal(s.shape),
                                                s.dtype), ema_abstract)
   ckpt = checkpoints.Checkpoints(str(tmp_path / 'ema'), 2, {})

@@ -35,7 +35,8 @@ def _test_config() -> str:
 
 def _config(seed: int, **keys) -> dict:
   """configs/test.py's config as train.py saves it, with dotted `keys` set.
-  Bookkeeping differs from seed to seed, as it does between real runs."""
+  Bookkeeping differs from seed to seed, as it does between real runs, and
+  so do the data stats that config.json carried before data_stats.json."""
   config = json.loads(_test_config())
   config['seed'] = seed
   config['data']['cache_dir'] = f'/cache/{seed}'

@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import rundir
@@ -39,11 +40,40 @@ def test_json_round_trip_and_status(tmp_path):
 def test_load_run_config(tmp_path):
   with pytest.raises(ValueError, match='not found: is .* a train.py workdir'):
     rundir.load_run_config(str(tmp_path))
-  (tmp_path / rundir.CONFIG).write_text(json.dumps(
-      {'data': {'source': 'tfds'}, rundir.STATS_KEY: [[0.5] * 3, [0.25] * 3]}))
+  (tmp_path / rundir.CONFIG).write_text(json.dumps({'data': {'source': 'tfds'}}))
   config = rundir.load_run_config(str(tmp_path))
   assert config.data.source == 'tfds'
-  assert config[rundir.STATS_KEY][1] == [0.25] * 3
+
+
+def test_data_stats_in_their_own_file_or_an_old_runs_config_json(tmp_path):
+  with pytest.raises(ValueError) as error:  # Neither file.
+    rundir.read_data_stats(str(tmp_path))
+  assert str(error.value) == (
+      f"{tmp_path / rundir.CONFIG} not found: is '{tmp_path}' a train.py "
+      'workdir?')
+  (tmp_path / rundir.CONFIG).write_text(json.dumps({'seed': 0}))
+  with pytest.raises(ValueError) as error:
+    rundir.read_data_stats(str(tmp_path))
+  assert str(error.value) == (
+      f'{tmp_path} has no data_stats.json (nor data stats in its '
+      'config.json): rerun its train.py command to write it (a finished run '
+      'takes no step).')
+  # A run saved before data_stats.json: config.json carried them, as data,
+  # not config.
+  (tmp_path / rundir.CONFIG).write_text(json.dumps(
+      {'seed': 0, 'data_stats': [[0.5] * 3, [0.25] * 3]}))
+  assert rundir.read_data_stats(str(tmp_path)) == ((0.5,) * 3, (0.25,) * 3)
+  today = rundir.with_added_keys({'seed': 0})
+  assert rundir.load_run_config(str(tmp_path)).to_dict() == today
+  assert rundir.saved_training_changes(str(tmp_path), today) == []
+  # The file, where there is one, is what counts.
+  stats = (np.float32([0.4, 0.5, 0.6]), (0.1, 0.2, 0.3))
+  rundir.write_data_stats(str(tmp_path), stats)
+  assert json.loads((tmp_path / 'data_stats.json').read_text()) == {
+      'mean': [float(np.float32(v)) for v in (0.4, 0.5, 0.6)],
+      'std': [0.1, 0.2, 0.3]}
+  assert rundir.read_data_stats(str(tmp_path)) == (
+      tuple(float(v) for v in stats[0]), (0.1, 0.2, 0.3))
 
 
 def test_load_run_config_moves_old_op_keys_to_ops(tmp_path):
@@ -109,14 +139,12 @@ def test_a_knob_added_with_a_dotted_key_keeps_a_saved_run_valid(
 SAVED = {'learning_rate': 0.05, 'step_epochs': [0.5, 0.75],
          'model': {'name': 'googlenet', 'width': 0.25},
          'data': {'source': '/data/cifar10', 'cache_dir': '/cache'},
-         'ops': {'conv': 'im2col'}, 'log_every_steps': 50,
-         rundir.STATS_KEY: [[0.49, 0.48, 0.45], [0.25, 0.24, 0.26]]}
+         'ops': {'conv': 'im2col'}, 'log_every_steps': 50}
 
 
 def current(**changes):
   """SAVED as a Python config, with tuples, and `changes` ('a.b': value)."""
   config = json.loads(json.dumps(SAVED))
-  del config[rundir.STATS_KEY]  # Only config.json holds the data stats.
   config['step_epochs'] = tuple(config['step_epochs'])
   for key, value in changes.items():
     *parents, leaf = key.split('.')
@@ -128,7 +156,7 @@ def current(**changes):
 
 
 def test_training_changes_none_for_the_same_config():
-  # Tuples against the lists JSON gives back; stats only in the saved one.
+  # Tuples against the lists JSON gives back.
   assert rundir.training_changes(SAVED, current()) == []
 
 

@@ -216,6 +216,19 @@ def test_bad_seeds_or_baseline_in_the_sweep_file(tmp_path, extra, problem):
     sweep_tool.load_sweep(write_sweep(tmp_path, [('a', TEST_CONFIG)], extra))
 
 
+@pytest.mark.parametrize('size', ['full', 'cpu'])
+def test_the_reduction_ratio_baseline_is_the_configs_own_reduction(size):
+  # Its x1 run trains the config as it is: the sweep reads the default
+  # reduction from it rather than stating it again.
+  runs = {r.name: r for r in sweep_tool.load_sweep(
+      f'configs/sweeps/reduction_ratio.py:size={size}').runs}
+  baseline = runs['reduce_x1']
+  config = load_config(baseline.config)
+  as_is = config.to_dict()
+  config.update_from_flattened_dict(baseline.overrides)
+  assert config.to_dict() == as_is
+
+
 @pytest.mark.parametrize('name', [
     pytest.param(n, marks=pytest.mark.slow) if n == 'flops_matched' else n
     for n in SWEEPS])
@@ -398,7 +411,7 @@ def make_run_dir(path, status, **changes):
     for parent in parents:
       node = node[parent]
     node[leaf] = value
-  saved = json.dumps(config.to_dict() | {rundir.STATS_KEY: [[0.5] * 3] * 2})
+  saved = json.dumps(config.to_dict())
   path.mkdir(parents=True)
   (path / 'config.json').write_text(saved)
   (path / 'summary.json').write_text(json.dumps({'status': status}))

@@ -29,12 +29,14 @@ import numpy as np
 import pytest
 
 import checkpoints
+import eval as eval_tool
 import input_pipeline
 import ops
 import optim
 import rundir
 import trainer
 from configs import test as test_config
+from models import build_model
 from tests.conftest import CACHE_DIR
 from tests.helpers import CLASSES, make_folder
 
@@ -60,6 +62,11 @@ def make_config(**overrides):
   config = test_config.get_config()
   config.update_from_flattened_dict(overrides)
   return config
+
+
+def runner_of(config, stats) -> trainer.Runner:
+  return trainer.Runner(config, stats,
+                        build_model(config.model, ops.resolve(config)))
 
 
 def local_source(folder, cache) -> dict:
@@ -242,8 +249,10 @@ def test_run_writes_summary_metrics_config_events_and_checkpoints(run6):
 
   config = rundir.load_run_config(str(workdir))
   assert config.data.source == 'synthetic' and config.num_train_steps == STEPS
-  mean, std = config[rundir.STATS_KEY]  # Numbers (not strings) in config.json.
-  assert all(isinstance(v, float) and 0 < v < 1 for v in [*mean, *std])
+  stats = read_json(workdir / rundir.DATA_STATS)  # Numbers, not strings.
+  assert all(isinstance(v, float) and 0 < v < 1
+             for v in [*stats['mean'], *stats['std']])
+  assert rundir.LEGACY_STATS_KEY not in read_json(workdir / rundir.CONFIG)
   assert list(workdir.glob('events.out.tfevents*'))
   assert checkpoint_steps(workdir) == [3, 6]
   assert len(checkpoint_steps(workdir)) <= config.keep_checkpoints
@@ -466,11 +475,11 @@ def test_sigterm_checkpoints_and_a_rerun_resumes(tmp_path):
 
 def fake_run(workdir, config) -> None:
   """A workdir as a finished run of `config` leaves it, without training:
-  config.json as train.py saves it (the config and data stats), and stand-ins
-  for the summary, metrics and a checkpoint."""
+  config.json and data_stats.json as train.py saves them, and stand-ins for
+  the summary, metrics and a checkpoint."""
   (workdir / 'checkpoints' / str(STEPS)).mkdir(parents=True)
-  rundir.write_json_atomic(workdir / rundir.CONFIG, config.to_dict() | {
-      rundir.STATS_KEY: [[0.4] * 3, [0.2] * 3]})
+  rundir.write_json_atomic(workdir / rundir.CONFIG, config.to_dict())
+  rundir.write_data_stats(workdir, ((0.4,) * 3, (0.2,) * 3))
   for name in (rundir.SUMMARY, rundir.METRICS, f'checkpoints/{STEPS}/state'):
     (workdir / name).write_text(f'{name} of the finished run')
 
@@ -582,6 +591,34 @@ def test_a_run_saved_before_an_added_knob_resumes(run6, tmp_path,
   assert_states_equal(restored(workdir), restored(run6[0]))
 
 
+def as_saved_before_data_stats_json(workdir) -> None:
+  """Makes `workdir` a run saved before data_stats.json: its config.json
+  carries the data stats, as [mean, std]."""
+  stats = read_json(workdir / rundir.DATA_STATS)
+  (workdir / rundir.DATA_STATS).unlink()
+  saved = read_json(workdir / rundir.CONFIG)
+  saved['data_stats'] = [stats['mean'], stats['std']]
+  (workdir / rundir.CONFIG).write_text(json.dumps(saved))
+
+
+@pytest.mark.slow
+def test_a_run_saved_before_data_stats_json_evaluates_and_resumes(
+    run6, tmp_path, caplog):
+  workdir = copy_run(run6, tmp_path)
+  stats = read_json(workdir / rundir.DATA_STATS)
+  as_saved_before_data_stats_json(workdir)
+  result = eval_tool.evaluate(str(workdir))  # Normalised as in training.
+  assert result['accuracy'] == run6[1]['val_accuracy']
+  caplog.set_level(logging.INFO)
+  summary = trainer.train_and_evaluate(make_config(), str(workdir))
+  assert f'Resuming from step {STEPS} ' in caplog.text  # Not refused.
+  assert summary['status'] == 'ok' and summary['steps'] == STEPS
+  # Resuming moved the stats to their own file.
+  assert read_json(workdir / rundir.DATA_STATS) == stats
+  assert read_json(workdir / rundir.CONFIG) == read_json(
+      run6[0] / rundir.CONFIG)
+
+
 @pytest.mark.slow
 def test_cli_refuses_a_finished_run_with_other_training_values(run6, tmp_path):
   workdir = copy_run(run6, tmp_path)
@@ -655,8 +692,9 @@ SHARDED = r'''
 import json, sys
 import jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-import config_checks, input_pipeline, optim, rundir, trainer
+import config_checks, input_pipeline, ops, optim, rundir, trainer
 from configs import test as test_config
+from models import build_model
 
 run6, out = sys.argv[1:]
 assert jax.device_count() == 4, jax.devices()
@@ -672,7 +710,8 @@ def flat(tree, prefix):
           for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 for n in (1, 4):
-  runner = trainer.Runner(config, stats)
+  runner = trainer.Runner(config, stats,
+                          build_model(config.model, ops.resolve(config)))
   runner.mesh = Mesh(np.asarray(jax.devices()[:n]), ('data',))
   runner.batch_sharding = NamedSharding(runner.mesh, P('data'))
   runner.replicated = NamedSharding(runner.mesh, P())
@@ -879,9 +918,7 @@ def test_nan_diverges_and_keeps_the_last_finite_checkpoint(run6, tmp_path):
                        checkpoint_every_steps=1)
   # As if run6 had been started so: the workdir check compares with this.
   # (Not NaN: NaN != NaN, and the check would refuse the workdir.)
-  saved = read_json(workdir / rundir.CONFIG)
-  rundir.write_json_atomic(workdir / rundir.CONFIG, config.to_dict() | {
-      rundir.STATS_KEY: saved[rundir.STATS_KEY]})
+  rundir.write_json_atomic(workdir / rundir.CONFIG, config.to_dict())
   with pytest.raises(FloatingPointError, match='Training diverged'):
     trainer.train_and_evaluate(config, str(workdir))
   summary = read_json(workdir / 'summary.json')
@@ -933,7 +970,7 @@ def test_cpu_vector_width_changes_speed_not_results():
   results = []
   for width in ('256', '512'):
     config.ops.cpu_vector_width = width
-    runner = trainer.Runner(config, stats)
+    runner = runner_of(config, stats)
     tx, _ = optim.make_optimizer(config, 10, 100)
     state = runner.create_state(tx)
     losses = []
@@ -956,7 +993,7 @@ def test_every_seed_runs_one_program_and_the_seed_still_counts():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (8, 32, 32, 3), np.uint8)
   labels = rng.integers(0, 10, (8,), np.int32)
-  runners = [trainer.Runner(make_config(seed=s), stats) for s in (0, 1)]
+  runners = [runner_of(make_config(seed=s), stats) for s in (0, 1)]
   tx, _ = optim.make_optimizer(make_config(), 10, 100)
   x, y = runners[0].to_global(images), runners[0].to_global(labels)
   programs, losses = [], []

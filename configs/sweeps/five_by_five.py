@@ -9,6 +9,7 @@ to width 0.125 and 3 epochs. Reaches: not yet run here (docs/results.md,
 
 from configs.common import parse_arg
 from configs.sweeps.common import Run, base_config, name_of, product
+from models.inception import CHOICES
 
 # GoogLeNet's own 5x5 branch; the factorised forms are read against it.
 BASELINE = 'branch5=5x5'
@@ -19,4 +20,4 @@ def get_sweep(arg=None):
   config = base_config('full', 'reduced')
   small = {'model.width': 0.125, 'num_epochs': 3.0} if arg.size == 'cpu' else {}
   return [Run(name_of(o), config, {**o, **small})
-          for o in product(**{'model.branch5': ['5x5', '3x3x2', 'separable']})]
+          for o in product(**{'model.branch5': list(CHOICES['branch5'])})]

@@ -7,7 +7,7 @@ full: GoogLeNet's r3, r5 times `model.reduce_scale`; cpu: the small net's
 not yet run here (docs/results.md, "Not yet run here").
 """
 
-from configs.common import parse_arg
+from configs.common import load_config, parse_arg
 from configs.sweeps.common import SMALL_NET_SIZES, Run, base_config
 
 FACTORS = (0.25, 0.5, 1.0, 2.0)
@@ -17,7 +17,8 @@ BASELINE = 'reduce_x1'
 
 def get_sweep(arg=None):
   arg = parse_arg(arg, size='full')
-  key, default = (('model.reduce_ratio', 0.5) if arg.size in SMALL_NET_SIZES
-                  else ('model.reduce_scale', 1.0))
-  return [Run(f'reduce_x{f:g}', base_config(arg.size, 'reduced'),
-              {key: f * default}) for f in FACTORS]
+  config = base_config(arg.size, 'reduced')
+  key = ('reduce_ratio' if arg.size in SMALL_NET_SIZES else 'reduce_scale')
+  default = load_config(config).model[key]  # The config's own value.
+  return [Run(f'reduce_x{f:g}', config, {f'model.{key}': f * default})
+          for f in FACTORS]

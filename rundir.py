@@ -345,6 +345,7 @@ ADDED_KEYS = {'model.act': 'relu', 'model.norm_scale': True, 'data.alternate_fli
               'lr_end_factor': 0.0, 'lookahead_every': 0,
               'lookahead_decay': 0.95**5, 'whiten': False,
               'whiten_bias_epochs': 3.0, 'eval_translate': 0,
+              'eval_tta_final_only': False,
               'ema_decay': 0.0, 'eval_flip': False, 'log_every_epochs': 0.0,
               'eval_every_epochs': 0.0, 'checkpoint_every_epochs': 0.0}
 

@@ -221,12 +221,15 @@ def eval_logits(variables: dict, x, *, model, flip: bool, translate: int = 0):
   return logits
 
 
-def eval_step(state: TrainState, images, labels, mask, *, model, config, stats):
-  """Sums over the valid examples of a (padded) batch."""
+def eval_step(state: TrainState, images, labels, mask, *, model, config, stats,
+              tta: bool = True):
+  """Sums over the valid examples of a (padded) batch. tta=False scores the
+  images alone, whatever config.eval_flip and eval_translate say."""
   x = input_pipeline.preprocess_eval(
       images, image_size=config.image_size, **normalization(config, stats))
   logits = eval_logits(eval_variables(state), x, model=model,
-                       flip=config.eval_flip, translate=config.eval_translate)
+                       flip=tta and config.eval_flip,
+                       translate=config.eval_translate if tta else 0)
   num_classes = logits.shape[-1]
   pred = logits.argmax(-1)
   confusion = jnp.einsum('bi,bj->ij', jax.nn.one_hot(labels, num_classes) *
@@ -305,8 +308,9 @@ class Runner:
     self.train_step = jax.jit(functools.partial(train_step, **kw,
                                                 total_steps=total_steps),
                               donate_argnums=(0,), compiler_options=options)
-    self.eval_step = jax.jit(functools.partial(eval_step, **kw),
-                             compiler_options=options)
+    self.eval_steps = {tta: jax.jit(functools.partial(eval_step, **kw, tta=tta),
+                                    compiler_options=options)
+                       for tta in (True, False)}
 
   def to_global(self, local: np.ndarray) -> jax.Array:
     """This process's rows of a global batch -> an array sharded on 'data'."""
@@ -332,15 +336,19 @@ class Runner:
                    compiler_options=INIT_COMPILER_OPTIONS.get(
                        jax.default_backend()))()
 
-  def evaluate(self, state, split: input_pipeline.Split) -> dict:
-    """Accuracy, loss and confusion matrix over every example of `split`."""
+  def evaluate(self, state, split: input_pipeline.Split,
+               final: bool = True) -> dict:
+    """Accuracy, loss and confusion matrix over every example of `split`;
+    with test-time augmentation unless config.eval_tta_final_only and not
+    `final`."""
+    eval_step = self.eval_steps[final or not self.config.eval_tta_final_only]
     bs, nproc, pid = (self.config.eval_batch_size, jax.process_count(),
                       jax.process_index())
     totals = None
     for idx, mask in input_pipeline.eval_batches(len(split.labels), bs):
       rows = slice(pid * bs // nproc, (pid + 1) * bs // nproc)
       idx, mask = idx[rows], mask[rows]
-      out = self.eval_step(state, self.to_global(split.images[idx]),
+      out = eval_step(state, self.to_global(split.images[idx]),
                            self.to_global(split.labels[idx]),
                            self.to_global(mask.astype(np.float32)))
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
@@ -565,7 +573,7 @@ def train_loop(config, runner: Runner, data: Data, state: TrainState,
         break
       _log_train(log, host, done, schedule(step), timer, data, config)
       if last or done % every['eval'] == 0:
-        val_result = runner.evaluate(state, data.val)
+        val_result = runner.evaluate(state, data.val, final=last)
         best = max(best, val_result['accuracy'])
         timer.evaluated(val_result['accuracy'], config.target_accuracy, done)
         log(done, {'val/accuracy': val_result['accuracy'],

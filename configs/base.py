@@ -138,9 +138,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 500
   config.eval_flip = False     # Evaluate the mean logits of each image and
                                # its horizontal mirror (test-time flip).
-  config.eval_translate = 0    # > 0 (with eval_flip): also average in the
-                               # flip-averaged logits of the image shifted by
-                               # this many pixels both ways (airbench's TTA).
+  config.eval_translate = 0    # > 0: half the logits (flip-averaged with
+                               # eval_flip), half the mean of the same for the
+                               # image shifted this many pixels down-right
+                               # and up-left (airbench's TTA).
+  config.eval_tta_final_only = False  # Evaluations before the last one
+                               # score the images alone (TTA costs passes).
   config.checkpoint_every_steps = 1000
   config.checkpoint_every_epochs = 0.0
   config.keep_checkpoints = 3

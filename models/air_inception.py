@@ -14,6 +14,12 @@ baseline the modules are measured against.
   -> [module, max-pool 2, module] x 3 -> (N,15,15,w1), (N,7,7,w2), (N,3,3,w3)
   -> global max -> dense (no bias) * head_scale -> (N,classes)
 
+stem_width > 0 gives the net GoogLeNet's shape instead: a 3x3 conv stem at
+full resolution, then [max-pool 2, module, module] x 3, so that every
+module runs at the pooled resolution (15, 7, 3): on a CPU the elementwise
+work after a module's branches (batch norms, activations, concatenation)
+costs more than its convolutions, and a module at 31x31 pays 4x for it.
+
 Each module splits its output width W as GoogLeNet's inception (3a) does:
 1x1 W/4, 3x3 W/2 (after a 3W/8 reduction), 5x5 W/8 (after a W/16 one),
 pool projection W/8. A reduced module at W = C_in costs about a third of a
@@ -34,12 +40,14 @@ BLOCKS = ('inception', 'conv')
 WHITEN_WIDTH = 24  # Two signs x the 12 eigenvectors of 2x2x3 patches.
 
 
-def module_widths(width: int) -> tuple[int, int, int, int, int, int]:
+def module_widths(width: int, reduce_scale: float = 1.0
+                  ) -> tuple[int, int, int, int, int, int]:
   """(c1, r3, c3, r5, c5, pool_proj) of an output width, in the proportions
-  of GoogLeNet's inception (3a): (64, 96, 128, 16, 32, 32) of 256."""
+  of GoogLeNet's inception (3a): (64, 96, 128, 16, 32, 32) of 256, the
+  reductions r3 and r5 times `reduce_scale`."""
   c1, c3, c5 = scaled(width, 1 / 4), scaled(width, 1 / 2), scaled(width, 1 / 8)
-  return (c1, scaled(width, 3 / 8), c3, scaled(width, 1 / 16), c5,
-          width - c1 - c3 - c5)
+  return (c1, scaled(width, 3 / 8 * reduce_scale), c3,
+          scaled(width, 1 / 16 * reduce_scale), c5, width - c1 - c3 - c5)
 
 
 class AirInception(nn.Module):
@@ -48,12 +56,15 @@ class AirInception(nn.Module):
   width: float = 1.0
   widths: tuple[int, int, int] = (96, 192, 192)
   block: str = 'inception'
+  stem_width: int = 0  # > 0: a 3x3 conv stem, then [pool, a, b] x 3.
+  reduce_scale: float = 1.0  # The reductions' widths times this.
   head_scale: float = 1 / 9
   dropout: float = 0.0
   opts: InceptionOptions = InceptionOptions(act='gelu', reduce_act='gelu')
 
   def __post_init__(self):
     check_width(self.width)
+    check_width(self.reduce_scale, 'reduce_scale')
     if self.block not in BLOCKS:
       raise ValueError(f'block={self.block!r} is not valid; choose one of '
                        f'{", ".join(map(repr, BLOCKS))}.')
@@ -63,7 +74,8 @@ class AirInception(nn.Module):
     o = self.opts
     if self.block == 'conv':
       return o.conv(width, 3, name=name)
-    return InceptionModule(*module_widths(width), o, name=name)
+    return InceptionModule(*module_widths(width, self.reduce_scale), o,
+                           name=name)
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # (N,32,32,3) -> (N,classes)
@@ -72,10 +84,14 @@ class AirInception(nn.Module):
     x = ConvBlock(WHITEN_WIDTH, 2, padding='VALID', norm='none', act=o.act,
                   use_bias=True, dtype=o.compute_dtype, ops=o.ops,
                   name='whiten')(x, train)
+    if self.stem_width:
+      x = o.conv(scaled(self.stem_width, self.width), 3, name='stem')(x, train)
     for g, width in enumerate(self.widths, start=1):
       width = scaled(width, self.width)
+      pool = o.pool_layer('max', 2, 2, 'VALID', name=f'group{g}_pool')
+      x = pool(x) if self.stem_width else x
       x = self._block(width, f'group{g}_a')(x, train)
-      x = o.pool_layer('max', 2, 2, 'VALID', name=f'group{g}_pool')(x)
+      x = x if self.stem_width else pool(x)
       x = self._block(width, f'group{g}_b')(x, train)
     x = jnp.max(x, axis=(1, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

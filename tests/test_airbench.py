@@ -349,3 +349,22 @@ def test_a_whitened_run_starts_from_the_datas_kernel():
   runner = trainer.Runner(config, STATS, build_model(config.model), 10)
   state = runner.create_state(optim.make_optimizer(config, 1, 10)[0], kernel)
   np.testing.assert_allclose(state.params['whiten']['conv']['kernel'], kernel)
+
+
+def test_tta_final_only_scores_plain_images_until_the_last_evaluation():
+  config = tiny(eval_flip=True, eval_translate=1, eval_tta_final_only=True)
+  model = build_model(config.model)
+  runner = trainer.Runner(config, STATS, model, 10)
+  tx, _ = optim.make_optimizer(config, 10, 10)
+  state = runner.create_state(tx)
+  split = input_pipeline.load_split(config.data, 'test')
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  x = input_pipeline.preprocess_eval(split.images, image_size=8,
+                                     mean=STATS[0], std=STATS[1])
+  labels = np.asarray(split.labels)
+  for final, flip, translate in ((False, False, 0), (True, True, 1)):
+    logits = trainer.eval_logits(variables, x, model=model, flip=flip,
+                                 translate=translate)
+    expected = float(np.mean(np.asarray(logits).argmax(-1) == labels))
+    got = runner.evaluate(state, split, final=final)['accuracy']
+    assert got == pytest.approx(expected)

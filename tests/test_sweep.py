@@ -25,6 +25,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+import config_checks
 import input_pipeline
 import rundir
 from configs.common import load_config, load_module
@@ -233,38 +234,52 @@ def test_the_reduction_ratio_baseline_is_the_configs_own_reduction(size):
     pytest.param(n, marks=pytest.mark.slow) if n == 'flops_matched' else n
     for n in SWEEPS])
 def test_shipped_sweeps_name_one_of_their_runs_as_baseline(name):
-  loaded = sweep_tool.load_sweep(f'configs/sweeps/{name}.py:size=cpu')
+  arg = '' if name == 'fast_levers' else ':size=cpu'  # The recipe's own.
+  loaded = sweep_tool.load_sweep(f'configs/sweeps/{name}.py{arg}')
   assert loaded.baseline in [r.name for r in loaded.runs]
   assert loaded.seeds == 1
 
 
 @pytest.mark.parametrize('adopted', [
-    {}, {'eval_flip': True, 'schedule': 'onecycle', 'label_smoothing': 0.0,
-         'ema_decay': 0.99, 'model.dtype': 'bfloat16'}])
+    {}, {'whiten': False, 'bias_lr_scale': 1.0, 'lookahead_every': 0,
+         'data.alternate_flip': False, 'label_smoothing': 0.0,
+         'model.act': 'relu', 'model.reduce_act': 'relu'}])
 def test_every_fast_lever_moves_the_recipe_whichever_side_it_is_on(adopted):
-  # A lever the recipe has adopted must not become a copy of the recipe:
-  # each lever changes its own key to another value.
+  # A lever the recipe has not adopted is tried on, not copied: each lever
+  # changes each of its keys to another value, and every config it makes
+  # passes the config checks.
   from configs.sweeps import fast_levers
   recipe = load_config('configs/cifar_fast.py')
   recipe.update_from_flattened_dict(adopted)
+  get = lambda config, key: functools.reduce(getattr, key.split('.'), config)
   changed = []
   for overrides in fast_levers.levers(recipe):
     moved = recipe.copy_and_resolve_references()
     moved.update_from_flattened_dict(overrides)
-    get = lambda config, key: functools.reduce(getattr, key.split('.'), config)
     diff = [k for k in overrides if get(moved, k) != get(recipe, k)]
     assert diff == list(overrides), (overrides, diff)
+    config_checks.check_values(moved)
     changed.append(next(iter(overrides)))
-  assert sorted(changed) == ['batch_size', 'ema_decay', 'eval_flip',
-                             'label_smoothing', 'model.dtype', 'schedule']
+  assert sorted(changed) == sorted([
+      'whiten', 'bias_lr_scale', 'lookahead_every', 'data.alternate_flip',
+      'data.random_crop', 'eval_flip', 'batch_size', 'label_smoothing',
+      'model.act', 'model.block'])
 
 
 def test_fast_levers_sweep_builds_each_lever_apart_from_the_baseline():
   runs = sweep_tool.load_sweep('configs/sweeps/fast_levers.py').runs
   configs = {j.name: j.config for j in sweep_tool.expand(runs, 1, [])}
   baseline = configs.pop('baseline')
-  assert len(configs) == 6
+  assert len(configs) == 10
   assert all(config != baseline for config in configs.values())
+
+
+def test_a_sweeps_budget_argument_reaches_every_run():
+  loaded = sweep_tool.load_sweep(
+      'configs/sweeps/naive_vs_reduced.py:size=fast,epochs=2')
+  for run in loaded.runs:
+    config = load_config(run.config)
+    assert config.num_epochs == 2.0 and config.model.module == run.name
 
 
 # ------------------------------------------------ overrides checked up front
@@ -852,7 +867,8 @@ def test_two_seeds_train_and_a_rerun_skips_them(tmp_path):
     pytest.param(n, marks=pytest.mark.slow) if n == 'flops_matched' else n
     for n in SWEEPS])
 def test_dry_run_prints_commands_that_parse(name):
-  out = sweep(f'--sweep=configs/sweeps/{name}.py:size=cpu', '--workdir=/tmp/x',
+  arg = ':epochs=1' if name == 'fast_levers' else ':size=cpu'
+  out = sweep(f'--sweep=configs/sweeps/{name}.py{arg}', '--workdir=/tmp/x',
               '--dry_run', '--config.data.source=/data/cifar.tar.gz')
   assert out.returncode == 0, out.stderr
   lines = out.stdout.strip().splitlines()

@@ -48,19 +48,22 @@ def name_of(overrides: dict[str, Any]) -> str:
   return ','.join(f'{k.split(".")[-1]}={v}' for k, v in overrides.items())
 
 
-# The network each sweep varies: `cpu` trains in minutes on 2 cores, `fast`
-# is the same small net in the fast recipe (configs/cifar_fast.py), `full` is
-# the paper-size GoogLeNet on CIFAR-10, for accelerators.
+# The network each sweep varies: `cpu` (the small Inception net) trains in
+# minutes on 2 cores, `fast` is the fast recipe (configs/cifar_fast.py:
+# airbench's method around Inception modules), `full` is the paper-size
+# GoogLeNet on CIFAR-10, for accelerators.
 SIZES = {
     'cpu': 'configs/cifar_cpu.py',
     'fast': 'configs/cifar_fast.py',
     'full': 'configs/googlenet.py:stem=cifar',
 }
-SMALL_NET_SIZES = ('cpu', 'fast')  # The small Inception net of Zhang et al.
+SMALL_NET_SIZES = ('cpu',)  # The small Inception net of Zhang et al.
 
 
-def base_config(size: str, module: str) -> str:
+def base_config(size: str, module: str, **args) -> str:
+  """The config spec of `size` with `module` and any further config args."""
   if size not in SIZES:
     raise ValueError(f'size={size!r}; choose one of {sorted(SIZES)}.')
   path = SIZES[size]
-  return f'{path}{"," if ":" in path else ":"}module={module}'
+  extra = ''.join(f',{k}={v}' for k, v in args.items())
+  return f'{path}{"," if ":" in path else ":"}module={module}{extra}'

@@ -1,35 +1,28 @@
-"""The fast recipe's levers (issue 17), one at a time against the recipe.
+"""The fast recipe's levers, each switched off alone against the recipe.
 
-  python scripts/sweep.py --sweep=configs/sweeps/fast_levers.py --seeds=3 \
-      --workdir=runs/levers --config.num_epochs=2 \
-      --config.data.source=PATH/TO/cifar10
+  python -m scripts.sweep --sweep=configs/sweeps/fast_levers.py --seeds=3 \
+      --workdir=runs/levers --config.data.source=PATH/TO/cifar10
 
 A lever's effect may be smaller than the spread between seeds: run
-several. Reaches: each lever's difference from the recipe, dated in
-docs/results.md, "The fast recipe's levers".
+several. Reaches: what each lever buys, with its CI, in docs/results.md,
+"The fast recipe's levers".
 
-Each run flips one setting of configs/cifar_fast.py (reduced modules) to its
-alternative, so the sweep reads each lever against the recipe as it stands,
-whichever side of a lever the recipe has adopted:
-  ema=0.99           evaluate an EMA of the weights (config.ema_decay);
-  eval_flip=...      score the mean logits of each image and its mirror, or
-                     stop doing so;
-  schedule=...       one-cycle (linear warm-up, then linear decay to 0)
-                     against warm-up + cosine;
-  label_smoothing=.. 0.1 against none;
-  bfloat16           bf16 compute (params stay float32);
-  batch256,lr=...    twice the batch at twice the peak rate (the linear
-                     scaling rule), the same epochs in half the steps,
-                     evaluated as often per epoch (the recipe's cadences
-                     are in epochs; size=cpu's are in steps).
-
-EMA decay: 0.99 averages over about the last 1 / (1 - 0.99) = 100 steps
-(under a third of an epoch at batch 128). Under the warm-up cap
-(1 + t) / (10 + t) it is reached at step 890; 0.999 (step 8990) would
-barely be reached in a short run, so it would measure the warm-up, not the
-decay.
-
-size=fast (default) or cpu: the recipe the levers are applied to.
+Each run moves one lever of configs/cifar_fast.py (reduced modules) to its
+other side (so a lever the recipe has not adopted is tried on):
+  whiten            the frozen, data-initialised whitening stem (off: the
+                    2x2 stem is learned like any conv);
+  bias_lr_scale     the batch-norm biases' 64x learning rate (off: 1x);
+  lookahead_every   lookahead every 5 steps (off: none);
+  alternate_flip    the alternating flip (off: random flips);
+  random_crop       translate by up to 2 pixels (off: none);
+  eval_flip,...     the six-view test-time augmentation (off: none);
+  batch_size        half the batch, the same per-example hyperparameters
+                    (decoupled SGD scales the step with the batch);
+  label_smoothing   0.2 (off: 0);
+  act               GELU (off: ReLU);
+  block             Inception modules (off: airbench's plain 3x3 convs at
+                    the same widths).
+Args: epochs=<float>, the recipe's budget (default: the recipe's own).
 """
 
 from configs.common import load_config, parse_arg
@@ -41,28 +34,26 @@ BASELINE = 'baseline'
 
 def levers(recipe) -> list[dict]:
   """Each lever as the overrides that move `recipe` to its other side."""
-  batch = {'batch_size': 2 * recipe.batch_size,
-           'learning_rate': 2 * recipe.learning_rate}
+  data, model = recipe.data, recipe.model
+  acts = ('relu', 'relu') if model.act == 'gelu' else ('gelu', 'gelu')
   return [
-      {'ema_decay': 0.99 if recipe.ema_decay == 0 else 0.0},
-      {'eval_flip': not recipe.eval_flip},
-      {'schedule': 'cosine' if recipe.schedule == 'onecycle' else 'onecycle'},
-      {'label_smoothing': 0.1 if recipe.label_smoothing == 0 else 0.0},
-      {'model.dtype': 'float32' if recipe.model.dtype == 'bfloat16'
-                      else 'bfloat16'},
-      batch,
+      {'whiten': not recipe.whiten},
+      {'bias_lr_scale': 1.0 if recipe.bias_lr_scale != 1.0 else 64.0},
+      {'lookahead_every': 0 if recipe.lookahead_every else 5},
+      {'data.alternate_flip': not data.alternate_flip},
+      {'data.random_crop': not data.random_crop},
+      {'eval_flip': not recipe.eval_flip,
+       'eval_translate': 0 if recipe.eval_translate else 1},
+      {'batch_size': recipe.batch_size // 2},
+      {'label_smoothing': 0.0 if recipe.label_smoothing else 0.2},
+      {'model.act': acts[0], 'model.reduce_act': acts[1]},
+      {'model.block': 'conv' if model.block == 'inception' else 'inception'},
   ]
 
 
-def _name(overrides: dict) -> str:
-  if 'batch_size' in overrides:  # Shorter than name_of's key=value pairs.
-    return (f'batch{overrides["batch_size"]},'
-            f'lr={overrides["learning_rate"]:g}')
-  return name_of(overrides)
-
-
 def get_sweep(arg=None):
-  arg = parse_arg(arg, size='fast')
-  config = base_config(arg.size, 'reduced')
+  arg = parse_arg(arg, epochs=0.0)
+  config = base_config('fast', 'reduced',
+                       **({'epochs': arg.epochs} if arg.epochs else {}))
   runs = [Run(BASELINE, config)]
-  return runs + [Run(_name(o), config, o) for o in levers(load_config(config))]
+  return runs + [Run(name_of(o), config, o) for o in levers(load_config(config))]

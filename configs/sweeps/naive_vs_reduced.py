@@ -16,6 +16,7 @@ BASELINE = 'naive'
 
 
 def get_sweep(arg=None):
-  arg = parse_arg(arg, size='full')
-  return [Run(module, base_config(arg.size, module))
+  arg = parse_arg(arg, size='full', epochs=0.0)
+  args = {'epochs': arg.epochs} if arg.epochs else {}  # size=fast's budget.
+  return [Run(module, base_config(arg.size, module, **args))
           for module in ('naive', 'reduced')]

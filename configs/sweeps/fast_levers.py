@@ -6,7 +6,7 @@
 
 A lever's effect may be smaller than the spread between seeds: run
 several. Reaches: each lever's difference from the recipe, dated in
-docs/results.md, "The fast recipe's levers".
+docs/results.md, "fast_levers".
 
 Each run flips one setting of configs/cifar_fast.py (reduced modules) to its
 alternative, so the sweep reads each lever against the recipe as it stands,

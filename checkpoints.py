@@ -1,13 +1,15 @@
 """Checkpoints in DIR/checkpoints: orbax CheckpointManager plus a fingerprint.
 
-Each checkpoint holds the train state and a JSON `meta` with the model config
-and every parameter's shape. A run refuses a workdir whose checkpoints were
-written by another model (before anything is compiled or overwritten), and a
-checkpoint that fails to restore falls back to the one before it. How the
-layers are computed (config.ops) is not part of the model: the params are
-the same under every choice, so a checkpoint resumes under any of them.
+Each checkpoint holds the train state and a JSON `meta`: the run's config
+and every parameter's shape (fingerprint). A run refuses a workdir whose
+checkpoints are of another run, before anything is compiled or overwritten;
+whether two configs are the same run is rundir.training_changes' to say, the
+rule config.json is checked by too (so a checkpoint resumes under any ops,
+cadence or data path, as a workdir does). A checkpoint that fails to restore
+falls back to the one before it.
 """
 
+import json
 import os
 from typing import Any
 
@@ -27,12 +29,32 @@ def directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
-def fingerprint(model_config: dict, abstract_state: Any) -> dict:
-  """What must agree for a checkpoint to belong to this run."""
+def fingerprint(config: dict, abstract_state: Any) -> dict:
+  """What each checkpoint records of its run: the config (as JSON reads it
+  back) and every parameter's shape (whether this code's network can take
+  the checkpoint's params)."""
   shapes = jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]
-  return {'model': dict(model_config),
+  return {'config': json.loads(json.dumps(config, default=str)),
           'param_shapes': {jax.tree_util.keystr(k): list(v.shape)
                            for k, v in shapes}}
+
+
+# The keys of the config that checkpoints recorded before they recorded all
+# of it (as meta['model'] and meta['image_size']).
+LEGACY_KEYS = ('model', 'image_size')
+
+
+def recorded_changes(meta: dict, config: dict) -> list[str]:
+  """rundir.training_changes from the config a checkpoint's meta recorded
+  to `config`: over all of it, or for an older checkpoint over the keys it
+  recorded (LEGACY_KEYS)."""
+  if 'config' in meta:
+    return rundir.training_changes(rundir.saved_config(dict(meta['config'])),
+                                   config)
+  keys = [k for k in LEGACY_KEYS if k in meta]
+  saved = rundir.saved_config({k: meta[k] for k in keys})
+  return rundir.training_changes({k: saved[k] for k in keys},
+                                 {k: config.get(k) for k in keys})
 
 
 class Checkpoints:
@@ -60,19 +82,22 @@ class Checkpoints:
                         'checking the previous one.', step, self.directory, e)
     if stored is None:
       return
-    # A model key added since (rundir.ADDED_KEYS) has the value it trained as.
-    stored = rundir.with_added_keys({'model': {}} | stored)
-    diffs = [k for k in self.meta if stored.get(k) != self.meta[k]]
-    if diffs:
-      model_diff = {k: (stored['model'].get(k), v)
-                    for k, v in self.meta['model'].items()
-                    if stored.get('model', {}).get(k) != v}
+    what = f'{self.directory} holds checkpoints (latest: step {step}) of'
+    fix = 'Nothing was overwritten. Use a new --workdir, or the '
+    changes = recorded_changes(stored, self.meta['config'])
+    if changes:
+      raise CheckpointMismatchError(rundir.changes_error(
+          what, changes, fix + 'config that wrote them (saved in the workdir '
+          'as config.json).'))
+    saved, shapes = stored.get('param_shapes') or {}, self.meta['param_shapes']
+    changed = sorted(k for k in set(saved) | set(shapes)
+                     if saved.get(k) != shapes.get(k))
+    if changed:
       raise CheckpointMismatchError(
-          f'{self.directory} holds checkpoints (latest: step {step}) of a '
-          f'different model or shape: {", ".join(diffs)} differ'
-          + (f' (model key: (stored, requested) {model_diff})' if model_diff
-             else '') + '. Nothing was overwritten. Use a new --workdir, or '
-          'the config that wrote it (saved in the workdir as config.json).')
+          f'{what} the same config, but this code builds parameters of other '
+          f'shapes: {len(changed)} differ, e.g. {changed[0]} '
+          f'{saved.get(changed[0])} -> {shapes.get(changed[0])}. {fix}code '
+          'that wrote them.')
 
   def restore_latest(self, abstract_state: Any) -> Any | None:
     """The newest checkpoint that restores, or None if there is none."""

@@ -227,7 +227,9 @@ def _describe(holder: str) -> str:
 # Keys that do not change what a run trains: how often it logs, evaluates and
 # checkpoints, when this process stops, where the data lives and how many
 # workers decode it, and how the ops are computed (same math: see ops/).
-# Everything else in config.json is part of the run's identity.
+# Everything else in a config is part of the run's identity: the one rule
+# (training_changes) by which a workdir's config.json, its checkpoints
+# (checkpoints.recorded_changes) and a sweep's stale runs are judged.
 BOOKKEEPING = (
     'log_every_steps', 'log_every_epochs', 'eval_every_steps',
     'eval_every_epochs', 'eval_batch_size', 'target_accuracy',
@@ -274,6 +276,14 @@ def training_changes(saved: dict, current: dict) -> list[str]:
       continue
     lines.append(f'{key}: {a!r} -> {b!r}')
   return lines
+
+
+def changes_error(what: str, changes: list[str], fix: str) -> str:
+  """The error of a run directory (`what`: '<dir> holds ...') whose saved
+  config differs from the current one by training_changes' lines."""
+  return (f'{what} a run trained with other values; these keys differ '
+          '(saved -> now):\n' + ''.join(f'  {line}\n' for line in changes)
+          + fix)
 
 
 def saved_training_changes(workdir: str, current: dict) -> list[str]:

@@ -115,11 +115,10 @@ def check_workdir_config(config: ml_collections.ConfigDict,
   if any_process(bool(changes)) and not changes:
     changes = ['(found by another process: see its log)']
   if changes:
-    raise ConfigMismatchError(
-        f'{workdir} holds a run trained with other values; these keys differ '
-        '(saved -> now):\n' + ''.join(f'  {line}\n' for line in changes) +
+    raise ConfigMismatchError(rundir.changes_error(
+        f'{workdir} holds', changes,
         'Nothing was changed. Use a fresh --workdir, or rerun with the saved '
-        f'values (all in {os.path.join(workdir, rundir.CONFIG)}).')
+        f'values (all in {os.path.join(workdir, rundir.CONFIG)}).'))
 
 
 def cross_entropy(logits, labels, smoothing: float = 0.0):
@@ -442,13 +441,13 @@ def restore_or_create(config, workdir: str, runner: Runner, tx,
                       ) -> tuple[checkpoints.Checkpoints, TrainState, dict]:
   """The checkpoints, the state to start from (the latest checkpoint that
   restores, else a fresh one) and the summary of the run so far ({} when it
-  starts afresh). A workdir of another model is refused before anything is
-  compiled or written."""
+  starts afresh). A workdir whose checkpoints are of another run
+  (checkpoints.recorded_changes) is refused before anything is compiled or
+  written."""
   abstract = runner.abstract_state(tx)
   ckpt = checkpoints.Checkpoints(
       workdir, config.keep_checkpoints,
-      checkpoints.fingerprint(config.model.to_dict(), abstract) |
-      {'image_size': config.image_size})
+      checkpoints.fingerprint(config.to_dict(), abstract))
   ckpt.check_compatible()
   # check_workdir_config passed: a saved config.json differs from this one in
   # bookkeeping keys only, so what training used stays recorded.

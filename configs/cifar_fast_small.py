@@ -1,18 +1,17 @@
-"""The previous fast CIFAR-10 recipe on CPU: the small Inception net with 1x1
-reductions at width 0.25, batch 128, a one-cycle schedule, no label
-smoothing, flip test-time augmentation, 7.5 epochs with an evaluation every
-2 and at the end, sized to a 15-minute budget on a 2-core CPU; summary.json
-records when it first reaches `target_accuracy` (0.9) as time_to_target_s.
+"""The previous fast CIFAR-10 recipe (until 2026-12-07): the small
+Inception net with 1x1 reductions at width 0.25, batch 128, a one-cycle
+schedule, no label smoothing, flip test-time augmentation, 7.5 epochs with
+an evaluation every 2 and at the end; summary.json records when it first
+reaches `target_accuracy` (0.9) as time_to_target_s.
 
-  python train.py --config=configs/cifar_fast.py --workdir=DIR \
+  python train.py --config=configs/cifar_fast_small.py --workdir=DIR \
       --config.data.source=PATH/TO/cifar10
 
-Reaches: short of its 0.9 target on a 2-core CPU; the dated record, each
-seed, the accuracy curve and what limits it are in docs/results.md,
-"cifar_fast". The main job trains it for 1.5 epochs, naive and reduced;
-configs/sweeps/fast_levers.py measures each lever against it.
+Reaches: the "before" of today's configs/cifar_fast.py, dated in
+docs/results.md, "cifar_fast".
 
-Args: module=naive|reduced, width=<float>, epochs=<float>.
+Args: module=<models.inception.CHOICES['module']>, width=<float>,
+  epochs=<float>.
 """
 
 from configs import small_inception

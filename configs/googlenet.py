@@ -3,8 +3,8 @@
   python train.py --config=configs/googlenet.py:module=reduced,stem=cifar,width=0.5 --workdir=/tmp/gnet
   python scripts/model_table.py --config=configs/googlenet.py:stem=imagenet,module=reduced
 
-Reaches: not yet run here (30 epochs, sized for an accelerator):
-docs/results.md, "Not yet run here".
+Reaches: not yet run here (sized for an accelerator): docs/results.md,
+"Not yet run here".
 
 Args: module=<models.inception.CHOICES['module']>,
   stem=<models.googlenet.STEMS>, width=<float>.

@@ -3,9 +3,9 @@
   python train.py --config=configs/small_inception.py:module=reduced,bn=True --workdir=/tmp/small
   python scripts/model_table.py --config=configs/small_inception.py --compare
 
-Reaches: not yet run here at this full width (30 epochs, sized for an
-accelerator); its width-0.25 versions, configs/cifar_cpu.py and
-configs/cifar_fast.py, are on record in docs/results.md.
+Reaches: not yet run here at full width (docs/results.md, "Not yet run
+here"); its width-0.25 versions are configs/cifar_cpu.py and
+configs/cifar_fast.py.
 
 Args: module=<models.inception.CHOICES['module']>, bn=True|False.
 """

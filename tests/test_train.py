@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import numpy as np
@@ -561,15 +562,27 @@ def test_a_run_that_ends_in_its_warmup_says_so(tmp_path, caplog):
   assert rates == sorted(rates) and max(rates) < 0.05  # Still climbing.
 
 
+def checkpoint_metas(workdir) -> list[pathlib.Path]:
+  return sorted((workdir / 'checkpoints').glob('*/meta/metadata'))
+
+
+def edit_saved_configs(workdir, edit) -> None:
+  """Calls edit(config) on the config that `workdir`'s config.json and each
+  of its checkpoints recorded, and saves what it leaves."""
+  path = workdir / rundir.CONFIG
+  saved = read_json(path)
+  edit(saved)
+  path.write_text(json.dumps(saved))
+  for path in checkpoint_metas(workdir):
+    meta = read_json(path)
+    edit(meta['config'])
+    path.write_text(json.dumps(meta))
+
+
 def strip_model_key(workdir, key: str) -> None:
   """Makes `workdir` a run saved before model.<key> existed: gone from its
   config.json and from every checkpoint's metadata."""
-  paths = [workdir / rundir.CONFIG,
-           *(workdir / 'checkpoints').glob('*/meta/metadata')]
-  for path in paths:
-    saved = read_json(path)
-    del saved['model'][key]
-    path.write_text(json.dumps(saved))
+  edit_saved_configs(workdir, lambda config: config['model'].pop(key))
 
 
 @pytest.mark.slow
@@ -591,24 +604,40 @@ def test_a_run_saved_before_an_added_knob_resumes(run6, tmp_path,
   assert_states_equal(restored(workdir), restored(run6[0]))
 
 
-def as_saved_before_data_stats_json(workdir) -> None:
-  """Makes `workdir` a run saved before data_stats.json: its config.json
-  carries the data stats, as [mean, std]."""
+def as_an_older_run(workdir) -> None:
+  """Makes `workdir` a run saved before data_stats.json and before the
+  checkpoints recorded the whole config: its config.json carries the data
+  stats, as [mean, std]; each checkpoint records the model block, the
+  image size and the param shapes."""
   stats = read_json(workdir / rundir.DATA_STATS)
   (workdir / rundir.DATA_STATS).unlink()
   saved = read_json(workdir / rundir.CONFIG)
   saved['data_stats'] = [stats['mean'], stats['std']]
   (workdir / rundir.CONFIG).write_text(json.dumps(saved))
+  for path in checkpoint_metas(workdir):
+    meta = read_json(path)
+    config = meta.pop('config')
+    meta |= {'model': config['model'], 'image_size': config['image_size']}
+    path.write_text(json.dumps(meta))
 
 
 @pytest.mark.slow
-def test_a_run_saved_before_data_stats_json_evaluates_and_resumes(
+def test_an_older_run_evaluates_resumes_and_still_refuses_another(
     run6, tmp_path, caplog):
   workdir = copy_run(run6, tmp_path)
   stats = read_json(workdir / rundir.DATA_STATS)
-  as_saved_before_data_stats_json(workdir)
+  as_an_older_run(workdir)
   result = eval_tool.evaluate(str(workdir))  # Normalised as in training.
   assert result['accuracy'] == run6[1]['val_accuracy']
+  other = copy_run(run6, tmp_path / 'other')
+  as_an_older_run(other)
+  (other / rundir.CONFIG).unlink()  # Only its checkpoints' record is left.
+  before = snapshot(other)
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match="model.width: 0.0625 -> 0.125"):
+    trainer.train_and_evaluate(make_config(**{'model.width': 0.125}),
+                               str(other))
+  assert snapshot(other) == before
   caplog.set_level(logging.INFO)
   summary = trainer.train_and_evaluate(make_config(), str(workdir))
   assert f'Resuming from step {STEPS} ' in caplog.text  # Not refused.
@@ -641,13 +670,11 @@ def test_cli_refuses_a_finished_run_with_other_training_values(run6, tmp_path):
 @pytest.mark.slow
 def test_bookkeeping_changes_resume_a_finished_run(run6, tmp_path, caplog):
   # run6 as a finished run of a data folder that has moved since: its
-  # config.json names the old place, which is gone. (What the checkpoints
-  # were trained on does not enter the workdir check.)
+  # config.json and checkpoints name the old place, which is gone.
   workdir = copy_run(run6, tmp_path)
+  edit_saved_configs(workdir, lambda saved: saved['data'].update(
+      source=str(tmp_path / 'images'), cache_dir=str(tmp_path / 'cache')))
   before = read_json(workdir / rundir.CONFIG)
-  before['data'] |= {'source': str(tmp_path / 'images'),
-                     'cache_dir': str(tmp_path / 'cache')}
-  rundir.write_json_atomic(workdir / rundir.CONFIG, before)
   moved = tmp_path / 'moved_images'
   make_folder(moved, {'train': 10})
   metrics = (workdir / rundir.METRICS).read_bytes()
@@ -896,16 +923,48 @@ def test_missing_split_lists_the_splits_present(tmp_path):
 @pytest.mark.slow
 def test_mismatched_checkpoint_is_refused_and_left_unchanged(run6, tmp_path):
   # Without config.json (which check_workdir_config compares against), the
-  # checkpoints' own fingerprint still refuses another model.
+  # checkpoints' own record refuses another run, by the same rule.
   workdir = copy_run(run6, tmp_path)
   (workdir / rundir.CONFIG).unlink()
   before = snapshot(workdir)
-  config = make_config(**{'model.width': 0.125})
-  with pytest.raises(checkpoints.CheckpointMismatchError,
-                     match=r'latest: step 6\) of a different model.*'
-                     r"'width': \(0\.0625, 0\.125\).*Nothing was overwritten"):
+  config = make_config(learning_rate=0.3, log_every_steps=2,
+                       **{'model.width': 0.125, 'ops.conv': 'xla'})
+  with pytest.raises(checkpoints.CheckpointMismatchError) as error:
     trainer.train_and_evaluate(config, str(workdir))
+  assert str(error.value).splitlines() == [
+      f'{workdir}/checkpoints holds checkpoints (latest: step 6) of a run '
+      'trained with other values; these keys differ (saved -> now):',
+      '  learning_rate: 0.05 -> 0.3',
+      '  model.width: 0.0625 -> 0.125',
+      'Nothing was overwritten. Use a new --workdir, or the config that wrote '
+      'them (saved in the workdir as config.json).']
   assert snapshot(workdir) == before
+
+
+def test_checkpoints_judge_their_config_by_the_workdir_rule(tmp_path):
+  # Bookkeeping may change, as for config.json; parameter shapes that this
+  # code builds otherwise from the same config may not.
+  config = make_config().to_dict()
+  meta = lambda config, n: checkpoints.fingerprint(
+      config, types.SimpleNamespace(params={'w': np.zeros(n)}))
+  ckpt = checkpoints.Checkpoints(str(tmp_path), 1, meta(config, 2))
+  ckpt.save(1, {'w': np.zeros(2)})
+  ckpt.close()
+  moved = make_config(log_every_steps=7, **{'ops.conv': 'xla'}).to_dict()
+  for other, error in ((meta(moved, 2), None),
+                       (meta(config, 3), "e.g. ['w'] [2] -> [3]"),
+                       (meta(make_config(seed=1).to_dict(), 2),
+                        'seed: 0 -> 1')):
+    ckpt = checkpoints.Checkpoints(str(tmp_path), 1, other)
+    try:
+      if error is None:
+        ckpt.check_compatible()
+      else:
+        with pytest.raises(checkpoints.CheckpointMismatchError,
+                           match=re.escape(error)):
+          ckpt.check_compatible()
+    finally:
+      ckpt.close()
 
 
 @pytest.mark.slow
@@ -916,9 +975,10 @@ def test_nan_diverges_and_keeps_the_last_finite_checkpoint(run6, tmp_path):
   workdir = copy_run(run6, tmp_path)
   config = make_config(learning_rate=float('inf'), num_train_steps=9,
                        checkpoint_every_steps=1)
-  # As if run6 had been started so: the workdir check compares with this.
-  # (Not NaN: NaN != NaN, and the check would refuse the workdir.)
-  rundir.write_json_atomic(workdir / rundir.CONFIG, config.to_dict())
+  # As if run6 had been started so: the workdir and checkpoint checks compare
+  # with this. (Not NaN: NaN != NaN, and the checks would refuse the workdir.)
+  edit_saved_configs(workdir, lambda saved: saved.update(
+      json.loads(json.dumps(config.to_dict()))))
   with pytest.raises(FloatingPointError, match='Training diverged'):
     trainer.train_and_evaluate(config, str(workdir))
   summary = read_json(workdir / 'summary.json')

@@ -8,7 +8,7 @@ batch-norm statistics and the optimizer state stay float32, and oneDNN
 sums in float32. The question is whether that costs accuracy, so the
 bfloat16 runs are read against the float32 ones. Where the CPU has no
 bfloat16 instructions the bfloat16 runs are slower than float32 (the log
-says so). Reaches: the dated result is in docs/results.md.
+says so). Reaches: dated in docs/results.md, "dtype".
 """
 
 from configs.sweeps.common import Run, base_config

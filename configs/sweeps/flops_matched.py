@@ -4,7 +4,7 @@
 
 The naive network's width multiplier is found by bisection on the
 accounting (shapes only), so its MACs per image match the reduced
-network's within 2%. Is the reduced module better at equal compute, or
+network's (within accounting.match_width's tolerance). Is the reduced module better at equal compute, or
 just cheaper? Reaches: dated in docs/results.md, "flops_matched".
 """
 

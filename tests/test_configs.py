@@ -101,7 +101,7 @@ def test_a_knob_value_not_listed_is_refused_naming_the_listed(block, key):
 
 
 def test_every_steps_resolves_epochs_to_the_nearest_step():
-  fast = load_config('configs/cifar_fast.py')
+  fast = load_config('configs/cifar_fast_small.py')
   # 45,000 training images: 351 steps of 128 per epoch, 175 of 256.
   assert config_checks.every_steps(fast, 351) == {
       'log': 88, 'eval': 702, 'checkpoint': 702}  # 0.25 x 351 = 87.75.

@@ -50,14 +50,16 @@ def name_of(overrides: dict[str, Any]) -> str:
 
 # The network each sweep varies: `cpu` (the small Inception net) trains in
 # minutes on 2 cores, `fast` is the fast recipe (configs/cifar_fast.py:
-# airbench's method around Inception modules), `full` is the paper-size
-# GoogLeNet on CIFAR-10, for accelerators.
+# airbench's method around Inception modules), `fast_small` the previous one
+# (the small net), `full` the paper-size GoogLeNet on CIFAR-10, for
+# accelerators.
 SIZES = {
     'cpu': 'configs/cifar_cpu.py',
     'fast': 'configs/cifar_fast.py',
+    'fast_small': 'configs/cifar_fast_small.py',
     'full': 'configs/googlenet.py:stem=cifar',
 }
-SMALL_NET_SIZES = ('cpu',)  # The small Inception net of Zhang et al.
+SMALL_NET_SIZES = ('cpu', 'fast_small')  # The small Inception net of Zhang et al.
 
 
 def base_config(size: str, module: str, **args) -> str:

@@ -19,7 +19,7 @@ other side (so a lever the recipe has not adopted is tried on):
   batch_size        half the batch, the same per-example hyperparameters
                     (decoupled SGD scales the step with the batch);
   label_smoothing   0.2 (off: 0);
-  act               GELU (off: ReLU);
+  act               ReLU (other side: airbench's GELU);
   block             Inception modules (off: airbench's plain 3x3 convs at
                     the same widths).
 Args: epochs=<float>, the recipe's budget (default: the recipe's own).

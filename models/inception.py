@@ -25,7 +25,7 @@ from ops import Ops
 # these.
 CHOICES = {
     'module': ('naive', 'reduced'),
-    'act': ('relu', 'gelu'),                     # After every other conv.
+    'act': tuple(a for a in ACTIVATIONS if a != 'linear'),  # Other convs.
     'reduce_act': tuple(ACTIVATIONS),            # After the 1x1 reductions.
     'branch3': ('standard', 'separable'),        # The 3x3 branch.
     'branch5': ('5x5', '3x3x2', 'separable'),    # The 5x5 branch.

@@ -5,11 +5,13 @@ recipe, with the target accuracy drawn across.
       --target=0.9 'cifar_fast=runs/fast/*-seed*' 'before=runs/dtype/float32-seed*'
 
 Each positional argument is LABEL=GLOB: the run directories (with
-summary.json and TensorBoard event files) of one recipe. A point is an
-evaluation: its val/accuracy, at the run's wall time when it was logged
-(the run's wall_seconds in summary.json, less the time from that event to
-the run's last one; resumed runs count every session, as wall_seconds
-does). Prints each run's points as JSON lines.
+summary.json and TensorBoard event files) of one recipe, or the JSON that
+benchmarks/airbench_reference.py --json printed (its per-epoch curve, then
+its final test-time-augmented accuracy at its wall time). A point of a run
+directory is an evaluation: its val/accuracy, at the run's wall time when
+it was logged (the run's wall_seconds in summary.json, less the time from
+that event to the run's last one; resumed runs count every session, as
+wall_seconds does). Prints each run's points as JSON lines.
 """
 
 import glob
@@ -47,8 +49,19 @@ def _events(workdir: str) -> list:
           for record in _records(path)]
 
 
+def anchor_curve(path: str) -> list[tuple[float, float]]:
+  """[(wall seconds, val accuracy)] of airbench_reference.py's JSON."""
+  with open(path) as f:
+    result = json.load(f)
+  points = [(p['wall_s'], p['val_acc']) for p in result['curve']]
+  return points + [(result['wall_s'], result['tta_val_acc'])]
+
+
 def curve(workdir: str) -> list[tuple[float, float]]:
-  """[(wall seconds, val accuracy)] of one run's evaluations."""
+  """[(wall seconds, val accuracy)] of one run's evaluations (or of the
+  anchor's JSON)."""
+  if workdir.endswith('.json'):
+    return anchor_curve(workdir)
   with open(os.path.join(workdir, 'summary.json')) as f:
     wall = json.load(f)['wall_seconds']
   events = _events(workdir)
@@ -66,7 +79,7 @@ def parse_groups(args: list[str]) -> dict[str, list[str]]:
     runs = sorted(glob.glob(pattern)) if sep else []
     if not runs:
       raise app.UsageError(f'{arg!r}: expected LABEL=GLOB matching run '
-                           'directories.')
+                           'directories or JSON files.')
     groups[label] = runs
   return groups
 

@@ -57,3 +57,33 @@ def test_entry_points_start_without_tensorflow(entry_point):
                         capture_output=True, check=True, timeout=120)
   assert done.stdout.strip() == 'False'
   assert done.stderr == ''
+
+
+def test_time_to_accuracy_reads_each_evaluation_at_its_wall_time(tmp_path):
+  """scripts/time_to_accuracy reads the event files without TensorFlow: each
+  val/accuracy, at the run's wall_seconds less the time from its event to
+  the last one."""
+  import time
+  from scripts import time_to_accuracy
+  log = metric_log.MetricLog(str(tmp_path), {'seed': 0}, is_main=True)
+  log(10, {'val/accuracy': 0.5, 'val/loss': 1.0})
+  time.sleep(0.3)
+  log(20, {'train/loss': 0.5})
+  log(20, {'val/accuracy': 0.75})
+  log.close()
+  (tmp_path / 'summary.json').write_text(json.dumps({'wall_seconds': 100.0}))
+  points = time_to_accuracy.curve(str(tmp_path))
+  assert [acc for _, acc in points] == [0.5, 0.75]
+  assert points[1][0] == pytest.approx(100.0, abs=0.05)
+  assert points[1][0] - points[0][0] == pytest.approx(0.3, abs=0.1)
+
+
+def test_time_to_accuracy_reads_the_anchors_json(tmp_path):
+  from scripts import time_to_accuracy
+  path = tmp_path / 'airbench.json'
+  path.write_text(json.dumps({
+      'curve': [{'epoch': 1.0, 'wall_s': 60.0, 'val_acc': 0.5},
+                {'epoch': 2.0, 'wall_s': 120.0, 'val_acc': 0.7}],
+      'wall_s': 150.0, 'tta_val_acc': 0.75}))
+  assert time_to_accuracy.curve(str(path)) == [(60.0, 0.5), (120.0, 0.7),
+                                               (150.0, 0.75)]

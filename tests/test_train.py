@@ -873,7 +873,7 @@ def test_two_processes_match_each_other_and_a_two_device_run(tmp_path):
 def test_unknown_model_name(tmp_path):
   config = make_config(**{'model.name': 'resnet'})
   with pytest.raises(ValueError, match=r"Unknown model 'resnet'; registered "
-                     r'models: googlenet, small_inception'):
+                     r'models: air_inception, googlenet, small_inception'):
     trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()  # Raised before writing anything.
   proc = subprocess.run(

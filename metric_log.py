@@ -8,12 +8,22 @@ second copy of oneDNN into the process.
 
 import json
 import os
+import sys
 import time
+import types
 
 from absl import logging
-from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.plugins.hparams import summary_v2 as hparams_summary
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+# The writer reaches for TensorFlow's file API when it first writes, and
+# imports TensorFlow if it is installed (it is, for TFDS). A module named
+# tensorboard.compat.notf is tensorboard's own switch (its no_tensorflow
+# build) to its TensorFlow-free stub: registering one keeps TensorFlow out.
+sys.modules.setdefault('tensorboard.compat.notf',
+                       types.ModuleType('tensorboard.compat.notf'))
+
+from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: E402
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary  # noqa: E402
+from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
 
 
 class MetricLog:

@@ -87,3 +87,18 @@ def test_time_to_accuracy_reads_the_anchors_json(tmp_path):
       'wall_s': 150.0, 'tta_val_acc': 0.75}))
   assert time_to_accuracy.curve(str(path)) == [(60.0, 0.5), (120.0, 0.7),
                                                (150.0, 0.75)]
+
+
+def test_writing_events_imports_no_tensorflow(tmp_path):
+  """tensorboard's writer would import TensorFlow at its first write (for its
+  file API) wherever TensorFlow is installed; metric_log keeps it on
+  tensorboard's TensorFlow-free stub."""
+  code = ('import sys, metric_log; '
+          f'log = metric_log.MetricLog({str(tmp_path)!r}, {{"a": 1}}, True); '
+          'log(1, {"train/loss": 2.5}); log.flush(); log.close(); '
+          'print("tensorflow" in sys.modules)')
+  done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, text=True,
+                        capture_output=True, check=True, timeout=120)
+  assert done.stdout.strip() == 'False'
+  assert done.stderr == ''
+  assert any(p.name.startswith('events.out.tfevents') for p in tmp_path.iterdir())

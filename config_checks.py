@@ -63,8 +63,8 @@ def check_values(config: ml_collections.ConfigDict,
   if config.whiten and not getattr(model, 'has_whitening_stem', False):
     fail(f'whiten=True needs a model with a whitening stem (air_inception); '
          f'{config.model.name!r} has none. Set --config.whiten=False.')
-
   return model
+
 
 def _check_recipe(config: ml_collections.ConfigDict, fail) -> None:
   """The airbench levers' values (configs/base.py documents each)."""

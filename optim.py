@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from models.air_inception import STEM
+
 OPTIMIZERS = ('sgd', 'sgd_decoupled', 'adamw')
 SCHEDULES = ('cosine', 'step', 'onecycle')
 
@@ -89,8 +91,8 @@ def is_norm_bias(path) -> bool:
 
 
 def is_stem(path) -> bool:
-  """A param of the whitening stem (models/air_inception.py's 'whiten')."""
-  return getattr(path[0], 'key', None) == 'whiten'
+  """A param of the whitening stem (models/air_inception.py's STEM)."""
+  return getattr(path[0], 'key', None) == STEM
 
 
 def scale_norm_biases(factor: float) -> optax.GradientTransformation:

@@ -280,11 +280,10 @@ def stem_kernel(config, train: input_pipeline.Split, stats):
     return None
   images = train.images
   sample = images[::max(1, len(images) // whitening.NUM_IMAGES)]
-  sample = sample[:whitening.NUM_IMAGES].astype(np.float32) / 255
-  mean, std = normalization(config, stats).values()
-  if mean is not None:
-    sample = (sample - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-  return whitening.whitening_kernel(sample)
+  sample = input_pipeline.preprocess_eval(
+      sample[:whitening.NUM_IMAGES], image_size=config.image_size,
+      **normalization(config, stats))
+  return whitening.whitening_kernel(np.asarray(sample))
 
 
 # XLA options for compiling the initial state, per backend.

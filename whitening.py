@@ -10,6 +10,8 @@ frozen (optim.freeze_stem).
 
 import numpy as np
 
+from models.air_inception import STEM
+
 EPSILON = 5e-4
 NUM_IMAGES = 5000  # airbench estimates the covariance from this many.
 
@@ -39,9 +41,8 @@ def whitening_kernel(images: np.ndarray, size: int = 2,
 
 def set_stem(params: dict, kernel: np.ndarray) -> dict:
   """`params` with the whitening stem's kernel replaced by `kernel`."""
-  stem = params['whiten']['conv']
+  stem = params[STEM]['conv']
   if stem['kernel'].shape != kernel.shape:
     raise ValueError(f'The whitening stem has a kernel of shape '
                      f'{stem["kernel"].shape}; the data gives {kernel.shape}.')
-  return {**params, 'whiten': {**params['whiten'],
-                               'conv': {**stem, 'kernel': kernel}}}
+  return {**params, STEM: {**params[STEM], 'conv': {**stem, 'kernel': kernel}}}

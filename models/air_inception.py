@@ -37,6 +37,7 @@ from models.inception import InceptionModule, InceptionOptions, check_width, sca
 from models.layers import ConvBlock
 
 BLOCKS = ('inception', 'conv')
+STEM = 'whiten'  # The stem's name: optim freezes it, whitening sets it.
 WHITEN_WIDTH = 24  # Two signs x the 12 eigenvectors of 2x2x3 patches.
 
 
@@ -83,7 +84,7 @@ class AirInception(nn.Module):
     x = x.astype(o.compute_dtype)
     x = ConvBlock(WHITEN_WIDTH, 2, padding='VALID', norm='none', act=o.act,
                   use_bias=True, dtype=o.compute_dtype, ops=o.ops,
-                  name='whiten')(x, train)
+                  name=STEM)(x, train)
     if self.stem_width:
       x = o.conv(scaled(self.stem_width, self.width), 3, name='stem')(x, train)
     for g, width in enumerate(self.widths, start=1):

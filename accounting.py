@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+import allocator
 import ops
 from ops import onednn
 
@@ -167,14 +168,16 @@ def summarize(config, with_xla: bool = True,
 def implementation(config, params) -> dict:
   """How a config's network, with these params, is computed, which changes
   its speed and not its params, MACs or math: the resolved ops, XLA:CPU's
-  vector width (None off CPU) and the modules whose 1x1 heads ran fused or
-  apart (models.inception.pointwise_fusion). summary.json records it, so
+  vector width (None off CPU), the process's malloc (allocator.py) and the
+  modules whose 1x1 heads ran fused or apart
+  (models.inception.pointwise_fusion). summary.json records it, so
   that the report can tell a time ratio of two implementations from a
   design's."""
   from models.inception import pointwise_fusion  # Local: as summarize's.
   width = ops.compiler_options(config).get('xla_cpu_prefer_vector_width')
   return (dataclasses.asdict(ops.resolve(config))
-          | {'cpu_vector_width': width} | pointwise_fusion(params))
+          | {'cpu_vector_width': width, 'allocator': allocator.current()}
+          | pointwise_fusion(params))
 
 
 def match_width(config, target_macs: int, tol: float = 0.02) -> float:

@@ -16,6 +16,10 @@ writes only DIR/eval_<split>.json, which training never writes. A workdir
 without a checkpoint is refused, and left as it was.
 """
 
+import allocator
+if __name__ == '__main__':  # Before anything allocates (allocator.py).
+  allocator.use_mimalloc()
+
 import os
 
 import jax

@@ -11,6 +11,10 @@ with rundir.IN_USE_EXIT_CODE. This file holds the flags and main only:
 code imports trainer instead (trainer.train_and_evaluate).
 """
 
+import allocator
+if __name__ == '__main__':  # Before anything allocates (allocator.py).
+  allocator.use_mimalloc()
+
 import sys
 
 import jax

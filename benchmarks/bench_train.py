@@ -89,6 +89,10 @@ are mapped, zeroed by the kernel and unmapped again on every step (strace
 shows it).
 """
 
+import allocator
+if __name__ == '__main__':  # Before anything allocates (allocator.py).
+  allocator.use_mimalloc()
+
 import collections
 import functools
 import os

@@ -31,6 +31,10 @@ JSON object (bench_train.py's header, then per model the figures above,
 `by_kind` and `top_ops`).
 """
 
+import allocator
+if __name__ == '__main__':  # Before anything allocates (allocator.py).
+  allocator.use_mimalloc()
+
 import collections
 import glob
 import os

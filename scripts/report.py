@@ -107,7 +107,7 @@ BUDGET_KEYS = ('steps', 'batch_size', 'epochs')  # Of summary.json.
 # its params, MACs or math.
 IMPLEMENTATION = {
     'conv': 'ops.conv', 'pool': 'ops.pool', 'norm': 'ops.norm',
-    'cpu_vector_width': 'ops.cpu_vector_width',
+    'cpu_vector_width': 'ops.cpu_vector_width', 'allocator': 'malloc',
     'unfused_1x1': 'modules with their 1x1 heads unfused',
     'device_kind': 'device', 'device_count': 'devices'}
 TIMES = ('train_seconds', 'train_images_per_s')  # The ratios it changes.

@@ -77,6 +77,10 @@ ok, pending, running or unknown, and launches the others again (failed,
 diverged and interrupted runs resume from their checkpoints).
 """
 
+import allocator
+if __name__ == '__main__':  # Before anything allocates (allocator.py).
+  allocator.use_mimalloc()
+
 import concurrent.futures
 import dataclasses
 import json

@@ -76,17 +76,13 @@ which time a GEMM for every distinct layer shape, for a quick check (e.g. on
 a GPU). Each model's step times go to stderr as it finishes, so a run cut
 short keeps them.
 
-Memory: XLA:CPU allocates the step's temporaries afresh every call, and with
-glibc's default malloc every 4 KiB page of them is faulted in again each step.
-Running with transparent huge pages for malloc,
-GLIBC_TUNABLES=glibc.malloc.hugetlb=1, removes most of those faults for both
-programs; the output records the setting, and LD_PRELOAD (where another
-malloc is preloaded: the GEMM reference and both steps move with the
-allocator; docs/performance.md has the figures). What is left shows in
-cpu_sys_ms: XLA:CPU's temporary block and the GEMM libraries' larger scratch
-buffers are over glibc's largest mmap threshold (32 MiB on 64-bit), so they
-are mapped, zeroed by the kernel and unmapped again on every step (strace
-shows it).
+Memory: XLA:CPU allocates the step's temporaries afresh every call. Under
+glibc's malloc the largest (over its 32 MiB mmap threshold) are mapped,
+zeroed by the kernel and unmapped again every step, which shows in
+cpu_sys_ms; like the CLIs, this benchmark runs under mimalloc, which keeps
+them (allocator.py; POINTWISE_MALLOC=system for glibc's). The output records
+LD_PRELOAD and GLIBC_TUNABLES: the GEMM reference and both steps move with
+the allocator (docs/performance.md has the figures).
 """
 
 import allocator

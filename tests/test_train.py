@@ -29,6 +29,7 @@ import jax
 import numpy as np
 import pytest
 
+import allocator
 import checkpoints
 import eval as eval_tool
 import input_pipeline
@@ -240,6 +241,7 @@ def test_run_writes_summary_metrics_config_events_and_checkpoints(run6):
   assert summary['implementation'] == {
       **dataclasses.asdict(ops.resolve(make_config())),
       'cpu_vector_width': summary['implementation']['cpu_vector_width'],
+      'allocator': allocator.current(),  # The process's: pytest's own.
       'fused_1x1': 3, 'unfused_1x1': 0}
 
   metrics = read_metrics(workdir)  # Every line parses.

@@ -46,14 +46,14 @@ published constants); the 5,000 whitening images are every 9th image of our
 class-sorted training split (upstream: the first 5,000 of CIFAR-10's stored,
 class-mixed order).
 
-Data: exactly this project's (input_pipeline.py, `train[:90%]` for training,
-`train[90%:]` for validation): `--source` is a .tar.gz of
+Data: exactly this project's, read by its jax-free loader (local_data.py,
+as input_pipeline.py does; `train[:90%]` for training, `train[90%:]` for
+validation): `--source` is a folder or archive of
 `[<folder>/]train/<class>/<image>.jpg`; classes sorted by name get ids 0..9;
 within each class, files sorted by name, the first 90% train and the rest
-validate (45,000 / 5,000 for CIFAR-10, checked). input_pipeline imports jax,
-so the rule is re-implemented here (tarfile, Pillow, numpy); the decoded split
-is read from, or written to, the project's cache (`--cache_dir`, same file name
-and arrays as input_pipeline's), so either tool reuses the other's decode.
+validate (45,000 / 5,000 for CIFAR-10, checked). The decoded split is read
+from, or written to, the project's cache (`--cache_dir`), so either tool
+reuses the other's decode.
 
 `--epochs` (default 11, as upstream) sets the lr and lookahead schedules; a
 fraction cuts the last epoch short. `--wall_budget_s` stops training once that
@@ -77,16 +77,11 @@ Needs only torch, numpy, Pillow and absl-py; not a dependency of the project
 and not run by the tests.
 """
 
-import hashlib
-import io
 import json
 import math
 import os
-import posixpath
 import statistics
 import sys
-import tarfile
-import tempfile
 import time
 
 from absl import app, flags
@@ -94,6 +89,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+# The repository root, for local_data.py: torch's venv has no project install.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import local_data  # noqa: E402
 
 # Upstream's `hyp` (lib_airbench93.py) and the defaults of utils.train.
 HYP = {
@@ -127,110 +126,19 @@ flags.DEFINE_float('wall_budget_s', None, 'If set, stop training once this '
 flags.DEFINE_integer('seed', 0, 'torch seed: init, flips, crops, order.')
 flags.DEFINE_bool('json', False, 'Epoch lines to stderr, one JSON object to '
                   'stdout.')
-flags.DEFINE_string('cache_dir', '~/.cache/pointwise', 'Where the decoded '
-                    "split is cached (input_pipeline's cache); '' for none.")
+flags.DEFINE_string('cache_dir', local_data.DEFAULT_CACHE_DIR, 'Where the '
+                    "decoded split is cached (the project's cache).")
 flags.DEFINE_integer('log_every_steps', 0, 'If > 0, also print the training '
                      'loss every this many steps.')
 FLAGS = flags.FLAGS
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
-CACHE_VERSION = 1  # input_pipeline._CACHE_VERSION: the cache file's name.
-
-
-# --- Data: input_pipeline.py's local-archive loader and split rule ----------
-
-
-def _is_image(path):
-  parts = path.split('/')
-  hidden = any(p.startswith('.') or p == '__MACOSX' for p in parts)
-  return not hidden and path.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _cache_path(source, cache_dir, split='train'):
-  """input_pipeline._cache_path of an archive: the file's sha256 names it."""
-  digest = hashlib.sha256(f'v{CACHE_VERSION}'.encode())
-  with open(source, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  stem = os.path.basename(source.rstrip(os.sep)).split('.')[0]
-  return os.path.join(os.path.expanduser(cache_dir),
-                      f'{stem}-{split}-{digest.hexdigest()[:16]}.npz')
-
-
-def _decode_archive(source, split='train'):
-  """(images (N,H,W,3) uint8, labels (N,), class_names), sorted by class,
-  then file name, as input_pipeline._decode_split."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  if not tarfile.is_tarfile(source):
-    raise ValueError(f'{source} is not a .tar.gz/.tgz/.tar archive.')
-  with tarfile.open(source) as archive:  # One sequential pass.
-    files = {posixpath.normpath(m.name): archive.extractfile(m).read()
-             for m in archive
-             if m.isfile() and _is_image(posixpath.normpath(m.name))}
-  if not files:
-    raise ValueError(f'{source} holds no images.')
-  paths = sorted(files)
-  parts = [p.split('/') for p in paths]
-  depth = 0  # Wrapping folders that every path shares.
-  while (all(len(p) > depth + 3 for p in parts) and
-         len({p[depth] for p in parts}) == 1):
-    depth += 1
-  splits = {}
-  for path, p in zip(paths, parts):
-    if len(p) != depth + 3:
-      raise ValueError(f'{source}: expected <split>/<class>/<image>, found '
-                       f'{path!r}.')
-    splits.setdefault(p[depth], []).append((p[depth + 1], path))
-  if split not in splits:
-    raise ValueError(f'{source} has no split {split!r}: {sorted(splits)}.')
-  class_names = sorted({c for members in splits.values() for c, _ in members})
-  members = sorted(splits[split])
-  images = []
-  for _, path in members:
-    with Image.open(io.BytesIO(files[path])) as image:
-      images.append(np.asarray(image.convert('RGB'), np.uint8))
-  labels = np.array([class_names.index(c) for c, _ in members], np.int32)
-  return np.stack(images), labels, class_names
-
-
-def load_train(source, cache_dir):
-  """The whole 'train' split, from the project's cache where it is there."""
-  cache = _cache_path(source, cache_dir) if cache_dir else None
-  if cache and os.path.exists(cache):
-    with np.load(cache) as z:
-      return (z['images'], z['labels'],
-              [str(c) for c in z['class_names']])
-  images, labels, class_names = _decode_archive(source)
-  if cache:  # Atomically, as input_pipeline._save_npz.
-    try:
-      os.makedirs(os.path.dirname(cache), exist_ok=True)
-      fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache), suffix='.tmp')
-      try:
-        with os.fdopen(fd, 'wb') as f:
-          np.savez(f, images=images, labels=labels,
-                   class_names=np.array(class_names))
-        os.replace(tmp, cache)
-      except BaseException:
-        os.unlink(tmp)
-        raise
-    except OSError as e:
-      print(f'Not caching the decoded split at {cache}: {e}', file=sys.stderr)
-  return images, labels, class_names
-
-
-def stratified_range(labels, start, end):
-  """input_pipeline._stratified_range: of each class's n examples (stored
-  order), those at n*start//100 .. n*end//100."""
-  ranges = []
-  for c in np.unique(labels):
-    idx = np.flatnonzero(labels == c)
-    ranges.append(idx[len(idx) * start // 100:len(idx) * end // 100])
-  return np.sort(np.concatenate(ranges))
+# --- Data: the project's local loader, cache and split rule (local_data.py) --
 
 
 def split_train_val(labels):
   """Indices of train[:90%] and train[90%:], checked."""
-  train, val = stratified_range(labels, 0, 90), stratified_range(labels, 90, 100)
+  train = local_data.stratified_range(labels, 0, 90)
+  val = local_data.stratified_range(labels, 90, 100)
   if (len(train) + len(val) != len(labels) or
       len(np.union1d(train, val)) != len(labels)):
     raise AssertionError('train[:90%] and train[90%:] must partition train.')
@@ -238,19 +146,6 @@ def split_train_val(labels):
     raise AssertionError(f'CIFAR-10 split sizes {len(train)}/{len(val)}, '
                          'expected 45,000/5,000.')
   return train, val
-
-
-def dataset_stats(images):
-  """input_pipeline.dataset_stats: per-channel mean, std in [0, 1] units."""
-  counts = np.zeros((3, 256))
-  for start in range(0, len(images), 4096):
-    pixels = images[start:start + 4096].reshape(-1, 3)
-    counts += [np.bincount(pixels[:, c], minlength=256) for c in range(3)]
-  values = np.arange(256) / 255.0
-  mean = counts @ values / counts.sum(1)
-  var = counts @ values**2 / counts.sum(1) - mean**2
-  return mean.astype(np.float32), np.sqrt(np.maximum(var, 0)).astype(
-      np.float32)
 
 
 def to_tensor(images, mean, std):
@@ -477,10 +372,10 @@ def main(argv):
   torch.set_num_threads(threads)
   torch.manual_seed(FLAGS.seed)
 
-  images, labels, class_names = load_train(
-      os.path.abspath(os.path.expanduser(FLAGS.source)), FLAGS.cache_dir)
+  images, labels, class_names = local_data.load(FLAGS.source, 'train',
+                                                FLAGS.cache_dir)
   train_idx, val_idx = split_train_val(labels)
-  mean, std = dataset_stats(images[train_idx])
+  mean, std = local_data.channel_stats(images[train_idx])
   train_x = to_tensor(images[train_idx], mean, std)
   train_y = torch.from_numpy(labels[train_idx]).long()
   val_x = to_tensor(images[val_idx], mean, std)

@@ -20,6 +20,7 @@ import pytest
 
 from configs import base
 import input_pipeline
+import local_data
 import rundir
 from tests.helpers import CLASSES, config_flags, make_folder, synthetic_data
 
@@ -111,7 +112,7 @@ def test_percent_splits_are_stratified_disjoint_covering(tmp_path):
 def test_multiprocess_decode_matches_serial(tmp_path, monkeypatch, caplog):
   source, _ = make_source(tmp_path, 'dir')
   serial = input_pipeline.load_split(config(source, tmp_path), 'train')
-  monkeypatch.setattr(input_pipeline, '_DECODE_CHUNK', 4)  # 8 chunks.
+  monkeypatch.setattr(local_data, '_DECODE_CHUNK', 4)  # 8 chunks.
   parallel = input_pipeline.load_split(
       config(source, tmp_path, cache_dir=str(tmp_path / 'cache2'),
              num_workers=2), 'train')
@@ -127,7 +128,7 @@ def test_cache_hit_and_invalidation(tmp_path, monkeypatch, kind):
 
   def fail(*args):
     raise AssertionError('decoded although cached')
-  monkeypatch.setattr(input_pipeline, '_decode_images', fail)
+  monkeypatch.setattr(local_data, '_decode_images', fail)
   second = input_pipeline.load_split(cfg, 'train[:90%]')  # Same cache file.
   np.testing.assert_array_equal(second.images,
                                 first.images[np.arange(30) % PER_CLASS < 9])
@@ -185,6 +186,14 @@ def test_missing_source_error(tmp_path):
 
 def test_import_does_not_import_tensorflow():
   code = 'import sys, input_pipeline; assert "tensorflow" not in sys.modules'
+  subprocess.run([sys.executable, '-c', code], check=True,
+                 cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_local_data_imports_neither_jax_nor_ml_collections():
+  """The PyTorch anchor's venv has neither: it reads data through local_data."""
+  code = ('import sys, local_data; '
+          'assert not {"jax", "ml_collections"} & set(sys.modules)')
   subprocess.run([sys.executable, '-c', code], check=True,
                  cwd=os.path.dirname(os.path.dirname(__file__)))
 

@@ -40,8 +40,7 @@ def mimalloc_library() -> str | None:
 
 def preloaded() -> list[str]:
   """The libraries in LD_PRELOAD."""
-  return [p for p in os.environ.get('LD_PRELOAD', '').replace(':', ' ').split()
-          if p]
+  return os.environ.get('LD_PRELOAD', '').replace(':', ' ').split()
 
 
 def current() -> str:

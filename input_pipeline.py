@@ -14,11 +14,11 @@ local image folder/archive of `<split>/<class>/<image>` (decoded once, then
 cached as .npz). `split` is a name with an optional percent slice, e.g.
 'train', 'train[:90%]', 'train[90%:]', 'train[10%:20%]', and means the same
 for every source: the whole named split is loaded and the [start%, end%)
-range of every class is kept (`local_data.stratified_range`), in the order the source
-stores it. So 'train[:90%]' and 'train[90%:]' are disjoint, stratified,
-cover the split and are the same on every run (local sources: local_data.py). Decoding one with
-`num_workers` > 1 uses processes, so the main script needs the usual
-`if __name__ == '__main__':` guard.
+range of every class is kept (`local_data.stratified_range`), in the order
+the source stores it. So 'train[:90%]' and 'train[90%:]' are disjoint,
+stratified, cover the split and are the same on every run. Local sources are
+local_data.py's; decoding one with `num_workers` > 1 uses processes, so the
+main script needs the usual `if __name__ == '__main__':` guard.
 
 Problems with the data raise `DataError` (a ValueError) whose message says
 what to fix: `MissingSplitError` for an absent split, `DataUnavailableError`
@@ -151,7 +151,8 @@ def _load_tfds(cfg: ml_collections.ConfigDict, name: str):
   builder = _tfds_builder(cfg)
   present = list(builder.info.splits)  # Empty if unknown, e.g. mock data.
   if present:
-    local_data.check_split_present(name, present, f'TFDS dataset {cfg.dataset!r}')
+    local_data.check_split_present(name, present,
+                                   f'TFDS dataset {cfg.dataset!r}')
   ds = builder.as_dataset(split=name, as_supervised=True).batch(4096)
   batches = list(tfds.as_numpy(ds))  # [((B, H, W, 3) uint8, (B,) int64)]
   if not batches:
@@ -288,7 +289,8 @@ def _load_synthetic(cfg: ml_collections.ConfigDict, name: str):
   arrays, whatever `config.seed`. Labels cycle through the classes, so every
   class has the same count (to within one).
   """
-  local_data.check_split_present(name, SYNTHETIC_SPLITS, "The 'synthetic' source")
+  local_data.check_split_present(name, SYNTHETIC_SPLITS,
+                                 "The 'synthetic' source")
   sizes, size, seed = _synthetic_settings(cfg)
   patterns = _class_patterns(np.random.default_rng([seed, 0]), size)
   rng = np.random.default_rng([seed, 1 + SYNTHETIC_SPLITS.index(name)])
@@ -366,6 +368,7 @@ def _render(rng: np.random.Generator, patterns: np.ndarray,
 
 
 def _load_local(cfg: ml_collections.ConfigDict, name: str):
+  """local_data.load with the config's cache dir and decoding workers."""
   return local_data.load(cfg.source, name, cfg.cache_dir, cfg.num_workers)
 
 

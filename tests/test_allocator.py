@@ -1,4 +1,4 @@
-"""allocator.use_mimalloc: the CLIs re-execute themselves once under mimalloc."""
+"""allocator.use_mimalloc: the CLIs re-execute once under mimalloc."""
 
 import os
 import platform
@@ -20,7 +20,8 @@ PROBE = """
 import os, sys, allocator
 allocator.use_mimalloc()
 mapped = 'libmimalloc' in open('/proc/self/maps').read()
-print(allocator.current(), mapped, sys.argv[1:], os.environ.get('MIMALLOC_PURGE_DELAY'))
+print(allocator.current(), mapped, sys.argv[1:],
+      os.environ.get('MIMALLOC_PURGE_DELAY'))
 """
 
 

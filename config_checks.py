@@ -84,6 +84,11 @@ def _check_recipe(config: ml_collections.ConfigDict, fail) -> None:
     fail('lookahead_every and ema_decay are both set; the lookahead already '
          'averages the weights: set --config.ema_decay=0 or '
          '--config.lookahead_every=0.')
+  if config.muon_lr < 0 or not 0 <= config.muon_momentum < 1 or (
+      config.muon_ns_steps < 1):
+    fail(f'muon_lr={config.muon_lr} must be >= 0 (0 = off), muon_momentum='
+         f'{config.muon_momentum} in [0, 1) and muon_ns_steps='
+         f'{config.muon_ns_steps} >= 1.')
   if config.whiten_bias_epochs < 0 or config.eval_translate < 0:
     fail(f'whiten_bias_epochs={config.whiten_bias_epochs} and eval_translate='
          f'{config.eval_translate} must be >= 0.')

@@ -3,7 +3,8 @@ config.schedule and their knobs name: SGD with Nesterov momentum or AdamW,
 weight decay on the kernels only (not biases or batch-norm scales), and an
 optional global-norm clip; or airbench's SGD ('sgd_decoupled', below).
 Around any of them: a learning-rate scale for the batch-norm biases
-(config.bias_lr_scale) and the frozen whitening stem (config.whiten)."""
+(config.bias_lr_scale), the frozen whitening stem (config.whiten), and
+Muon for the conv kernels in their place (config.muon_lr, below)."""
 
 import jax
 import jax.numpy as jnp
@@ -65,12 +66,17 @@ def decoupled_sgd(lr: float, weight_decay: float, momentum: float,
   return lr * batch_size / kilostep, weight_decay / lr
 
 
+def peak_lr(config) -> float:
+  """The schedule's peak: learning_rate, per step where it is decoupled."""
+  if config.optimizer == 'sgd_decoupled':
+    return decoupled_sgd(config.learning_rate, config.weight_decay,
+                         config.momentum, config.batch_size)[0]
+  return config.learning_rate
+
+
 def make_schedule(config, steps_per_epoch: int, total_steps: int):
   warmup = warmup_steps(config, steps_per_epoch)
-  lr = config.learning_rate
-  if config.optimizer == 'sgd_decoupled':
-    lr = decoupled_sgd(lr, config.weight_decay, config.momentum,
-                       config.batch_size)[0]
+  lr = peak_lr(config)
   if config.schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(
         0.0, lr, warmup, max(total_steps, warmup + 1))
@@ -125,6 +131,49 @@ def freeze_stem(bias_steps: int) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
+def is_muon_kernel(path, param) -> bool:
+  """A conv kernel (4-D, HWIO) outside the frozen whitening stem."""
+  return param.ndim == 4 and not is_stem(path)
+
+
+def normalize_kernels() -> optax.GradientTransformation:
+  """Rescales each kernel to Frobenius norm sqrt(output channels) before its
+  step (airbench94_muon.py): the batch norm after every conv makes the
+  kernel's scale irrelevant to the function, so this fixes the size of a
+  step relative to the kernel and stands in for weight decay."""
+  def rescale(update, param):  # param: (H, W, C_in, C_out).
+    scale = jnp.sqrt(param.shape[-1]) / jnp.linalg.norm(param)
+    return update + param * (scale - 1)
+  return optax.stateless(
+      lambda updates, params=None: jax.tree.map(rescale, updates, params))
+
+
+def muon(config, lr_fraction) -> optax.GradientTransformation:
+  """Muon (airbench94_muon.py) for the conv kernels: Nesterov momentum
+  `muon_momentum`, the update orthogonalised by `muon_ns_steps`
+  Newton-Schulz iterations over each kernel as a (H*W*C_in, C_out) matrix,
+  a step of `muon_lr` times `lr_fraction(step)`, on normalized kernels."""
+  dims = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2),
+                                            output_axis=3)
+  return optax.chain(
+      optax.contrib.scale_by_muon(
+          ns_steps=config.muon_ns_steps, beta=config.muon_momentum,
+          weight_dimension_numbers=lambda tree: jax.tree.map(
+              lambda _: dims, tree)),
+      optax.scale_by_schedule(lambda step: -config.muon_lr * lr_fraction(step)),
+      normalize_kernels())
+
+
+def with_muon(config, opt, schedule) -> optax.GradientTransformation:
+  """`opt` for every param but the conv kernels, Muon for those, its
+  learning rate following `schedule`'s fraction of its peak."""
+  labels = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, p: 'muon' if is_muon_kernel(path, p) else 'other', params)
+  fraction = lambda step: schedule(step) / peak_lr(config)
+  return optax.partition({'muon': muon(config, fraction), 'other': opt},
+                         labels)
+
+
 def make_optimizer(config, steps_per_epoch: int, total_steps: int):
   schedule = make_schedule(config, steps_per_epoch, total_steps)
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
@@ -142,6 +191,8 @@ def make_optimizer(config, steps_per_epoch: int, total_steps: int):
                       mask=decay_mask)
   if config.bias_lr_scale != 1.0:
     opt = optax.chain(scale_norm_biases(config.bias_lr_scale), opt)
+  if config.muon_lr > 0:
+    opt = with_muon(config, opt, schedule)
   if config.grad_clip_norm > 0:
     opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
   if config.whiten:

@@ -357,7 +357,8 @@ ADDED_KEYS = {'model.act': 'relu', 'model.norm_scale': True, 'data.alternate_fli
               'whiten_bias_epochs': 3.0, 'eval_translate': 0,
               'eval_tta_final_only': False,
               'ema_decay': 0.0, 'eval_flip': False, 'log_every_epochs': 0.0,
-              'eval_every_epochs': 0.0, 'checkpoint_every_epochs': 0.0}
+              'eval_every_epochs': 0.0, 'checkpoint_every_epochs': 0.0,
+              'muon_lr': 0.0, 'muon_momentum': 0.6, 'muon_ns_steps': 3}
 
 
 def with_added_keys(config: dict) -> dict:

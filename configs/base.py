@@ -110,6 +110,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_end_factor = 0.0
   config.step_epochs = (0.5, 0.75)  # step: fractions of training, lr x0.1 each.
   config.grad_clip_norm = 0.0  # 0 = off.
+  # > 0: the conv kernels (4-D, but the whitening stem's) step by Muon
+  # (airbench94_muon.py; optim.muon) at this learning rate times the
+  # schedule's fraction of its peak, with Nesterov momentum muon_momentum
+  # and muon_ns_steps Newton-Schulz iterations, each kernel rescaled to norm
+  # sqrt(its output channels) first, no weight decay; the other params take
+  # `optimizer`. 0 = off.
+  config.muon_lr = 0.0
+  config.muon_momentum = 0.6
+  config.muon_ns_steps = 3
   # > 0: keep an exponential moving average of the params and batch stats,
   # updated every step, and evaluate it instead of the live weights. Its
   # decay is min(ema_decay, (1 + step) / (10 + step)) (TF's warm-up), so it

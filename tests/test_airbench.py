@@ -193,6 +193,56 @@ def test_onecycle_runs_from_start_factor_to_peak_to_end_factor():
   assert float(schedule(100)) == pytest.approx(0.14)
 
 
+def airbench_muon_step(kernel, grad, lr, steps=3):
+  """One step of airbench94_muon.py's Muon on an HWIO kernel, in float64:
+  rescale to norm sqrt(out), then subtract lr x the quintic Newton-Schulz
+  iteration of the (out, in*kh*kw) gradient (its first step: the momentum
+  buffer is the gradient)."""
+  a, b, c = 3.4445, -4.7750, 2.0315
+  g = np.asarray(grad, np.float64).transpose(3, 2, 0, 1)  # OIHW, as torch.
+  x = g.reshape(len(g), -1)
+  x = x / (np.linalg.norm(x) + 1e-7)
+  wide = x.shape[0] <= x.shape[1]
+  x = x if wide else x.T
+  for _ in range(steps):
+    m = x @ x.T
+    x = a * x + (b * m + c * m @ m) @ x
+  x = (x if wide else x.T).reshape(g.shape).transpose(2, 3, 1, 0)
+  p = np.asarray(kernel, np.float64)
+  return p * np.sqrt(p.shape[-1]) / np.linalg.norm(p) - lr * x
+
+
+@pytest.mark.parametrize('shape', [(3, 3, 8, 16), (1, 1, 32, 8)])
+def test_muon_step_matches_airbench94_muon(shape):
+  keys = jax.random.split(jax.random.PRNGKey(0), 2)
+  params = {'conv': {'kernel': jax.random.normal(keys[0], shape)}}
+  grads = {'conv': {'kernel': jax.random.normal(keys[1], shape)}}
+  config = decoupled_config(512, muon_lr=0.24)
+  out = run_optimizer(config, params, [grads])['conv']['kernel']
+  expected = airbench_muon_step(params['conv']['kernel'],
+                                grads['conv']['kernel'], 0.24)
+  np.testing.assert_allclose(out, expected, atol=2e-5)
+  # Orthogonalised: every singular value of the step lies near lr.
+  rescaled = airbench_muon_step(params['conv']['kernel'], grads['conv']['kernel'], 0.0)
+  singular = np.linalg.svd((out - rescaled).reshape(-1, shape[-1]),
+                           compute_uv=False)
+  assert 0.24 * 0.5 < singular.min() and singular.max() < 0.24 * 1.5
+
+
+def test_muon_takes_only_the_conv_kernels_outside_the_stem():
+  params = {'whiten': {'conv': {'kernel': jnp.ones((2, 2, 3, 4))}},
+            'conv': {'kernel': jnp.ones((3, 3, 4, 4)),
+                     'bn': {'bias': jnp.ones(4)}},
+            'head': {'kernel': jnp.ones((4, 10))}}
+  grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.5), params)
+  plain = run_optimizer(decoupled_config(512), params, [grads, grads])
+  with_muon = run_optimizer(decoupled_config(512, muon_lr=0.24), params,
+                            [grads, grads])
+  muon_kernel = with_muon['conv'].pop('kernel')
+  assert not np.allclose(muon_kernel, plain['conv'].pop('kernel'))
+  jax.tree.map(np.testing.assert_array_equal, with_muon, plain)
+
+
 # --- Whitening and the alternating flip --------------------------------------
 
 
@@ -262,8 +312,6 @@ def test_batch_norm_without_scale_matches_flax_and_has_no_scale_param():
 
 
 # --- The trainer's parts: lookahead, translate TTA, the stem's init ----------
-
-import functools  # noqa: E402
 
 import trainer  # noqa: E402
 from configs import test as test_config  # noqa: E402

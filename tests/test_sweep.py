@@ -241,7 +241,8 @@ def test_shipped_sweeps_name_one_of_their_runs_as_baseline(name):
 
 
 @pytest.mark.parametrize('adopted', [
-    {}, {'whiten': False, 'bias_lr_scale': 1.0, 'lookahead_every': 0,
+    {}, {'whiten': False, 'bias_lr_scale': 1.0, 'muon_lr': 0.0,
+         'lookahead_every': 0,
          'data.alternate_flip': False, 'label_smoothing': 0.0,
          'model.act': 'relu', 'model.reduce_act': 'relu'}])
 def test_every_fast_lever_moves_the_recipe_whichever_side_it_is_on(adopted):
@@ -261,7 +262,8 @@ def test_every_fast_lever_moves_the_recipe_whichever_side_it_is_on(adopted):
     config_checks.check_values(moved)
     changed.append(next(iter(overrides)))
   assert sorted(changed) == sorted([
-      'whiten', 'bias_lr_scale', 'lookahead_every', 'data.alternate_flip',
+      'whiten', 'bias_lr_scale', 'muon_lr', 'lookahead_every',
+      'data.alternate_flip',
       'data.random_crop', 'eval_flip', 'batch_size', 'label_smoothing',
       'model.act', 'model.block'])
 
@@ -270,7 +272,7 @@ def test_fast_levers_sweep_builds_each_lever_apart_from_the_baseline():
   runs = sweep_tool.load_sweep('configs/sweeps/fast_levers.py').runs
   configs = {j.name: j.config for j in sweep_tool.expand(runs, 1, [])}
   baseline = configs.pop('baseline')
-  assert len(configs) == 10
+  assert len(configs) == 11
   assert all(config != baseline for config in configs.values())
 
 
@@ -925,6 +927,19 @@ def test_flops_matched_width_against_a_hand_count():
   assert small_inception_macs(config) == pytest.approx(target, rel=0.02)
   assert small_inception_macs(naive) > 1.2 * target  # Unmatched: costs more.
   assert config.model.width < naive.model.width
+
+
+@pytest.mark.slow
+def test_main_jobs_matched_naive_net_costs_the_reduced_nets_macs():
+  sweep_file = load_module('configs/sweeps/naive_vs_reduced.py')
+  naive, reduced = sweep_file.get_sweep('size=cpu,naive=matched')
+  config = load_config(naive.config)
+  config.model.width = naive.overrides['model.width']
+  assert (naive.name, config.model.module) == ('naive', 'naive')
+  target = small_inception_macs(load_config(reduced.config))
+  assert small_inception_macs(config) == pytest.approx(target, rel=0.02)
+  with pytest.raises(ValueError, match='naive=.wide.; choose full or matched'):
+    sweep_file.get_sweep('size=cpu,naive=wide')
 
 
 def load_sweep(name):

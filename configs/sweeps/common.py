@@ -62,6 +62,16 @@ SIZES = {
 SMALL_NET_SIZES = ('cpu', 'fast_small')  # The small Inception net of Zhang et al.
 
 
+def matched_width(naive: str, reduced: str) -> float:
+  """The `model.width` at which the `naive` config spec costs the `reduced`
+  one's MACs per image (accounting.match_width: bisection on shapes)."""
+  import accounting  # Local: loading a sweep file stays light.
+  from configs.common import load_config
+  target = accounting.summarize(load_config(reduced),
+                                with_xla=False)['total']['macs']
+  return accounting.match_width(load_config(naive), target)
+
+
 def base_config(size: str, module: str, **args) -> str:
   """The config spec of `size` with `module` and any further config args."""
   if size not in SIZES:

@@ -12,6 +12,8 @@ other side (so a lever the recipe has not adopted is tried on):
   whiten            the frozen, data-initialised whitening stem (off: the
                     2x2 stem is learned like any conv);
   bias_lr_scale     the batch-norm biases' 64x learning rate (off: 1x);
+  muon_lr           Muon for the conv kernels (off: the decoupled SGD's
+                    steps and weight decay, as for every other param);
   lookahead_every   lookahead every 5 steps (off: none);
   alternate_flip    the alternating flip (off: random flips);
   random_crop       translate by up to 2 pixels (off: none);
@@ -39,6 +41,7 @@ def levers(recipe) -> list[dict]:
   return [
       {'whiten': not recipe.whiten},
       {'bias_lr_scale': 1.0 if recipe.bias_lr_scale != 1.0 else 64.0},
+      {'muon_lr': 0.0 if recipe.muon_lr else 0.06},
       {'lookahead_every': 0 if recipe.lookahead_every else 5},
       {'data.alternate_flip': not data.alternate_flip},
       {'data.random_crop': not data.random_crop},

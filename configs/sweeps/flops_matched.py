@@ -8,9 +8,8 @@ network's (within accounting.match_width's tolerance). Is the reduced module bet
 just cheaper? Reaches: dated in docs/results.md, "flops_matched".
 """
 
-import accounting
-from configs.common import load_config, parse_arg
-from configs.sweeps.common import Run, base_config
+from configs.common import parse_arg
+from configs.sweeps.common import Run, base_config, matched_width
 
 # The reduced network sets the compute the narrowed naive one is matched to,
 # so both naive runs are read against it.
@@ -20,9 +19,7 @@ BASELINE = 'reduced'
 def get_sweep(arg=None):
   arg = parse_arg(arg, size='full')
   naive, reduced = (base_config(arg.size, m) for m in ('naive', 'reduced'))
-  target = accounting.summarize(load_config(reduced), with_xla=False)['total']['macs']
-  naive_config = load_config(naive)
-  width = accounting.match_width(naive_config, target)
+  width = matched_width(naive, reduced)
   return [
       Run('reduced', reduced),
       Run('naive', naive),

@@ -43,9 +43,11 @@ RUNS ?= runs/main
 # where the kernel has no THP.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 ARGS ?=
+# The budget, and the evaluation cadence: one evaluation, at the end.
+MAIN_EPOCHS := 3.5
 main: setup
-	$(PY) -m scripts.sweep --sweep=configs/sweeps/naive_vs_reduced.py:size=fast,naive=matched,epochs=3.5 \
-	    --seeds=3 --config.eval_every_epochs=3.5 --workdir=$(RUNS) $(ARGS)
+	$(PY) -m scripts.sweep --sweep=configs/sweeps/naive_vs_reduced.py:size=fast,naive=matched,epochs=$(MAIN_EPOCHS) \
+	    --seeds=3 --config.eval_every_epochs=$(MAIN_EPOCHS) --workdir=$(RUNS) $(ARGS)
 	$(PY) -m scripts.report $(RUNS)
 
 # One pytest worker per core (pytest-xdist), each taking whole test files so

@@ -169,7 +169,8 @@ def with_muon(config, opt, schedule) -> optax.GradientTransformation:
   learning rate following `schedule`'s fraction of its peak."""
   labels = lambda params: jax.tree_util.tree_map_with_path(
       lambda path, p: 'muon' if is_muon_kernel(path, p) else 'other', params)
-  fraction = lambda step: schedule(step) / peak_lr(config)
+  peak = peak_lr(config)
+  fraction = lambda step: schedule(step) / peak
   return optax.partition({'muon': muon(config, fraction), 'other': opt},
                          labels)
 

@@ -361,16 +361,25 @@ ADDED_KEYS = {'model.act': 'relu', 'model.norm_scale': True, 'data.alternate_fli
               'muon_lr': 0.0, 'muon_momentum': 0.6, 'muon_ns_steps': 3}
 
 
+# Fields one network gained since its runs were saved, by model.name: set
+# only in that network's configs (another network has no such field).
+ADDED_MODEL_KEYS = {'air_inception': {'stem_pool_first': False}}
+
+
 def with_added_keys(config: dict) -> dict:
   """`config` (a saved config.json, or the model block of a checkpoint's
-  metadata, under 'model') with each ADDED_KEYS key it lacks set to the
-  value that trains as it did. Changes `config` in place; returns it."""
+  metadata, under 'model') with each ADDED_KEYS key, and each of its
+  network's ADDED_MODEL_KEYS, it lacks set to the value that trains as it
+  did. Changes `config` in place; returns it."""
   for key, value in ADDED_KEYS.items():
     *parents, leaf = key.split('.')
     node = config
     for parent in parents:
       node = node.setdefault(parent, {})
     node.setdefault(leaf, value)
+  model = config['model']
+  for key, value in ADDED_MODEL_KEYS.get(model.get('name'), {}).items():
+    model.setdefault(key, value)
   return config
 
 

@@ -41,7 +41,8 @@ def get_config(arg: str | None = None):
   config.model.update(dict(
       name='air_inception', module=arg.module, block=arg.block,
       width=arg.width, dtype=arg.dtype, stem_width=64, widths=(128, 256, 256),
-      head_scale=1 / 9, act='relu', reduce_act='relu', norm_scale=False))
+      head_scale=1 / 9, act='relu', reduce_act='relu', norm_scale=False,
+      stem_pool_first=False))          # True: airbench's pool-then-norm.
   config.data.crop_padding = 2         # airbench's translate by up to 2.
   config.data.alternate_flip = True
   config.batch_size = 512

@@ -19,6 +19,9 @@ full resolution, then [max-pool 2, module, module] x 3, so that every
 module runs at the pooled resolution (15, 7, 3): on a CPU the elementwise
 work after a module's branches (batch norms, activations, concatenation)
 costs more than its convolutions, and a module at 31x31 pays 4x for it.
+For the same reason stem_pool_first moves the first pool inside the stem,
+between its conv and its batch norm (airbench's order in every group): the
+norm and activation of the net's largest activation then run at 15x15.
 
 Each module splits its output width W as GoogLeNet's inception (3a) does:
 1x1 W/4, 3x3 W/2 (after a 3W/8 reduction), 5x5 W/8 (after a W/16 one),
@@ -58,6 +61,7 @@ class AirInception(nn.Module):
   widths: tuple[int, int, int] = (96, 192, 192)
   block: str = 'inception'
   stem_width: int = 0  # > 0: a 3x3 conv stem, then [pool, a, b] x 3.
+  stem_pool_first: bool = False  # The stem's pool before its norm and act.
   reduce_scale: float = 1.0  # The reductions' widths times this.
   head_scale: float = 1 / 9
   dropout: float = 0.0
@@ -85,12 +89,14 @@ class AirInception(nn.Module):
     x = ConvBlock(WHITEN_WIDTH, 2, padding='VALID', norm='none', act=o.act,
                   use_bias=True, dtype=o.compute_dtype, ops=o.ops,
                   name=STEM)(x, train)
+    pool_first = bool(self.stem_width) and self.stem_pool_first
     if self.stem_width:
-      x = o.conv(scaled(self.stem_width, self.width), 3, name='stem')(x, train)
+      x = o.conv(scaled(self.stem_width, self.width), 3, pool=2 * pool_first,
+                 name='stem')(x, train)
     for g, width in enumerate(self.widths, start=1):
       width = scaled(width, self.width)
       pool = o.pool_layer('max', 2, 2, 'VALID', name=f'group{g}_pool')
-      x = pool(x) if self.stem_width else x
+      x = pool(x) if self.stem_width and not (g == 1 and pool_first) else x
       x = self._block(width, f'group{g}_a')(x, train)
       x = x if self.stem_width else pool(x)
       x = self._block(width, f'group{g}_b')(x, train)

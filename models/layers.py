@@ -14,6 +14,7 @@ from flax import linen as nn
 
 from models.pointwise import PointwiseConv
 from ops import Ops
+from ops import windows
 
 NORMS = ('batch', 'none')
 ACTIVATIONS: dict[str, Callable] = {'relu': nn.relu, 'gelu': nn.gelu,
@@ -28,11 +29,6 @@ def check_choice(name: str, value: Any, valid) -> None:
                      f'{", ".join(repr(v) for v in valid)}.')
 
 
-def _spatial(shape) -> int:
-  """Number of output positions, batch included: N * H * W."""
-  return math.prod(shape[:-1])
-
-
 class ConvBlock(nn.Module):
   """Convolution -> optional batch norm -> activation.
 
@@ -40,7 +36,11 @@ class ConvBlock(nn.Module):
   pointwise). `separable` makes a depthwise kxk conv followed by a pointwise
   1x1 (no nonlinearity in between, as in Xception). `ops` computes the 1x1,
   the dense kxk conv and the batch norm (ops/); the depthwise conv is
-  always lax's.
+  always lax's. `pool` > 0 max-pools the conv's output (window and stride
+  `pool`, VALID) before the norm and activation, as airbench does: they then
+  run on a pool**2-th of the positions, and max-pooling commutes with an
+  activation that never decreases (the norm's statistics are those of the
+  pooled values).
   """
   features: int
   kernel: int = 1
@@ -52,20 +52,30 @@ class ConvBlock(nn.Module):
   act: str = 'relu'
   use_bias: bool = False
   dtype: Any = jnp.float32
+  pool: int = 0  # > 0: max-pool the conv's output before the norm.
   ops: Ops = Ops()  # How the 1x1, kxk conv and norm are computed.
 
   def layer_type(self, in_shape) -> str:
     k = f'{self.kernel}x{self.kernel}'
     kind = 'sep_conv' if self.separable and self.kernel > 1 else 'conv'
-    return kind + k + (f'/{self.stride}' if self.stride > 1 else '')
+    pool = f'+maxpool{self.pool}' if self.pool else ''
+    return kind + k + (f'/{self.stride}' if self.stride > 1 else '') + pool
+
+  def conv_positions(self, in_shape) -> int:
+    """N * H_out * W_out of the conv itself (before any `pool`)."""
+    pads = windows.spatial_pads(in_shape, self.kernel, self.stride,
+                                self.padding)
+    return math.prod(windows.out_shape(in_shape, self.kernel, self.stride,
+                                       pads, 1))
 
   def macs(self, in_shape, out_shape) -> int:
     c_in, c_out, kk = in_shape[-1], out_shape[-1], self.kernel**2
+    positions = self.conv_positions(in_shape)
     if self.kernel == 1:
-      return _spatial(out_shape) * c_in * c_out
+      return positions * c_in * c_out
     if self.separable:  # depthwise kxk on C_in, then 1x1 C_in -> C_out.
-      return _spatial(out_shape) * (kk * c_in + c_in * c_out)
-    return _spatial(out_shape) * kk * c_in * c_out
+      return positions * (kk * c_in + c_in * c_out)
+    return positions * kk * c_in * c_out
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -87,6 +97,8 @@ class ConvBlock(nn.Module):
         y = self.ops.conv_layer(self.features, self.kernel, self.stride,
                                 self.padding, use_bias=self.use_bias,
                                 dtype=self.dtype, name='conv')(x)
+    if self.pool:
+      y = self.ops.apply_pool(y, 'max', self.pool, self.pool, 'VALID')
     if self.norm == 'batch':
       y = self.ops.norm_layer(train, momentum=0.9, epsilon=1e-5,
                               use_scale=self.norm_scale,

@@ -100,6 +100,15 @@ def test_xla_flops_equal_2_macs_without_padding(model, shape, exact):
     assert flops == pytest.approx(2 * acc.macs * (29 / 35)**2)
 
 
+def test_a_pooled_conv_block_counts_the_convs_own_positions():
+  """pool=2 pools after the conv: its MACs are those of the conv's 5x5
+  outputs (3x3 VALID on 7x7), not of the pooled 2x2."""
+  for pool in (0, 2):
+    block = ConvBlock(8, 3, padding='VALID', norm='none', pool=pool)
+    acc = accounting.account(block, (7, 7, 4))
+    assert acc.macs == 5 * 5 * 9 * 4 * 8
+
+
 @pytest.mark.slow
 def test_xla_cross_check_on_a_network():
   config = small_inception.get_config('module=reduced')

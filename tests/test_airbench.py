@@ -63,6 +63,49 @@ def test_inception_net_maps_images_to_logits(module):
   assert stem['kernel'].shape == (2, 2, 3, 24) and stem['bias'].shape == (24,)
 
 
+def test_pooled_conv_block_pools_before_its_norm():
+  """pool=2: conv, 2x2 max-pool, then the batch norm over the pooled
+  values and the activation (airbench's ConvGroup order), by hand."""
+  from models import ConvBlock
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 7, 7, 4))
+  block = ConvBlock(6, 3, pool=2, norm_scale=False)
+  variables = block.init(jax.random.PRNGKey(0), x)
+  y, _ = block.apply(variables, x, train=True, mutable=['batch_stats'])
+  kernel = variables['params']['conv']['kernel']
+  conv = lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  pooled = lax.reduce_window(conv, -jnp.inf, lax.max, (1, 2, 2, 1),
+                             (1, 2, 2, 1), 'VALID')  # (3, 3, 3, 6)
+  mean, var = pooled.mean((0, 1, 2)), pooled.var((0, 1, 2))
+  expected = jax.nn.relu((pooled - mean) / jnp.sqrt(var + 1e-5))
+  assert y.shape == (3, 3, 3, 6)
+  np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+def test_stem_pool_first_moves_the_pool_and_keeps_the_function_unnormed():
+  """Without norms, pooling before the stem's ReLU or after it is the same
+  net (max-pool commutes with a non-decreasing activation): the same
+  params, the same logits; with batch norms (training mode: the batch's
+  statistics) the stem's statistics differ."""
+  x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
+  logits, trees = {}, {}
+  for norm in ('none', 'batch'):
+    for first in (False, True):
+      model = build_model(air_config(stem_width=16, widths=(16, 24, 24),
+                                     norm=norm, stem_pool_first=first).model)
+      variables = model.init(jax.random.PRNGKey(0), x)
+      trees[norm, first] = jax.tree.map(jnp.shape, variables)
+      logits[norm, first], _ = model.apply(variables, x, train=True,
+                                           mutable=['batch_stats'])
+  assert trees['none', False] == trees['none', True]
+  assert trees['batch', False] == trees['batch', True]
+  scale = np.abs(logits['none', False]).max()  # Small: no norm rescales.
+  np.testing.assert_allclose(logits['none', True], logits['none', False],
+                             atol=1e-2 * scale)
+  assert not np.allclose(logits['batch', True], logits['batch', False],
+                         atol=1e-2 * np.abs(logits['batch', False]).max())
+
+
 def test_naive_modules_grow_wider_than_reduced_ones():
   """The naive pool branch passes every input channel on."""
   shapes = {}

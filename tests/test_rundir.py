@@ -95,6 +95,24 @@ def test_load_run_config_moves_old_op_keys_to_ops(tmp_path):
                             'norm': 'xla', 'cpu_vector_width': '256'}}
 
 
+def test_a_network_field_added_later_is_set_for_that_networks_runs_only(
+    tmp_path):
+  """A cifar_fast run saved before model.stem_pool_first resumes under
+  today's config (the field's old behaviour, False); a GoogLeNet run, whose
+  network has no such field, does not gain it."""
+  from configs import cifar_fast, googlenet  # pylint: disable=g-import-not-at-top
+  today = cifar_fast.get_config().to_dict()
+  old = json.loads(json.dumps(today))
+  del old['model']['stem_pool_first']
+  (tmp_path / rundir.CONFIG).write_text(json.dumps(old))
+  assert rundir.saved_training_changes(str(tmp_path), today) == []
+  today['model']['stem_pool_first'] = True
+  assert rundir.saved_training_changes(str(tmp_path), today) == [
+      'model.stem_pool_first: False -> True']
+  plain = googlenet.get_config().to_dict()
+  assert 'stem_pool_first' not in rundir.with_added_keys(plain)['model']
+
+
 def test_a_run_saved_before_added_keys_is_unchanged(tmp_path):
   """A config.json written before ema_decay and eval_flip existed trains as
   today's config with them off: resumable, not stale."""

@@ -377,7 +377,7 @@ def with_added_keys(config: dict) -> dict:
     for parent in parents:
       node = node.setdefault(parent, {})
     node.setdefault(leaf, value)
-  model = config['model']
+  model = config.get('model', {})
   for key, value in ADDED_MODEL_KEYS.get(model.get('name'), {}).items():
     model.setdefault(key, value)
   return config
